@@ -1,0 +1,107 @@
+"""The survey-adapter contract: files in, StarRecords out. Adapters never touch Zarr or torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol, runtime_checkable
+
+import numpy as np
+
+from pairspec.grid import LogLinearGrid
+from pairspec.schema import LabelSchema
+
+
+class AdapterError(Exception):
+    """A unit of work that cannot be read. `path` names the file, `problem` says what is wrong."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One unit of ingest work: usually one file plus the summary-table row that describes it."""
+
+    unit_id: str  # stable, unique per unit (e.g. "apo25m/000+02/apStar-dr17-2M...fits")
+    path: str  # the spectrum file
+    star_id: str
+    row: dict[str, Any] = field(default_factory=dict)  # summary-table values (plain Python / numpy scalars)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A unit (or summary row) left out, and why; written to the ingest's skipped report."""
+
+    path: str
+    problem: str
+    star_id: str = ""
+
+
+@dataclass
+class Discovery:
+    units: list[WorkUnit]
+    skipped: list[Skip]
+
+
+@dataclass
+class StarRecord:
+    """Everything the pair store keeps about one star. Arrays are on the adapter's grid.
+
+    Bad pixels have ivar == 0 (flux finite, survey bits kept in pixmask). NaN never appears in
+    flux or ivar. Missing labels are NaN.
+    """
+
+    star_id: str
+    source: str  # WorkUnit.unit_id it came from
+    labels: np.ndarray  # float32 (n_label,)
+    label_err: np.ndarray  # float32 (n_label,)
+    label_flags: np.ndarray  # int64 (n_label,)
+    star_flags: int  # survey star-level bitmask (APOGEE: ASPCAPFLAG)
+    coadd_flux: np.ndarray  # float32 (npix,); zeros + ivar 0 if the survey has none
+    coadd_ivar: np.ndarray  # float32 (npix,)
+    coadd_pixmask: np.ndarray  # int64 (npix,)
+    visit_flux: np.ndarray  # float32 (n_visit, npix)
+    visit_ivar: np.ndarray  # float32 (n_visit, npix)
+    visit_pixmask: np.ndarray  # int64 (n_visit, npix)
+    visit_snr: np.ndarray  # float32 (n_visit,) median(flux*sqrt(ivar)) over good pixels, recomputed
+    visit_snr_survey: np.ndarray  # float32 (n_visit,) as published (APOGEE: SNRVISn), NaN if absent
+    visit_mjd: np.ndarray  # float64 (n_visit,)
+    visit_id: list[str]  # per visit (APOGEE: SFILEn)
+    visit_fiber: np.ndarray  # int32 (n_visit,), -1 if unknown
+    snr: float  # star-level S/N as published (APOGEE: allStar SNR)
+    meta: dict[str, Any] = field(default_factory=dict)  # ra, dec, telescope, field, cluster ...
+
+    @property
+    def n_visits(self) -> int:
+        return int(self.visit_flux.shape[0])
+
+
+@runtime_checkable
+class SurveyAdapter(Protocol):
+    name: str
+    release: str
+    schema: LabelSchema
+    grid: LogLinearGrid
+
+    def discover(self, source: str) -> Discovery: ...
+
+    def read(self, unit: WorkUnit) -> StarRecord: ...
+
+
+def recompute_snr(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """Median of flux*sqrt(ivar) over pixels with ivar > 0, per row (NaN for an all-bad row)."""
+    flux = np.atleast_2d(flux)
+    ivar = np.atleast_2d(ivar)
+    out = np.full(flux.shape[0], np.nan, dtype=np.float32)
+    for i in range(flux.shape[0]):
+        good = ivar[i] > 0
+        if good.any():
+            out[i] = np.median(flux[i, good] * np.sqrt(ivar[i, good]))
+    return out
+
+
+def iter_records(adapter: SurveyAdapter, units: Iterable[WorkUnit]):
+    for u in units:
+        yield adapter.read(u)
