@@ -1,0 +1,94 @@
+"""`pairspec info`: a summary of a pair store or a checkpoint, as a dict plus readable text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SPLIT_NAMES = {0: "train", 1: "val", 2: "test"}
+
+
+def describe(path: str) -> dict:
+    """Summarise a store (directory / URL) or a checkpoint (.pt file)."""
+    if str(path).endswith(".pt"):
+        return describe_checkpoint(path)
+    return describe_store(path)
+
+
+def describe_store(path: str) -> dict:
+    from pairspec.store import open_store
+
+    store = open_store(path)
+    stars = store.star_table()
+    labels = store.labels()
+    splits = {SPLIT_NAMES[int(k)]: int((stars["split"] == k).sum()) for k in SPLIT_NAMES}
+    coverage = {
+        name: float(np.isfinite(labels[:, i]).mean()) if len(labels) else 0.0
+        for i, name in enumerate(store.schema.names)
+    }
+    visits = store.visit_table()
+    snr = visits["snr"] if len(visits["snr"]) else np.array([np.nan])
+    problems = store.validate()
+    summary = {
+        "kind": "pair store",
+        "path": str(path),
+        "survey": store.survey,
+        "release": store.release,
+        "n_stars": store.n_stars,
+        "n_visits": store.n_visits,
+        "n_sources": len(store.sources),
+        "splits": splits,
+        "labels": store.schema.names,
+        "label_coverage": coverage,
+        "visit_snr_median": float(np.nanmedian(snr)),
+        "visit_frac_snr_below_60": float(np.nanmean(snr < 60)),
+        "grid": store.grid.to_dict(),
+        "problems": problems,
+    }
+    lines = [
+        f"pair store {path}",
+        f"  survey {store.survey} {store.release}: {store.n_stars} stars, {store.n_visits} visits "
+        f"from {len(store.sources)} sources",
+        "  splits: " + ", ".join(f"{k} {v}" for k, v in splits.items()),
+        "  labels (fraction present): " + ", ".join(f"{k} {v:.0%}" for k, v in coverage.items()),
+        f"  visit S/N: median {summary['visit_snr_median']:.1f}, "
+        f"{summary['visit_frac_snr_below_60']:.0%} below 60",
+        f"  grid: {store.grid.npix} px, log10 lambda = {store.grid.crval1} + {store.grid.cdelt1} i "
+        f"({store.grid.medium}, {store.grid.frame} frame)",
+        "  valid: yes" if not problems else "  PROBLEMS:\n    " + "\n    ".join(problems),
+    ]
+    summary["text"] = "\n".join(lines)
+    return summary
+
+
+def describe_checkpoint(path: str) -> dict:
+    from pairspec.checkpoint import read_meta
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    meta = read_meta(path)
+    schema = meta.get("schema", {})
+    names = [lab["name"] for lab in schema.get("labels", [])]
+    cal = meta.get("calibration", {})
+    summary = {
+        "kind": "checkpoint",
+        "path": str(path),
+        "preset": meta.get("preset"),
+        "labels": names,
+        "epoch": meta.get("epoch"),
+        "step": meta.get("step"),
+        "calibration": cal,
+        "pairspec_version": meta.get("pairspec_version"),
+        "n_parameters": meta.get("n_parameters"),
+    }
+    lines = [
+        f"checkpoint {path}",
+        f"  model {summary['preset']} ({summary['n_parameters']} parameters), epoch {summary['epoch']}, "
+        f"step {summary['step']}",
+        f"  labels: {', '.join(names)}",
+        f"  calibration: {cal}",
+        f"  written by pairspec {summary['pairspec_version']}",
+    ]
+    summary["text"] = "\n".join(lines)
+    return summary
