@@ -1,0 +1,384 @@
+"""APOGEE DR17 adapter: allStar summary + apStar/asStar files (formats.md sections 1 and 5) -> StarRecords.
+
+Layout on disk (as on the SDSS servers): ``ROOT/allStar-dr17-synspec_rev1.fits`` (or allStarLite-...)
+and ``ROOT/{apo25m,apo1m,lco25m}/<FIELD>/{apStar,asStar}-dr17-<APOGEE_ID>.fits``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from pairspec.grid import APOGEE_GRID, LogLinearGrid
+from pairspec.schema import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee_bits import (
+    ASPCAPFLAG_STAR_BAD,
+    EXTRATARG_DUPLICATE,
+    PIXMASK_BAD_BITS,
+    PIXMASK_STRICT_BITS,
+    bits_value,
+    clean_row,
+    has_bit,
+)
+from pairspec.surveys.base import AdapterError, Discovery, Skip, StarRecord, WorkUnit, recompute_snr
+
+TELESCOPES = ("apo25m", "apo1m", "lco25m")
+ALLSTAR_NAMES = ("allStar-dr17-synspec_rev1.fits", "allStarLite-dr17-synspec_rev1.fits")
+FLUX_UNIT = "1e-17 erg / (s cm2 Angstrom)"
+STAR_BAD_POLICIES = ("nan_labels", "keep", "drop")
+_REQUIRED = ("APOGEE_ID", "TELESCOPE", "FIELD", "FILE")
+_OPTIONAL = ("EXTRATARG", "ASPCAPFLAG", "SNR", "NVISITS", "RA", "DEC", "MEMBER", "STARFLAG")
+
+
+def _text(value) -> str:
+    """allStar/header strings may be bytes and blank-padded."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    return str(value).strip()
+
+
+def _column_values(column) -> list:
+    """A table column as plain Python values (stripped str, int, float), so WorkUnits pickle small."""
+    values = np.asarray(column).tolist()  # one C-level conversion; per-row numpy scalars are slow
+    if values and isinstance(values[0], (bytes, str)):
+        return [_text(v) for v in values]
+    return values
+
+
+def _as_float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _as_int(value, default: int = 0) -> int:
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    f = _as_float(value)
+    return int(f) if math.isfinite(f) else default
+
+
+def _find_allstar(source) -> tuple[Path, Path]:
+    """(allStar path, directory holding the telescope folders) from a directory or an allStar file."""
+    source = Path(source)
+    if source.is_file():
+        return source, source.parent
+    if not source.is_dir():
+        raise AdapterError(str(source), "no such directory or allStar file")
+    for name in ALLSTAR_NAMES:
+        if (source / name).is_file():
+            return source / name, source
+    raise AdapterError(str(source), f"no allStar file in this directory (looked for {', '.join(ALLSTAR_NAMES)})")
+
+
+def _read_allstar(path: Path, wanted: list[str]) -> tuple[dict[str, np.ndarray], int]:
+    """Columns (upper-case keys) of allStar HDU1; memmap so the 3 GB full file is not read whole."""
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=True) as hdul:
+            if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
+                raise AdapterError(str(path), "HDU1 is not a binary table (not an allStar file?)")
+            data = hdul[1].data
+            names = {n.upper(): n for n in hdul[1].columns.names}
+            missing = [c for c in _REQUIRED if c not in names]
+            if missing:
+                raise AdapterError(str(path), f"allStar lacks column(s) {missing}")
+            cols = {c: _column_values(data.field(names[c])) for c in wanted if c in names}
+            return cols, len(data)
+    except AdapterError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise AdapterError(str(path), f"cannot read FITS: {exc}") from exc
+
+
+def _scan_tree(root: Path) -> set[str]:
+    """Every apStar/asStar file under ROOT/<telescope>/<field>/, as path strings (cheap to hash)."""
+    found = set()
+    for tel in TELESCOPES:
+        for field_dir in (root / tel).glob("*") if (root / tel).is_dir() else ():
+            found.update(str(p) for p in field_dir.glob("a[ps]Star-*.fits") if p.is_file())
+    return found
+
+
+def _star_id_from_name(path: Path) -> str:
+    stem = path.name.removesuffix(".fits")
+    return stem.split("-", 2)[-1] if stem.count("-") >= 2 else stem
+
+
+def _open_apstar(path: str, grid: LogLinearGrid):
+    """Validated (primary header, flux, err, pixmask) from HDUs 0-3, all (NROW, npix)."""
+    from astropy.io import fits
+
+    try:
+        with warnings.catch_warnings():
+            # astropy only warns about a short file; here that is a corrupt download.
+            warnings.filterwarnings("error", message=".*truncated.*")
+            with fits.open(path, memmap=False) as hdul:
+                n_hdu = len(hdul)  # reads every header, so a cut file shows up now
+                info = hdul[-1].fileinfo()
+                if info is not None and info["datLoc"] + info["datSpan"] > os.path.getsize(path):
+                    raise AdapterError(path, "cannot read FITS: file is truncated")
+                if n_hdu < 4:
+                    raise AdapterError(path, f"missing HDU: file has {n_hdu} HDU(s), need 0-3 (header, flux, err, pixmask)")
+                header = hdul[0].header.copy()
+                h1 = hdul[1].header
+                arrays = [hdul[k].data for k in (1, 2, 3)]
+                for k, arr in zip((1, 2, 3), arrays):
+                    if arr is None:
+                        raise AdapterError(path, f"missing HDU: HDU{k} has no data")
+                flux, err = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in arrays[:2])
+                if not np.issubdtype(arrays[2].dtype, np.integer):
+                    raise AdapterError(path, f"HDU3 pixmask is {arrays[2].dtype}, expected an integer bitmask")
+                pixmask = np.atleast_2d(np.asarray(arrays[2], dtype=np.int64))
+    except AdapterError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, KeyError, UserWarning) as exc:
+        raise AdapterError(path, f"cannot read FITS: {exc}") from exc
+
+    crval1 = h1.get("CRVAL1", header.get("CRVAL1"))
+    cdelt1 = h1.get("CDELT1", header.get("CDELT1"))
+    npix = flux.shape[-1]
+    if crval1 is None or cdelt1 is None or not grid.matches(crval1, cdelt1, npix):
+        raise AdapterError(
+            path,
+            f"wrong wavelength grid: CRVAL1={crval1} CDELT1={cdelt1} NAXIS1={npix}, "
+            f"expected CRVAL1={grid.crval1} CDELT1={grid.cdelt1} NAXIS1={grid.npix}",
+        )
+    if not (flux.ndim == 2 and flux.shape == err.shape == pixmask.shape):
+        raise AdapterError(
+            path, f"inconsistent shapes: flux {flux.shape}, err {err.shape}, pixmask {pixmask.shape}"
+        )
+    return header, flux, err, pixmask
+
+
+def _visit_rows(path: str, nrow: int, nvisits) -> list[int]:
+    """apStar rows holding visits: row 0 alone for one visit (or a 1-row file), else rows 2..NVISITS+1."""
+    if nvisits is None:
+        nvisits = nrow - 2 if nrow > 2 else 1
+    nvisits = int(nvisits)
+    if nvisits < 1:
+        raise AdapterError(path, f"NVISITS={nvisits} in the header: no visits")
+    if nrow == 1 or nvisits == 1:
+        return [0]
+    if nrow < nvisits + 2:
+        raise AdapterError(path, f"inconsistent shapes: NVISITS={nvisits} needs {nvisits + 2} rows, HDU1 has {nrow}")
+    return list(range(2, nvisits + 2))
+
+
+def _telescope_from_path(path: Path) -> str:
+    if path.parent.parent.name in TELESCOPES:
+        return path.parent.parent.name
+    return "lco25m" if path.name.startswith("asStar") else ""
+
+
+class ApogeeDR17Adapter:
+    """SurveyAdapter for APOGEE DR17 apStar files described by an allStar table.
+
+    bad_bits: APOGEE_PIXMASK bits that set ivar = 0 (default DRP "bad" bits 0-7, 14);
+    strict: also drop persistence and sky-line pixels (bits 9-12).
+    drop_duplicates: skip allStar rows with EXTRATARG bit 4 (non-primary duplicates).
+    star_bad: ASPCAPFLAG STAR_BAD stars are kept with NaN labels ("nan_labels", default, so their
+    visits still make twins), kept with their labels ("keep") or skipped ("drop").
+    require_labels: skip allStar rows with any schema label missing.
+    labels: subset of APOGEE_DR17_SCHEMA names; stars_dir: telescope folders if not beside allStar.
+    """
+
+    name = "apogee"
+    release = "dr17"
+
+    def __init__(self, labels=None, bad_bits=None, strict=False, require_labels=False,
+                 drop_duplicates=True, star_bad="nan_labels", stars_dir=None):
+        if star_bad not in STAR_BAD_POLICIES:
+            raise ValueError(f"star_bad={star_bad!r}; choose one of {STAR_BAD_POLICIES}")
+        self.schema = APOGEE_DR17_SCHEMA.subset(list(labels)) if labels else APOGEE_DR17_SCHEMA
+        self.grid = APOGEE_GRID
+        bits = set(PIXMASK_BAD_BITS if bad_bits is None else bad_bits)
+        if strict:
+            bits |= PIXMASK_STRICT_BITS
+        self.bad_bits = tuple(sorted(bits))
+        self.bad_mask = bits_value(bits)
+        self.strict = bool(strict)
+        self.require_labels = bool(require_labels)
+        self.drop_duplicates = bool(drop_duplicates)
+        self.star_bad = star_bad
+        self.stars_dir = None if stars_dir is None else str(stars_dir)
+
+    # ---- discovery -------------------------------------------------------------------------
+    def discover(self, source) -> Discovery:
+        allstar, root = _find_allstar(source)
+        root = Path(self.stars_dir) if self.stars_dir else root
+        label_cols = [lab.column.upper() for lab in self.schema.labels]
+        extra_cols = [c.upper() for lab in self.schema.labels for c in (lab.err_column, lab.flag_column) if c]
+        cols, n_rows = _read_allstar(allstar, list(_REQUIRED + _OPTIONAL) + label_cols + extra_cols)
+        missing = [c for c in label_cols if c not in cols]
+        if missing:
+            raise AdapterError(str(allstar), f"allStar lacks label column(s) {missing} needed by the schema")
+
+        on_disk = _scan_tree(root)
+        referenced: set[str] = set()
+        prefix = str(root)
+        skipped: list[Skip] = []
+        by_star: dict[str, list[tuple[float, int, WorkUnit]]] = {}
+        for i in range(n_rows):
+            row = {c: v[i] for c, v in cols.items()}
+            star, tel, field, fname = (row[c] for c in _REQUIRED)
+            path = os.path.join(prefix, tel, field, fname)  # str, not Path: 10x faster over 700k rows
+            referenced.add(path)
+            problem = self._row_problem(row)
+            if problem is None and path not in on_disk:
+                problem = "allStar row has no file on disk"
+            if problem:
+                skipped.append(Skip(path, problem, star))
+                continue
+            unit = WorkUnit(f"{tel}/{field}/{fname}", path, star, row)
+            by_star.setdefault(star, []).append((_as_float(row.get("SNR")), i, unit))
+
+        chosen = []
+        for star, candidates in by_star.items():
+            # one row per star: the highest published SNR (NaN last; the earlier row wins ties)
+            best = max(candidates, key=lambda c: (c[0] if math.isfinite(c[0]) else -math.inf, -c[1]))
+            chosen.append(best[1:])
+            for _, _, unit in candidates:
+                if unit is not best[2]:
+                    skipped.append(Skip(unit.path, f"duplicate: APOGEE_ID {star} again; kept {best[2].unit_id}", star))
+        units = [unit for _, unit in sorted(chosen, key=lambda c: c[0])]
+        for path in sorted(on_disk - referenced):
+            skipped.append(Skip(path, "no allStar row for this apStar file", _star_id_from_name(Path(path))))
+        return Discovery(units=units, skipped=skipped)
+
+    def _row_problem(self, row: dict) -> str | None:
+        if self.drop_duplicates and has_bit(_as_int(row.get("EXTRATARG")), EXTRATARG_DUPLICATE):
+            return "EXTRATARG bit 4: non-primary duplicate row of this star"
+        if self.star_bad == "drop" and has_bit(_as_int(row.get("ASPCAPFLAG")), ASPCAPFLAG_STAR_BAD):
+            return "ASPCAPFLAG STAR_BAD"
+        if self.require_labels:
+            labels, _, _, _ = self._labels(row)
+            if np.isnan(labels).any():
+                lost = [n for n, v in zip(self.schema.names, labels) if np.isnan(v)]
+                return f"missing labels: {', '.join(lost)}"
+        return None
+
+    # ---- reading ---------------------------------------------------------------------------
+    def read(self, unit: WorkUnit) -> StarRecord:
+        return self.read_apstar(unit.path, unit.row, source=unit.unit_id)
+
+    def read_apstar(self, path, row=None, source=None) -> StarRecord:
+        """StarRecord of one apStar file; `row` = its allStar values (upper-case keys) or None (labels NaN)."""
+        path = str(path)
+        row = {str(k).upper(): v for k, v in (row or {}).items()}
+        header, flux, err, pixmask = _open_apstar(path, self.grid)
+        rows = _visit_rows(path, flux.shape[0], header.get("NVISITS"))
+        single = rows == [0]
+        usable = self.grid.usable()
+
+        kept, dropped = [], []
+        for k, r in enumerate(rows):
+            n = k + 1  # header keys count visits from 1
+            visit_id = _text(header.get(f"SFILE{n}", "")) or f"{Path(path).name}[row {r}]"
+            vflux, vivar = clean_row(flux[r], err[r], pixmask[r], self.bad_mask, usable)
+            if not np.any(vflux):
+                dropped.append(f"{visit_id} (row {r}): all-zero row (failed RV)")
+            elif not np.any(vivar > 0):
+                dropped.append(f"{visit_id} (row {r}): every pixel is bad")
+            else:
+                kept.append((n, r, visit_id, vflux, vivar))
+        if not kept:
+            raise AdapterError(path, f"every pixel is bad in all {len(rows)} visit row(s)")
+
+        header_snr = _as_float(header.get("SNR"))
+        snr_survey = []
+        for n, *_ in kept:
+            s = _as_float(header.get(f"SNRVIS{n}"))
+            # DR17 writes SNRVIS1 = 0 for single-visit stars; that visit is row 0, whose S/N is SNR.
+            snr_survey.append(s if s > 0 else (header_snr if single else math.nan))
+        visit_flux = np.stack([v[3] for v in kept])
+        visit_ivar = np.stack([v[4] for v in kept])
+        if single:
+            coadd_flux, coadd_ivar = visit_flux[0].copy(), visit_ivar[0].copy()
+        else:
+            coadd_flux, coadd_ivar = clean_row(flux[0], err[0], pixmask[0], self.bad_mask, usable)
+
+        labels, label_err, label_flags, star_flags = self._labels(row)
+        star_id = _text(row.get("APOGEE_ID", "")) or _text(header.get("OBJID", "")) or _star_id_from_name(Path(path))
+        snr = _as_float(row.get("SNR", header_snr))
+        meta = {
+            "ra": _as_float(row.get("RA", header.get("RA"))),
+            "dec": _as_float(row.get("DEC", header.get("DEC"))),
+            "telescope": _text(row.get("TELESCOPE", "")) or _telescope_from_path(Path(path)),
+            "field": _text(row.get("FIELD", "")) or _text(header.get("FIELD", "")),
+            "apogee_id": star_id,
+            "nvisits_header": _as_int(header.get("NVISITS"), -1),
+            "member": _text(row.get("MEMBER", "")),
+            "extratarg": _as_int(row.get("EXTRATARG"), 0),
+            "starflag": _as_int(header.get("STARFLAG"), 0),
+            "dropped_visits": dropped,
+        }
+        return StarRecord(
+            star_id=star_id,
+            source=source or path,
+            labels=labels,
+            label_err=label_err,
+            label_flags=label_flags,
+            star_flags=star_flags,
+            coadd_flux=coadd_flux,
+            coadd_ivar=coadd_ivar,
+            coadd_pixmask=pixmask[0].copy(),
+            visit_flux=visit_flux,
+            visit_ivar=visit_ivar,
+            visit_pixmask=np.stack([pixmask[v[1]] for v in kept]),
+            visit_snr=recompute_snr(visit_flux, visit_ivar),
+            visit_snr_survey=np.array(snr_survey, dtype=np.float32),
+            visit_mjd=np.array([_as_float(header.get(f"JD{v[0]}")) - 2400000.5 for v in kept]),
+            visit_id=[v[2] for v in kept],
+            visit_fiber=np.array([_as_int(header.get(f"FIBER{v[0]}"), -1) for v in kept], dtype=np.int32),
+            snr=snr,
+            meta=meta,
+        )
+
+    def _labels(self, row: dict):
+        """(labels, label_err, label_flags, star_flags) from allStar values; missing -> NaN / 0."""
+        labs = self.schema.labels
+        labels = self.schema.clean([_as_float(row.get(lab.column.upper())) for lab in labs])
+        err = np.array([_as_float(row.get(lab.err_column.upper())) for lab in labs], dtype=np.float32)
+        with np.errstate(invalid="ignore"):
+            err[~np.isfinite(err) | (err <= 0) | np.isnan(labels)] = np.nan
+        flags = np.array(
+            [_as_int(row.get(lab.flag_column.upper()), 0) if lab.flag_column else 0 for lab in labs], dtype=np.int64
+        )
+        star_flags = _as_int(row.get("ASPCAPFLAG"), 0)
+        if self.star_bad == "nan_labels" and has_bit(star_flags, ASPCAPFLAG_STAR_BAD):
+            labels[:] = np.nan
+            err[:] = np.nan
+        return labels, err, flags, star_flags
+
+
+def read_apstar(path, row=None, **options) -> StarRecord:
+    """StarRecord from a lone apStar file (labels NaN unless `row` gives allStar values)."""
+    return ApogeeDR17Adapter(**options).read_apstar(path, row)
+
+
+def apstar_to_spectrum(path, row: int = 0, bad_bits=None, strict: bool = False):
+    """specutils Spectrum of one apStar row (0 = coadd, 2.. = visits): flux, InverseVariance, mask = ivar 0."""
+    import astropy.units as u
+    from astropy.nddata import InverseVariance
+    from specutils import Spectrum
+
+    adapter = ApogeeDR17Adapter(bad_bits=bad_bits, strict=strict)
+    header, flux, err, pixmask = _open_apstar(str(path), adapter.grid)
+    if not 0 <= row < flux.shape[0]:
+        raise AdapterError(str(path), f"row {row} out of range: the file has {flux.shape[0]} rows")
+    f, ivar = clean_row(flux[row], err[row], pixmask[row], adapter.bad_mask, adapter.grid.usable())
+    unit = u.Unit(FLUX_UNIT)
+    return Spectrum(
+        flux=f * unit,
+        spectral_axis=adapter.grid.wavelength() * u.AA,
+        uncertainty=InverseVariance(ivar, unit=unit**-2),
+        mask=ivar == 0,
+        meta={"header": header, "row": row, "pixmask": pixmask[row].copy()},
+    )

@@ -1,0 +1,62 @@
+"""APOGEE DR17 bitmasks (formats.md 1.11) and the per-row pixel cleaning that uses them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# APOGEE_PIXMASK bits the DRP calls "bad" (level 1): BADPIX..NOSKY (0-7) and NOT_ENOUGH_PSF (14).
+PIXMASK_BAD_BITS = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 14})
+# strict mode also drops persistence (9-11) and significant sky-line (12) pixels.
+PIXMASK_STRICT_BITS = PIXMASK_BAD_BITS | {9, 10, 11, 12}
+
+EXTRATARG_DUPLICATE = 4  # non-primary row of a star that has another allStar row
+ASPCAPFLAG_STAR_BAD = 23
+
+# Errors at or above this are the pipeline's "infinite" errors (chip edges reach 1e14).
+ERR_CEILING = 1e5
+# ... and errors this many times the row's typical error are junk even when no bit says so.
+ERR_OUTLIER_FACTOR = 50.0
+
+
+def bits_value(bits) -> int:
+    """Integer mask with the given bit numbers set."""
+    value = 0
+    for b in bits:
+        value |= 1 << int(b)
+    return value
+
+
+def has_bit(flags: int, bit: int) -> bool:
+    return bool(int(flags) >> bit & 1)
+
+
+def clean_row(flux, err, pixmask, bad_mask: int, usable: np.ndarray):
+    """Return (flux float32, ivar float32) for one apStar row.
+
+    ivar = 1/err^2 on good pixels and 0 where err <= 0, err or flux non-finite, err >= 1e5,
+    err > 50x the row's median good err, outside the usable chip blocks, or any bad bit set.
+    Flux stays as published (finite) so masked pixels keep the pipeline's smooth fill values.
+    """
+    flux = np.asarray(flux, dtype=np.float64)
+    err = np.asarray(err, dtype=np.float64)
+    pixmask = np.asarray(pixmask, dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        good = (
+            np.isfinite(flux)
+            & np.isfinite(err)
+            & (err > 0)
+            & (err < ERR_CEILING)
+            & usable
+            & ((pixmask & bad_mask) == 0)
+        )
+    if good.any():
+        good &= err <= ERR_OUTLIER_FACTOR * np.median(err[good])
+    ivar = np.zeros(flux.shape, dtype=np.float64)
+    ivar[good] = 1.0 / err[good] ** 2
+    out_flux = np.where(np.isfinite(flux), flux, 0.0).astype(np.float32)
+    out_ivar = ivar.astype(np.float32)
+    # float32 overflow (|flux| > 3e38) would bring inf back: zero it and mask the pixel.
+    overflow = ~np.isfinite(out_flux) | ~np.isfinite(out_ivar)
+    out_flux[overflow] = 0.0
+    out_ivar[overflow] = 0.0
+    return out_flux, out_ivar

@@ -1,0 +1,248 @@
+"""Broken APOGEE inputs: each gives a clear message naming the file, and the other stars still read."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pairspec.surveys.apogee import ApogeeDR17Adapter
+from pairspec.surveys.base import AdapterError
+
+
+def _real_dir() -> Path:
+    env = os.environ.get("PAIRSPEC_REAL_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+REAL = _real_dir()
+MULTI_ID, SINGLE_ID = "2M17335483-2753043", "2M19485057+5005279"
+MULTI, SINGLE = f"apStar-dr17-{MULTI_ID}.fits", f"apStar-dr17-{SINGLE_ID}.fits"
+pytestmark = [
+    pytest.mark.realdata,
+    pytest.mark.skipif(not (REAL / MULTI).is_file(), reason=f"real APOGEE files not found in {REAL}"),
+]
+LABELS = dict(TEFF=4500.0, TEFF_ERR=80.0, LOGG=2.5, LOGG_ERR=0.05, FE_H=-0.2, FE_H_ERR=0.01,
+              MG_FE=0.1, MG_FE_ERR=0.02)
+
+
+def write_allstar(path: Path, rows: list[tuple]) -> None:
+    """rows of (APOGEE_ID, FIELD, SNR, EXTRATARG, label overrides)."""
+    from astropy.io import fits
+
+    def text(name, values):
+        width = max(len(v) for v in values) + 3
+        return fits.Column(name=name, format=f"{width}A", array=np.array([v.ljust(width) for v in values]))
+
+    stars = [r[0] for r in rows]
+    cols = [text("APOGEE_ID", stars), text("TELESCOPE", ["apo25m"] * len(rows)),
+            text("FIELD", [r[1] for r in rows]), text("FILE", [f"apStar-dr17-{s}.fits" for s in stars]),
+            fits.Column(name="SNR", format="D", array=np.array([r[2] for r in rows])),
+            fits.Column(name="EXTRATARG", format="J", array=np.array([r[3] for r in rows], dtype=np.int32)),
+            fits.Column(name="ASPCAPFLAG", format="K", array=np.zeros(len(rows), dtype=np.int64))]
+    for name in LABELS:
+        values = [{**LABELS, **(r[4] if len(r) > 4 else {})}[name] for r in rows]
+        cols.append(fits.Column(name=name, format="D", array=np.array(values)))
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(path, overwrite=True)
+
+
+def make_tree(tmp_path: Path, rows=None) -> Path:
+    """Real multi-visit star in 000+02, real single-visit star in K04_083+13, plus an allStar."""
+    root = tmp_path / "dr17"
+    for name, field in ((MULTI, "000+02"), (SINGLE, "K04_083+13")):
+        (root / "apo25m" / field).mkdir(parents=True, exist_ok=True)
+        shutil.copy(REAL / name, root / "apo25m" / field / name)
+    rows = rows or [(MULTI_ID, "000+02", 154.2, 0), (SINGLE_ID, "K04_083+13", 137.5, 0)]
+    write_allstar(root / "allStar-dr17-synspec_rev1.fits", rows)
+    return root
+
+
+def rewrite(path: Path, change) -> None:
+    """Apply change(hdul) to the real multi-visit star and write the result to `path`."""
+    from astropy.io import fits
+
+    with fits.open(REAL / MULTI, memmap=False) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    hdul = change(hdul) or hdul
+    hdul.writeto(path, overwrite=True)
+
+
+def multi_path(root: Path) -> Path:
+    return root / "apo25m" / "000+02" / MULTI
+
+
+def broken_multi(tmp_path, change=None, raw_bytes=None):
+    """Tree whose multi-visit file is broken; returns (adapter, units, broken path)."""
+    root = make_tree(tmp_path)
+    path = multi_path(root)
+    if raw_bytes is not None:
+        path.write_bytes(raw_bytes)
+    else:
+        rewrite(path, change)
+    adapter = ApogeeDR17Adapter()
+    units = adapter.discover(root).units
+    assert [u.star_id for u in units] == [MULTI_ID, SINGLE_ID]  # discovery does not open spectra
+    assert adapter.read(units[1]).n_visits == 1  # the healthy star still reads
+    return adapter, units, path
+
+
+def read_error(adapter, unit) -> AdapterError:
+    with pytest.raises(AdapterError) as info:
+        adapter.read(unit)
+    assert info.value.path == unit.path and unit.path in str(info.value)
+    return info.value
+
+
+def test_truncated_file(tmp_path):
+    data = (REAL / MULTI).read_bytes()
+    adapter, units, _ = broken_multi(tmp_path, raw_bytes=data[: len(data) // 2])
+    assert "cannot read FITS" in read_error(adapter, units[0]).problem
+
+
+def test_random_bytes(tmp_path):
+    noise = np.random.default_rng(1).integers(0, 256, 30000, dtype=np.uint8).tobytes()
+    adapter, units, _ = broken_multi(tmp_path, raw_bytes=noise)
+    assert read_error(adapter, units[0]).problem.startswith("cannot read FITS:")
+
+
+def test_missing_hdu(tmp_path):
+    adapter, units, _ = broken_multi(tmp_path, lambda h: h[:1])
+    assert "missing HDU" in read_error(adapter, units[0]).problem
+
+
+def test_wrong_crval1(tmp_path):
+    def shift(h):
+        for k in (0, 1, 2, 3):
+            h[k].header["CRVAL1"] = 4.18
+
+    adapter, units, _ = broken_multi(tmp_path, shift)
+    problem = read_error(adapter, units[0]).problem
+    assert "wrong wavelength grid" in problem and "CRVAL1=4.18 " in problem and "expected CRVAL1=4.179" in problem
+
+
+def test_wrong_npix(tmp_path):
+    def cut(h):
+        for k in range(1, 8):
+            h[k].data = h[k].data[:, :8000].copy()
+
+    adapter, units, _ = broken_multi(tmp_path, cut)
+    assert "NAXIS1=8000" in read_error(adapter, units[0]).problem
+
+
+def test_inconsistent_rows(tmp_path):
+    def drop_err_row(h):
+        h[2].data = h[2].data[:4].copy()
+
+    adapter, units, _ = broken_multi(tmp_path, drop_err_row)
+    assert "inconsistent shapes" in read_error(adapter, units[0]).problem
+
+
+def test_nan_inf_flux_and_bad_errors_are_masked(tmp_path):
+    def spoil(h):
+        h[1].data[2, 1000:1010] = np.nan
+        h[1].data[3, 2000] = np.inf
+        h[2].data[2, 1500:1510] = 0.0
+        h[2].data[4, 1600:1610] = -1.0
+        h[2].data[3, 5000] = 1e6  # above the 1e5 ceiling
+        h[2].data[3, 5001] = 60 * np.median(h[2].data[3, 1000:3000])  # > 50x the typical error
+
+    adapter, units, _ = broken_multi(tmp_path, spoil)
+    rec = adapter.read(units[0])
+    assert rec.n_visits == 3
+    assert np.isfinite(rec.visit_flux).all() and np.isfinite(rec.visit_ivar).all()
+    assert not rec.visit_flux[0, 1000:1010].any() and rec.visit_flux[1, 2000] == 0
+    for v, sl in ((0, slice(1000, 1010)), (1, slice(2000, 2001)), (0, slice(1500, 1510)),
+                  (2, slice(1600, 1610)), (1, slice(5000, 5002))):
+        assert not rec.visit_ivar[v, sl].any()
+    # the neighbours are untouched
+    assert (rec.visit_ivar[0, 1010:1020] > 0).all() and rec.visit_ivar[1, 5002] > 0
+
+
+def test_one_visit_all_bad_and_one_all_zero_are_dropped(tmp_path):
+    def spoil(h):
+        h[3].data[3] = 1  # BADPIX everywhere in the second visit
+        h[1].data[4] = 0.0  # third visit: an all-zero row as left by a failed RV
+        h[2].data[4] = 0.0
+
+    adapter, units, _ = broken_multi(tmp_path, spoil)
+    rec = adapter.read(units[0])
+    assert rec.n_visits == 1 and rec.visit_id == ["apVisit-dr17-5815-56396-212.fits"]
+    assert rec.visit_snr_survey[0] == pytest.approx(67.2, abs=0.05)
+    dropped = rec.meta["dropped_visits"]
+    assert len(dropped) == 2
+    assert "apVisit-dr17-5815-56433-221.fits (row 3): every pixel is bad" == dropped[0]
+    assert "row 4" in dropped[1] and "all-zero" in dropped[1]
+
+
+def test_every_visit_all_bad(tmp_path):
+    def spoil(h):
+        h[3].data[2:] = 1 << 14  # NOT_ENOUGH_PSF everywhere
+
+    adapter, units, _ = broken_multi(tmp_path, spoil)
+    assert "every pixel is bad" in read_error(adapter, units[0]).problem
+
+
+def test_nvisits_larger_than_the_rows(tmp_path):
+    def lie(h):
+        h[0].header["NVISITS"] = 5
+
+    adapter, units, _ = broken_multi(tmp_path, lie)
+    problem = read_error(adapter, units[0]).problem
+    assert "NVISITS=5" in problem and "has 5" in problem
+
+
+def test_apstar_without_allstar_row_and_row_without_file(tmp_path):
+    root = make_tree(tmp_path, rows=[(MULTI_ID, "000+02", 154.2, 0), ("2M00000000+0000000", "120+12", 50.0, 0)])
+    found = ApogeeDR17Adapter().discover(root)
+    assert [u.star_id for u in found.units] == [MULTI_ID]
+    problems = {s.star_id: s for s in found.skipped}
+    assert problems["2M00000000+0000000"].problem == "allStar row has no file on disk"
+    assert problems["2M00000000+0000000"].path.endswith("apo25m/120+12/apStar-dr17-2M00000000+0000000.fits")
+    assert problems[SINGLE_ID].problem == "no allStar row for this apStar file"
+    assert problems[SINGLE_ID].path == str(root / "apo25m" / "K04_083+13" / SINGLE)
+
+
+def test_same_star_twice(tmp_path):
+    rows = [(MULTI_ID, "000+02", 154.2, 0), (SINGLE_ID, "K04_083+13", 137.5, 0), (MULTI_ID, "other", 90.0, 0)]
+    root = make_tree(tmp_path, rows)
+    (root / "apo25m" / "other").mkdir()
+    shutil.copy(REAL / MULTI, root / "apo25m" / "other" / MULTI)
+    found = ApogeeDR17Adapter().discover(root)
+    assert [u.unit_id for u in found.units] == [f"apo25m/000+02/{MULTI}", f"apo25m/K04_083+13/{SINGLE}"]
+    (skip,) = found.skipped
+    assert skip.path.endswith(f"apo25m/other/{MULTI}") and skip.star_id == MULTI_ID
+    assert skip.problem == f"duplicate: APOGEE_ID {MULTI_ID} again; kept apo25m/000+02/{MULTI}"
+
+
+def test_sentinel_labels_become_nan(tmp_path):
+    rows = [(MULTI_ID, "000+02", 154.2, 0, {"TEFF": -9999.0, "TEFF_ERR": -9999.0, "MG_FE": np.nan}),
+            (SINGLE_ID, "K04_083+13", 137.5, 0, {"LOGG": 9.0, "FE_H_ERR": 0.0})]
+    root = make_tree(tmp_path, rows)
+    adapter = ApogeeDR17Adapter()
+    first, second = (adapter.read(u) for u in adapter.discover(root).units)
+    assert np.isnan(first.labels[[0, 3]]).all() and np.isnan(first.label_err[[0, 3]]).all()
+    np.testing.assert_allclose(first.labels[[1, 2]], [2.5, -0.2], rtol=1e-6)
+    assert np.isnan(second.labels[1]) and np.isnan(second.label_err[1])  # log g 9 is out of range
+    assert second.labels[2] == pytest.approx(-0.2) and np.isnan(second.label_err[2])  # zero error
+    assert second.label_flags.tolist() == [0, 0, 0, 0]  # no flag columns in this allStar
+
+
+def test_missing_allstar_names_the_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AdapterError) as info:
+        ApogeeDR17Adapter().discover(tmp_path / "empty")
+    assert info.value.path == str(tmp_path / "empty") and "no allStar file" in info.value.problem
+
+
+def test_allstar_without_required_column(tmp_path):
+    from astropy.io import fits
+
+    path = tmp_path / "allStar-dr17-synspec_rev1.fits"
+    cols = [fits.Column(name="APOGEE_ID", format="20A", array=np.array([MULTI_ID]))]
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(path)
+    with pytest.raises(AdapterError) as info:
+        ApogeeDR17Adapter().discover(tmp_path)
+    assert info.value.path == str(path) and "TELESCOPE" in info.value.problem
