@@ -1,0 +1,99 @@
+"""Ingest throughput vs a bare astropy read loop over the same apStar files (prints JSON).
+
+    python benchmarks/ingest.py --stars 2000 [--workers 2] [--sim-dir DIR] [--out benchmarks/results/ingest_2000.json]
+
+(a) bare: open every apStar/asStar with astropy and read HDUs 1-3 as arrays, one process;
+(b) pairspec ingest of the same tree into a fresh store, in a child process so that its peak RSS
+    (writer = the child, readers = its pool workers) is measured apart from this script's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_CHILD = """
+import json, resource, sys, time
+from pairspec.ingest import ingest
+t0 = time.perf_counter()
+r = ingest("apogee", sys.argv[1], sys.argv[2], workers=int(sys.argv[3]), progress=False)
+dt = time.perf_counter() - t0
+print(json.dumps({"elapsed_s": dt, "stars": r.n_stars, "visits": r.n_visits, "skipped": len(r.skipped),
+                  "writer_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "reader_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def apstar_files(root: Path) -> list[Path]:
+    return sorted(p for tel in ("apo25m", "lco25m", "apo1m") for p in (root / tel).glob("*/a[ps]Star-*.fits"))
+
+
+def bare_loop(files: list[Path]) -> dict:
+    from astropy.io import fits
+
+    t0, visits = time.perf_counter(), 0
+    for path in files:
+        with fits.open(path, memmap=False) as hdul:
+            arrays = [hdul[k].data.copy() for k in (1, 2, 3)]
+            visits += int(hdul[0].header.get("NVISITS", max(1, arrays[0].shape[0] - 2)))
+    return {"elapsed_s": time.perf_counter() - t0, "visits": visits, "files": len(files)}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stars", type=int, default=2000, help="stars to simulate (ignored with --sim-dir)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="ingest reader processes")
+    ap.add_argument("--sim-dir", type=Path, default=None, help="an existing simulated (or real) DR17 tree")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="pairspec-bench-") as tmp:
+        root = args.sim_dir
+        if root is None:
+            from pairspec.simulate import simulate_apogee
+
+            root = Path(tmp) / "sim"
+            simulate_apogee(root, n_stars=args.stars, seed=args.seed)
+        files = apstar_files(Path(root))
+        if not files:
+            sys.exit(f"{root}: no apStar/asStar files under apo25m/, lco25m/ or apo1m/")
+        bare = bare_loop(files)
+        store = str(Path(tmp) / "bench.zarr")
+        child = subprocess.run([sys.executable, "-c", _CHILD, str(root), store, str(args.workers)],
+                               capture_output=True, text=True, check=False)
+        if child.returncode != 0:
+            sys.exit(f"ingest failed:\n{child.stderr[-3000:]}")
+        ing = json.loads(child.stdout.strip().splitlines()[-1])
+
+    bare_rate = bare["visits"] / bare["elapsed_s"]
+    ingest_rate = ing["visits"] / ing["elapsed_s"]
+    result = {
+        "stars": ing["stars"], "visits": ing["visits"], "files": bare["files"], "skipped": ing["skipped"],
+        "bare_visits_per_s": round(bare_rate, 1), "ingest_visits_per_s": round(ingest_rate, 1),
+        "ratio": round(ingest_rate / bare_rate, 3),
+        "peak_rss_mb": round(max(ing["writer_rss_mb"], ing["reader_rss_mb"]), 1),
+        "peak_rss_mb_writer": round(ing["writer_rss_mb"], 1), "peak_rss_mb_reader": round(ing["reader_rss_mb"], 1),
+        "workers": args.workers,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "processor": platform.processor() or platform.machine()},
+        "self_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,457 @@
+"""The pair store: one Zarr v3 group per survey release (docs/data-model.md). The only Zarr writer.
+
+Appends are atomic batches: array data is written past the committed length first, then the root
+attributes n_stars/n_visits are updated (the commit). Opening for append truncates leftovers of an
+interrupted batch, so a rerun gives exactly the store an uninterrupted run would have given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from datetime import datetime, timezone
+
+import numpy as np
+
+from pairspec.grid import LogLinearGrid
+from pairspec.schema import LabelSchema
+from pairspec.surveys.base import StarRecord
+
+STORE_VERSION = 1
+SPLIT_NAMES = {0: "train", 1: "val", 2: "test"}
+_INNER = 16  # rows per inner chunk of a spectra shard: one random visit = one small read
+
+# name -> (dtype, per-row shape kind) ; kind: "" scalar, "pixel", "label"
+STAR_ARRAYS = {
+    "id": (str, ""), "source": (str, ""), "split": ("i1", ""), "snr": ("f4", ""),
+    "n_visits": ("i8", ""), "first_visit": ("i8", ""), "ra": ("f8", ""), "dec": ("f8", ""),
+    "star_flags": ("i8", ""), "telescope": (str, ""), "field": (str, ""), "meta_json": (str, ""),
+    "labels": ("f4", "label"), "label_err": ("f4", "label"), "label_flags": ("i8", "label"),
+    "flux": ("f4", "pixel"), "ivar": ("f4", "pixel"), "pixmask": ("i8", "pixel"),
+}
+VISIT_ARRAYS = {
+    "star": ("i8", ""), "visit_id": (str, ""), "mjd": ("f8", ""), "snr": ("f4", ""),
+    "snr_survey": ("f4", ""), "fiber": ("i4", ""),
+    "flux": ("f4", "pixel"), "ivar": ("f4", "pixel"), "pixmask": ("i8", "pixel"),
+}
+_META_COLUMNS = ("ra", "dec", "telescope", "field")
+
+
+def split_of(star_id: str) -> int:
+    """0 train / 1 val / 2 test (80/10/10) from a stable hash of the star id (never Python hash())."""
+    h = int.from_bytes(hashlib.blake2b(star_id.encode("utf-8"), digest_size=8).digest(), "big") % 100
+    return 0 if h < 80 else (1 if h < 90 else 2)
+
+
+def _zarr():
+    import zarr
+
+    # Variable-length strings have no ratified v3 spec yet; zarr warns on every string array.
+    warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+    return zarr
+
+
+def _create(group, name, dtype, shape, chunk, dims):
+    """A growable array: 1-D chunked by `chunk` rows, spectra sharded by `chunk` x all pixels."""
+    if len(shape) == 2 and shape[1] > 64:
+        inner = _INNER if chunk % _INNER == 0 else chunk
+        return group.create_array(name, shape=shape, dtype=dtype, chunks=(inner, shape[1]),
+                                  shards=(chunk, shape[1]), dimension_names=dims)
+    chunks = (chunk,) + tuple(shape[1:])
+    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, dimension_names=dims)
+
+
+def create_store(path: str, survey: str, release: str, grid: LogLinearGrid, schema: LabelSchema,
+                 provenance: dict | None = None, chunk: int = 256) -> "PairStore":
+    """Create an empty store at `path` (local or fsspec URL). Refuses to overwrite anything but an
+    unfinished pair store (a Zarr group without the version marker): ValueError naming the path."""
+    zarr = _zarr()
+    try:
+        existing = zarr.open_group(path, mode="r")
+    except FileNotFoundError:  # also zarr's GroupNotFoundError: nothing there yet
+        existing = None
+    if existing is not None and "pairspec_store_version" in existing.attrs:
+        raise ValueError(f"{path}: a pair store already exists here; open it with open_store(mode='a')")
+    if existing is not None and not existing.attrs.get("pairspec_creating"):
+        raise ValueError(f"{path}: a Zarr group that is not a pair store is here; refusing to overwrite")
+    if existing is None and _occupied(path):
+        raise ValueError(f"{path}: exists and is not a Zarr group; refusing to overwrite it with a pair store")
+    g = zarr.open_group(path, mode="w")
+    g.attrs["pairspec_creating"] = True  # lets a rerun overwrite a store whose creation was cut off
+    dims = {"": (), "pixel": (grid.npix,), "label": (len(schema),)}
+    names = {"": (), "pixel": ("pixel",), "label": ("label",)}
+    for sub, specs, dim in (("stars", STAR_ARRAYS, "star"), ("visits", VISIT_ARRAYS, "visit")):
+        sg = g.create_group(sub)
+        for name, (dtype, kind) in specs.items():
+            _create(sg, name, dtype, (0,) + dims[kind], chunk, (dim,) + names[kind])
+    wave = g.create_array("wavelength", shape=(grid.npix,), dtype="f8", chunks=(grid.npix,),
+                          dimension_names=("pixel",), attributes={"units": "Angstrom"})
+    wave[:] = grid.wavelength()
+    lab = g.create_array("label", shape=(len(schema),), dtype=str, chunks=(max(1, len(schema)),),
+                         dimension_names=("label",), attributes={"units": schema.units})
+    lab[:] = np.array(schema.names, dtype=object)
+    from pairspec import __version__
+
+    prov = {"pairspec": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    prov.update(provenance or {})
+    attrs = {"survey": survey, "release": release, "grid": grid.to_dict(), "schema": schema.to_dict(),
+             "provenance": prov, "chunk": int(chunk), "n_stars": 0, "n_visits": 0, "last_ingest": {},
+             "pairspec_creating": False}
+    g.attrs.update(attrs)
+    g.attrs["pairspec_store_version"] = STORE_VERSION  # the marker, written after everything else
+    return PairStore(path, g, mode="a")
+
+
+def open_store(path: str, mode: str = "r") -> "PairStore":
+    """Open a pair store; mode "r" (read) or "a" (append; repairs an interrupted batch)."""
+    if mode not in ("r", "a", "r+"):
+        raise ValueError(f"{path}: mode must be 'r' or 'a', not {mode!r}")
+    zarr = _zarr()
+    try:
+        g = zarr.open_group(path, mode="r" if mode == "r" else "r+")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: not a pairspec store (no Zarr group there: {err})") from None
+    if "pairspec_store_version" not in g.attrs:
+        raise ValueError(f"{path}: not a pairspec store (Zarr group without 'pairspec_store_version'; "
+                         "an unfinished creation or some other data)")
+    if int(g.attrs["pairspec_store_version"]) > STORE_VERSION:
+        raise ValueError(f"{path}: store version {g.attrs['pairspec_store_version']} is newer than this pairspec")
+    return PairStore(path, g, mode="r" if mode == "r" else "a")
+
+
+def _as_str(a) -> np.ndarray:
+    # zarr returns numpy's variable-width StringDType; fixed-width "U" is what catalogue writers expect
+    return np.array(np.asarray(a).tolist(), dtype=str)
+
+
+class PairStore:
+    """A pair store opened for reading or appending. Readers see committed rows only."""
+
+    def __init__(self, path: str, group, mode: str = "r"):
+        self.path, self._g, self.mode = str(path), group, mode
+        a = group.attrs
+        self.survey, self.release = a["survey"], a["release"]
+        self.grid = LogLinearGrid.from_dict(a["grid"])
+        self.schema = LabelSchema.from_dict(a["schema"])
+        self.provenance = dict(a.get("provenance", {}))
+        self.chunk = int(a.get("chunk", 256))
+        self.n_stars, self.n_visits = int(a["n_stars"]), int(a["n_visits"])
+        if mode == "a":
+            self._truncate_uncommitted()
+        self._ids = set(_as_str(group["stars/id"][: self.n_stars]).tolist()) if mode == "a" else None
+        self._sources: set[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"PairStore({self.path!r}, {self.survey} {self.release}: {self.n_stars} stars, {self.n_visits} visits)"
+
+    # ---- attributes -------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict:
+        return dict(self._g.attrs)
+
+    @property
+    def sources(self) -> set[str]:
+        if self._sources is None:
+            self._sources = set(_as_str(self._g["stars/source"][: self.n_stars]).tolist())
+        return self._sources
+
+    @property
+    def wavelength(self) -> np.ndarray:
+        return np.asarray(self._g["wavelength"][:])
+
+    def set_attr(self, key: str, value) -> None:
+        """Record a JSON-serialisable root attribute (e.g. the last ingest's report)."""
+        self._require_append()
+        self._g.attrs[key] = value
+
+    # ---- writing ----------------------------------------------------------------------------
+    def _require_append(self):
+        if self.mode != "a":
+            raise PermissionError(f"{self.path}: store opened read-only; use open_store(path, mode='a')")
+
+    def _truncate_uncommitted(self) -> None:
+        for sub, n in (("stars", self.n_stars), ("visits", self.n_visits)):
+            for name, arr in self._g[sub].arrays():
+                if arr.shape[0] > n:  # leftovers of a batch that never committed
+                    arr.resize((n,) + arr.shape[1:])
+                elif arr.shape[0] < n:
+                    raise ValueError(f"{self.path}: {sub}/{name} has {arr.shape[0]} rows but {n} are committed")
+
+    def check_record(self, rec: StarRecord) -> str | None:
+        """Why `rec` cannot be appended (None when it can): duplicates, shapes, NaN, negative ivar."""
+        if self._ids is not None and rec.star_id in self._ids:
+            return f"star {rec.star_id} is already in the store"
+        if rec.source in self.sources:
+            return f"source {rec.source} is already in the store"
+        npix, nlab, nv = self.grid.npix, len(self.schema), rec.n_visits
+        if nv < 1:
+            return "no visits"
+        shapes = {"coadd_flux": (npix,), "coadd_ivar": (npix,), "coadd_pixmask": (npix,),
+                  "visit_flux": (nv, npix), "visit_ivar": (nv, npix), "visit_pixmask": (nv, npix),
+                  "labels": (nlab,), "label_err": (nlab,), "label_flags": (nlab,), "visit_snr": (nv,),
+                  "visit_snr_survey": (nv,), "visit_mjd": (nv,), "visit_fiber": (nv,)}
+        for name, shape in shapes.items():
+            if np.shape(getattr(rec, name)) != shape:
+                return f"{name} has shape {np.shape(getattr(rec, name))}, expected {shape}"
+        if len(rec.visit_id) != nv:
+            return f"{len(rec.visit_id)} visit ids for {nv} visits"
+        for name in ("coadd_flux", "coadd_ivar", "visit_flux", "visit_ivar"):
+            if not np.isfinite(getattr(rec, name)).all():
+                return f"{name} has NaN or inf (bad pixels must be ivar = 0 with finite flux)"
+        if (rec.coadd_ivar < 0).any() or (rec.visit_ivar < 0).any():
+            return "negative ivar"
+        return None
+
+    def append(self, records: list[StarRecord]) -> None:
+        """Append one atomic batch. Raises ValueError (naming the star) if any record is refused."""
+        self._require_append()
+        if not records:
+            return
+        seen: set[str] = set()
+        for rec in records:
+            problem = self.check_record(rec)
+            if problem is None and (rec.star_id in seen or rec.source in seen):
+                problem = "appears twice in the batch"
+            if problem:
+                raise ValueError(f"{self.path}: refusing star {rec.star_id} from {rec.source}: {problem}")
+            seen.update((rec.star_id, rec.source))
+        stars, visits = self._columns(records)
+        self._write("stars", self.n_stars, stars)
+        self._write("visits", self.n_visits, visits)
+        self._commit(self.n_stars + len(records), self.n_visits + len(visits["star"]), records)
+
+    def _columns(self, records: list[StarRecord]) -> tuple[dict, dict]:
+        nv = np.array([r.n_visits for r in records], dtype=np.int64)
+        first = self.n_visits + np.concatenate([[0], np.cumsum(nv)[:-1]])
+        meta = [dict(r.meta or {}) for r in records]
+        rest = [{k: v for k, v in m.items() if k not in _META_COLUMNS} for m in meta]
+        stars = {
+            "id": [r.star_id for r in records], "source": [r.source for r in records],
+            "split": np.array([split_of(r.star_id) for r in records], dtype=np.int8),
+            "snr": np.array([r.snr for r in records], dtype=np.float32),
+            "n_visits": nv, "first_visit": first.astype(np.int64),
+            "ra": np.array([_float(m.get("ra")) for m in meta]),
+            "dec": np.array([_float(m.get("dec")) for m in meta]),
+            "star_flags": np.array([int(r.star_flags) for r in records], dtype=np.int64),
+            "telescope": [str(m.get("telescope", "") or "").strip() for m in meta],
+            "field": [str(m.get("field", "") or "").strip() for m in meta],
+            "meta_json": [json.dumps(m, sort_keys=True, default=_jsonable) for m in rest],
+            "labels": np.stack([r.labels for r in records]), "label_err": np.stack([r.label_err for r in records]),
+            "label_flags": np.stack([r.label_flags for r in records]),
+            "flux": np.stack([r.coadd_flux for r in records]), "ivar": np.stack([r.coadd_ivar for r in records]),
+            "pixmask": np.stack([r.coadd_pixmask for r in records]),
+        }
+        cat = np.concatenate
+        visits = {
+            "star": np.repeat(np.arange(self.n_stars, self.n_stars + len(records), dtype=np.int64), nv),
+            "visit_id": [str(v) for r in records for v in r.visit_id],
+            "mjd": cat([r.visit_mjd for r in records]), "snr": cat([r.visit_snr for r in records]),
+            "snr_survey": cat([r.visit_snr_survey for r in records]), "fiber": cat([r.visit_fiber for r in records]),
+            "flux": cat([r.visit_flux for r in records]), "ivar": cat([r.visit_ivar for r in records]),
+            "pixmask": cat([r.visit_pixmask for r in records]),
+        }
+        return stars, visits
+
+    def _write(self, sub: str, start: int, columns: dict) -> None:
+        specs = STAR_ARRAYS if sub == "stars" else VISIT_ARRAYS
+        for name, values in columns.items():
+            arr = self._g[f"{sub}/{name}"]
+            dtype = specs[name][0]
+            values = np.array(values, dtype=object) if dtype is str else np.asarray(values, dtype=dtype)
+            end = start + len(values)
+            arr.resize((end,) + arr.shape[1:])
+            arr[start:end] = values
+
+    def _commit(self, n_stars: int, n_visits: int, records: list[StarRecord]) -> None:
+        self._g.attrs.update({"n_stars": int(n_stars), "n_visits": int(n_visits)})  # one write: the commit
+        self.n_stars, self.n_visits = n_stars, n_visits
+        self._ids.update(r.star_id for r in records)
+        self.sources.update(r.source for r in records)
+
+    # ---- reading ----------------------------------------------------------------------------
+    def _column(self, sub: str, name: str, n: int) -> np.ndarray:
+        v = self._g[f"{sub}/{name}"][:n]
+        return _as_str(v) if (STAR_ARRAYS if sub == "stars" else VISIT_ARRAYS)[name][0] is str else np.asarray(v)
+
+    def star_table(self) -> dict[str, np.ndarray]:
+        """1-D star columns (no spectra, no labels), committed rows only."""
+        return {k: self._column("stars", k, self.n_stars) for k, (_, kind) in STAR_ARRAYS.items() if not kind}
+
+    def visit_table(self) -> dict[str, np.ndarray]:
+        return {k: self._column("visits", k, self.n_visits) for k, (_, kind) in VISIT_ARRAYS.items() if not kind}
+
+    def labels(self) -> np.ndarray:
+        return np.asarray(self._g["stars/labels"][: self.n_stars])
+
+    def label_err(self) -> np.ndarray:
+        return np.asarray(self._g["stars/label_err"][: self.n_stars])
+
+    def label_flags(self) -> np.ndarray:
+        return np.asarray(self._g["stars/label_flags"][: self.n_stars])
+
+    def star_spectra(self, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flux, ivar, pixmask) of the survey's combined spectra for a slice or index array."""
+        return self._spectra("stars", idx, self.n_stars)
+
+    def visit_spectra(self, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._spectra("visits", idx, self.n_visits)
+
+    def _spectra(self, sub: str, idx, n: int):
+        g = self._g[sub]
+        if isinstance(idx, slice):
+            sl = slice(*idx.indices(n))
+            return tuple(np.asarray(g[k][sl]) for k in ("flux", "ivar", "pixmask"))
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"{self.path}: {sub} index out of range [0, {n})")
+        idx = np.where(idx < 0, idx + n, idx)
+        # zarr orthogonal indexing needs increasing unique indices; it then reads the covering chunks
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        return tuple(np.asarray(g[k].get_orthogonal_selection((uniq, slice(None))))[inverse]
+                     for k in ("flux", "ivar", "pixmask"))
+
+    def to_xarray(self):
+        """One xarray Dataset (dims star, visit, pixel, label; coords wavelength, label), lazy.
+
+        Names present in both groups (flux, ivar, pixmask, snr) get a star_ / visit_ prefix, and
+        visits/star becomes visit_star (the index of each visit's star).
+        """
+        import xarray as xr
+
+        parts = {}
+        for sub in ("stars", "visits"):
+            ds = xr.open_zarr(self._g.store, group=f"{self._g.path}/{sub}".strip("/"), consolidated=False,
+                              mask_and_scale=False) if self._lengths_committed() else None
+            if ds is None:  # a batch is being (or was) written: build from the committed rows
+                n = self.n_stars if sub == "stars" else self.n_visits
+                ds = xr.Dataset({k: (a.metadata.dimension_names, np.asarray(a[:n])) for k, a in self._g[sub].arrays()})
+            parts[sub] = ds.isel({"star" if sub == "stars" else "visit": slice(0, self.n_stars if sub == "stars" else self.n_visits)})
+        common = set(parts["stars"].data_vars) & set(parts["visits"].data_vars)
+        stars = parts["stars"].rename({k: f"star_{k}" for k in common})
+        # visits/star would clash with the dimension name "star"
+        visits = parts["visits"].rename({k: f"visit_{k}" for k in common | {"star"}})
+        ds = xr.merge([stars, visits], combine_attrs="drop")
+        ds = ds.assign_coords(wavelength=("pixel", self.wavelength), label=("label", self.schema.names))
+        ds.attrs.update({k: v for k, v in self._g.attrs.items() if k != "last_ingest"})
+        return ds
+
+    def _lengths_committed(self) -> bool:
+        return all(a.shape[0] == (self.n_stars if sub == "stars" else self.n_visits)
+                   for sub in ("stars", "visits") for _, a in self._g[sub].arrays())
+
+    def validate(self, spectra: bool = True) -> list[str]:
+        """Problems with the store (empty list when healthy); see docs/data-model.md invariants."""
+        problems, g, ns, nv = [], self._g, self.n_stars, self.n_visits
+        width = {"": (), "pixel": (self.grid.npix,), "label": (len(self.schema),)}
+        for sub, specs, n in (("stars", STAR_ARRAYS, ns), ("visits", VISIT_ARRAYS, nv)):
+            for name, (_, kind) in specs.items():
+                if name not in g[sub]:
+                    problems.append(f"{sub}/{name} is missing")
+                    continue
+                shape = g[sub][name].shape
+                if shape[0] != n:
+                    problems.append(f"{sub}/{name} has {shape[0]} rows, {n} committed"
+                                    + (" (interrupted append; open with mode='a' to repair)" if shape[0] > n else ""))
+                if tuple(shape[1:]) != width[kind]:
+                    problems.append(f"{sub}/{name} has row shape {shape[1:]}, expected {width[kind]}")
+        if problems:
+            return problems
+        stars, visits = self.star_table(), self.visit_table()
+        nvis, first = stars["n_visits"], stars["first_visit"]
+        expect_first = np.concatenate([[0], np.cumsum(nvis)[:-1]]).astype(np.int64)
+        if (nvis < 1).any():
+            problems.append(f"{int((nvis < 1).sum())} stars without visits")
+        if int(nvis.sum()) != nv:
+            problems.append(f"stars/n_visits sums to {int(nvis.sum())}, but {nv} visits are committed")
+        elif not np.array_equal(first, expect_first):
+            problems.append("stars/first_visit is not the running sum of n_visits (visits not contiguous)")
+        elif not np.array_equal(visits["star"], np.repeat(np.arange(ns), nvis)):
+            problems.append("visits/star does not match stars/first_visit and n_visits")
+        for col in ("id", "source"):
+            if len(np.unique(stars[col])) != ns:
+                problems.append(f"stars/{col} has {ns - len(np.unique(stars[col]))} duplicates")
+        expect_split = np.array([split_of(s) for s in stars["id"]], dtype=np.int8)
+        if not np.array_equal(stars["split"], expect_split):
+            problems.append(f"stars/split differs from split_of(id) for {int((stars['split'] != expect_split).sum())} stars")
+        if spectra:  # scan in shard-sized blocks so memory stays bounded
+            for sub, n in (("stars", ns), ("visits", nv)):
+                for a in range(0, n, self.chunk):
+                    flux, ivar, _ = self._spectra(sub, slice(a, a + self.chunk), n)
+                    for name, v in (("flux", flux), ("ivar", ivar)):
+                        bad = ~np.isfinite(v).all(axis=1)
+                        if bad.any():
+                            problems.append(f"{sub}/{name} has NaN/inf in rows {(a + np.flatnonzero(bad))[:5].tolist()}")
+                    neg = (ivar < 0).any(axis=1)
+                    if neg.any():
+                        problems.append(f"{sub}/ivar < 0 in rows {(a + np.flatnonzero(neg))[:5].tolist()}")
+        return problems
+
+
+def create_spectra_store(path: str, grid: LogLinearGrid, n_pix: int, attrs: dict | None = None,
+                         chunk: int = 256) -> "SpectraWriter":
+    """A Zarr store of (denoised) spectra: id (spectrum), flux (spectrum, pixel), extra columns."""
+    if n_pix != grid.npix:
+        raise ValueError(f"{path}: n_pix {n_pix} does not match the grid's {grid.npix} pixels")
+    g = _zarr().open_group(path, mode="w")
+    wave = g.create_array("wavelength", shape=(n_pix,), dtype="f8", chunks=(n_pix,), dimension_names=("pixel",))
+    wave[:] = grid.wavelength()
+    _create(g, "id", str, (0,), chunk, ("spectrum",))
+    _create(g, "flux", "f4", (0, n_pix), chunk, ("spectrum", "pixel"))
+    g.attrs.update({"grid": grid.to_dict(), "n": 0, "chunk": chunk, **(attrs or {})})
+    g.attrs["pairspec_spectra_version"] = 1
+    return SpectraWriter(path, g)
+
+
+class SpectraWriter:
+    def __init__(self, path: str, group):
+        self.path, self._g, self.n = path, group, int(group.attrs["n"])
+
+    def append(self, ids: list[str], flux: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> None:
+        flux = np.asarray(flux, dtype=np.float32)
+        if flux.shape != (len(ids), self._g["flux"].shape[1]):
+            raise ValueError(f"{self.path}: flux shape {flux.shape} for {len(ids)} ids")
+        columns = {"id": np.array([str(i) for i in ids], dtype=object), "flux": flux}
+        for name, v in (extra or {}).items():
+            v = np.asarray(v)
+            if v.shape != (len(ids),):
+                raise ValueError(f"{self.path}: extra column {name} has shape {v.shape}, expected ({len(ids)},)")
+            if name not in self._g:
+                if self.n:
+                    raise ValueError(f"{self.path}: extra column {name} appeared after {self.n} rows")
+                dtype = str if v.dtype.kind in "OUS" else v.dtype
+                _create(self._g, name, dtype, (0,), int(self._g.attrs["chunk"]), ("spectrum",))
+            columns[name] = np.array(v, dtype=object) if v.dtype.kind in "OUS" else v
+        end = self.n + len(ids)
+        for name, v in columns.items():
+            arr = self._g[name]
+            arr.resize((end,) + arr.shape[1:])
+            arr[self.n:end] = v
+        self._g.attrs["n"] = end  # commit after the data, as in the pair store
+        self.n = end
+
+    def close(self) -> None:
+        """Nothing is buffered (every append commits); kept so callers can use it like a file."""
+
+
+def _occupied(path: str) -> bool:
+    """True if something (a file, a non-empty folder) already lives at `path`."""
+    import fsspec
+
+    fs, p = fsspec.core.url_to_fs(path)
+    return fs.exists(p) and (fs.isfile(p) or bool(fs.ls(p)))
+
+
+def _float(v) -> float:
+    try:
+        return float(v) if v is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)

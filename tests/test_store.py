@@ -1,0 +1,196 @@
+"""Pair store: round trip, views, refusals, split, validation, crash repair, URLs, spectra writer."""
+
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_survey import FAKE_GRID, make_record  # noqa: E402
+
+from pairspec.schema import APOGEE_DR17_SCHEMA  # noqa: E402
+from pairspec.store import create_spectra_store, create_store, open_store, split_of  # noqa: E402
+
+
+def _records(n, start=0):
+    return [make_record(f"2M{i:05d}", f"u/{i:05d}") for i in range(start, start + n)]
+
+
+def _new(path, chunk=4):
+    return create_store(str(path), "fake", "t1", FAKE_GRID, APOGEE_DR17_SCHEMA, {"source": "x"}, chunk=chunk)
+
+
+def test_round_trip_values_exact(tmp_path):
+    recs = _records(11)
+    store = _new(tmp_path / "s.zarr")
+    store.append(recs[:5])
+    store.append(recs[5:])
+    s = open_store(str(tmp_path / "s.zarr"))
+    assert (s.n_stars, s.n_visits) == (11, sum(r.n_visits for r in recs))
+    assert s.sources == {r.source for r in recs}
+    stars, visits = s.star_table(), s.visit_table()
+    assert stars["id"].tolist() == [r.star_id for r in recs]
+    assert stars["n_visits"].tolist() == [r.n_visits for r in recs]
+    np.testing.assert_array_equal(stars["ra"], [r.meta["ra"] for r in recs])
+    assert stars["telescope"][3] == "apo25m" and '"h": 11.5' in stars["meta_json"][0]
+    np.testing.assert_array_equal(s.labels(), np.stack([r.labels for r in recs]))  # NaN where missing
+    np.testing.assert_array_equal(s.label_flags(), np.stack([r.label_flags for r in recs]))
+    for i, r in enumerate(recs):
+        a, n = stars["first_visit"][i], r.n_visits
+        flux, ivar, mask = s.visit_spectra(slice(a, a + n))
+        np.testing.assert_array_equal(flux, r.visit_flux)
+        np.testing.assert_array_equal(ivar, r.visit_ivar)
+        np.testing.assert_array_equal(mask, r.visit_pixmask)
+        assert visits["visit_id"][a:a + n].tolist() == r.visit_id
+        assert (visits["star"][a:a + n] == i).all()
+    cflux, civar, cmask = s.star_spectra(np.array([7, 2, 7]))
+    np.testing.assert_array_equal(cflux[1], recs[2].coadd_flux)
+    np.testing.assert_array_equal(cflux[0], cflux[2])
+    assert cflux.dtype == np.float32 and cmask.dtype == np.int64
+    np.testing.assert_allclose(s.wavelength, FAKE_GRID.wavelength())
+    assert s.validate() == []
+
+
+def test_xarray_and_plain_zarr(tmp_path):
+    import zarr
+
+    recs = _records(6)
+    _new(tmp_path / "s.zarr").append(recs)
+    ds = open_store(str(tmp_path / "s.zarr")).to_xarray()
+    nv = sum(r.n_visits for r in recs)
+    assert dict(ds.sizes) == {"star": 6, "visit": nv, "pixel": 64, "label": 4}
+    assert ds["labels"].dims == ("star", "label") and ds["visit_flux"].dims == ("visit", "pixel")
+    assert list(ds["label"].values) == ["teff", "logg", "fe_h", "mg_fe"]
+    np.testing.assert_array_equal(ds["visit_flux"].values[: recs[0].n_visits], recs[0].visit_flux)
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert g.attrs["n_stars"] == 6 and g.attrs["schema"]["labels"][0]["name"] == "teff"
+    assert g["visits/flux"].metadata.dimension_names == ("visit", "pixel")
+    np.testing.assert_array_equal(g["stars/ivar"][4], recs[4].coadd_ivar)
+
+
+def test_duplicate_star_or_source_refused(tmp_path):
+    store = _new(tmp_path / "s.zarr")
+    store.append(_records(3))
+    with pytest.raises(ValueError, match="2M00001 .*already in the store"):
+        store.append([make_record("2M00001", "u/other")])
+    with pytest.raises(ValueError, match="source u/00002 is already"):
+        store.append([make_record("2M99999", "u/00002")])
+    with pytest.raises(ValueError, match="twice in the batch"):
+        store.append([make_record("2M77777", "u/a"), make_record("2M77777", "u/b")])
+    bad = make_record("2M88888", "u/c")
+    bad.visit_flux[0, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        store.append([bad])
+    assert open_store(str(tmp_path / "s.zarr")).n_stars == 3  # refused batches wrote nothing
+
+
+def test_split_stable_and_80_10_10():
+    ids = [f"2M{i:08d}+{i % 97:07d}" for i in range(2000)]
+    splits = np.array([split_of(i) for i in ids])
+    frac = np.bincount(splits, minlength=3) / len(ids)
+    assert abs(frac[0] - 0.8) < 0.03 and abs(frac[1] - 0.1) < 0.02 and abs(frac[2] - 0.1) < 0.02
+    # fixed values: a change of hash would silently move stars between splits
+    assert [split_of(f"2M{i:05d}") for i in range(12)] == [_expected_split(f"2M{i:05d}") for i in range(12)]
+
+
+def _expected_split(star_id):
+    import hashlib
+
+    h = int.from_bytes(hashlib.blake2b(star_id.encode(), digest_size=8).digest(), "big") % 100
+    return 0 if h < 80 else 1 if h < 90 else 2
+
+
+def test_validate_catches_injected_problems(tmp_path):
+    import zarr
+
+    path = str(tmp_path / "s.zarr")
+    _new(path).append(_records(9))
+    g = zarr.open_group(path, mode="r+")
+    g["visits/flux"][5, 10] = np.nan
+    g["visits/ivar"][2, 0] = -1.0
+    split = g["stars/split"][:]
+    split[3] = (split[3] + 1) % 3
+    g["stars/split"][:] = split
+    problems = open_store(path).validate()
+    assert any("visits/flux has NaN/inf in rows [5]" in p for p in problems)
+    assert any("visits/ivar < 0 in rows [2]" in p for p in problems)
+    assert any("stars/split differs from split_of(id) for 1 stars" in p for p in problems)
+    fv = g["stars/first_visit"][:]
+    fv[4] += 1
+    g["stars/first_visit"][:] = fv
+    assert any("not contiguous" in p for p in open_store(path).validate())
+
+
+def test_interrupted_batch_truncated_on_reopen(tmp_path):
+    path, ref = str(tmp_path / "s.zarr"), str(tmp_path / "ref.zarr")
+    recs = _records(10)
+    store = _new(path)
+    store.append(recs[:4])
+    stars, visits = store._columns(recs[4:7])
+    store._write("stars", store.n_stars, stars)  # data written, never committed: the crash
+    store._write("visits", store.n_visits, visits)
+    reader = open_store(path)
+    assert reader.n_stars == 4 and len(reader.star_table()["id"]) == 4
+    assert any("interrupted append" in p for p in reader.validate())
+    assert reader.to_xarray().sizes["star"] == 4
+    store = open_store(path, mode="a")  # repairs
+    assert store.validate() == []
+    store.append(recs[4:])
+    _new(ref).append(recs)
+    a, b = open_store(path), open_store(ref)
+    for key in ("id", "first_visit", "split"):
+        np.testing.assert_array_equal(a.star_table()[key], b.star_table()[key])
+    for x, y in zip(a.visit_spectra(slice(None)), b.visit_spectra(slice(None))):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_memory_url_store():
+    url = f"memory://pairspec-test-{uuid.uuid4().hex}/s.zarr"
+    _new(url).append(_records(5))
+    s = open_store(url)
+    assert s.n_stars == 5 and s.validate() == []
+    np.testing.assert_array_equal(s.star_spectra(slice(1, 2))[0][0], make_record("2M00001", "u").coadd_flux)
+
+
+def test_not_a_store_errors(tmp_path):
+    import zarr
+
+    with pytest.raises(FileNotFoundError, match="nowhere.zarr: not a pairspec store"):
+        open_store(str(tmp_path / "nowhere.zarr"))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("hi")
+    with pytest.raises(FileNotFoundError, match="plain: not a pairspec store"):
+        open_store(str(tmp_path / "plain"))
+    with pytest.raises(ValueError, match="plain: exists and is not a Zarr group"):
+        _new(tmp_path / "plain")
+    assert (tmp_path / "plain" / "notes.txt").exists()
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").attrs["x"] = 1
+    with pytest.raises(ValueError, match="other.zarr: not a pairspec store"):
+        open_store(str(tmp_path / "other.zarr"))
+    with pytest.raises(ValueError, match="other.zarr: a Zarr group that is not a pair store"):
+        _new(tmp_path / "other.zarr")
+    _new(tmp_path / "s.zarr")
+    with pytest.raises(ValueError, match="already exists"):
+        _new(tmp_path / "s.zarr")
+    with pytest.raises(PermissionError):
+        open_store(str(tmp_path / "s.zarr")).append(_records(1))
+
+
+def test_spectra_writer(tmp_path):
+    import zarr
+
+    path = str(tmp_path / "denoised.zarr")
+    w = create_spectra_store(path, FAKE_GRID, 64, {"checkpoint": "best.pt"})
+    rng = np.random.default_rng(0)
+    f1, f2 = rng.random((3, 64), np.float32), rng.random((2, 64), np.float32)
+    w.append(["a", "b", "c"], f1, {"snr": np.array([1.0, 2.0, 3.0], np.float32), "star": np.array(["x", "y", "z"])})
+    w.append(["d", "e"], f2, {"snr": np.array([4.0, 5.0], np.float32), "star": np.array(["x", "w"])})
+    w.close()
+    g = zarr.open_group(path, mode="r")
+    assert g.attrs["n"] == 5 and g.attrs["checkpoint"] == "best.pt"
+    np.testing.assert_array_equal(g["flux"][:], np.concatenate([f1, f2]))
+    np.testing.assert_array_equal(g["snr"][:], [1, 2, 3, 4, 5])
+    assert np.asarray(g["id"][:]).tolist() == ["a", "b", "c", "d", "e"]
+    assert np.asarray(g["star"][:]).tolist()[-1] == "w"
