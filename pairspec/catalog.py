@@ -1,0 +1,211 @@
+"""Label catalogues: visit flags, inverse-variance star combination, tables with units, atomic writes.
+
+Pure numpy + astropy; knows nothing about models or stores (predict.py feeds it arrays).
+The flag bits are documented in docs/catalogue.md; change both together.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+FLAG_BITS = {
+    "EXTRAPOLATED": 0,  # a predicted label lies outside the training label range
+    "LOW_SNR": 1,  # visit S/N below snr_low (or not measurable)
+    "MANY_BAD_PIXELS": 2,  # fraction of bad pixels above max_bad_frac
+    "NOT_FINITE": 3,  # the network gave a non-finite label or sigma; labels set to NaN
+    "LARGE_SIGMA": 4,  # calibrated sigma larger than the training label spread
+    "NO_GOOD_VISITS": 5,  # star table only: no visit could enter the combination
+}
+FLAG_DOC = {
+    "EXTRAPOLATED": "a predicted label is outside the training label range",
+    "LOW_SNR": "S/N below the low-S/N threshold",
+    "MANY_BAD_PIXELS": "too many bad (ivar = 0) pixels",
+    "NOT_FINITE": "non-finite prediction; labels set to NaN",
+    "LARGE_SIGMA": "calibrated sigma larger than the training label spread",
+    "NO_GOOD_VISITS": "no usable visit for the star combination",
+}
+EXTRAPOLATED, LOW_SNR, MANY_BAD_PIXELS, NOT_FINITE, LARGE_SIGMA, NO_GOOD_VISITS = (
+    1 << FLAG_BITS[k] for k in FLAG_BITS
+)
+# Visits with these bits do not enter the per-star mean: their labels are NaN or unreliable.
+EXCLUDED = NOT_FINITE | MANY_BAD_PIXELS
+
+FORMATS = {".fits": "fits", ".fit": "fits", ".parquet": "parquet", ".ecsv": "ascii.ecsv"}
+
+
+def flag_names(flag: int) -> list[str]:
+    """Names of the bits set in one flag value, lowest bit first."""
+    return [name for name, bit in FLAG_BITS.items() if int(flag) >> bit & 1]
+
+
+def default_sigma_max(label_lo, label_hi) -> np.ndarray:
+    """Std of a uniform distribution over the training range: a sigma above it says less than the prior."""
+    return (np.asarray(label_hi, np.float64) - np.asarray(label_lo, np.float64)) / np.sqrt(12.0)
+
+
+def flag_visits(labels, sigma, snr, frac_bad, label_lo, label_hi, sigma_max, snr_low=10.0, max_bad_frac=0.3):
+    """Flag bits per visit. Returns (labels, sigma, flags) with rows of NOT_FINITE visits set to NaN.
+
+    Every threshold is fixed (not batch statistics), so the flags do not depend on how visits are chunked.
+    """
+    labels = np.array(labels, dtype=np.float64, copy=True)
+    sigma = np.array(sigma, dtype=np.float64, copy=True)
+    snr = np.asarray(snr, dtype=np.float64)
+    frac_bad = np.asarray(frac_bad, dtype=np.float64)
+    flags = np.zeros(labels.shape[0], dtype=np.int32)
+
+    # A sigma <= 0 cannot be an inverse-variance weight, so it counts as a broken prediction.
+    broken = ~(np.isfinite(labels).all(axis=1) & np.isfinite(sigma).all(axis=1) & (sigma > 0).all(axis=1))
+    labels[broken] = np.nan
+    sigma[broken] = np.nan
+    flags[broken] |= NOT_FINITE
+    with np.errstate(invalid="ignore"):
+        outside = ((labels < np.asarray(label_lo)) | (labels > np.asarray(label_hi))).any(axis=1)
+        flags[outside] |= EXTRAPOLATED
+        flags[(sigma > np.asarray(sigma_max)).any(axis=1)] |= LARGE_SIGMA
+        flags[~(snr >= snr_low)] |= LOW_SNR  # NaN S/N (all pixels bad) counts as low
+        flags[~(frac_bad <= max_bad_frac)] |= MANY_BAD_PIXELS
+    return labels, sigma, flags
+
+
+def combine_visits(star_index, n_stars, labels, sigma, flags) -> dict:
+    """Inverse-variance mean of each star's visits; sigma = 1/sqrt(sum 1/sigma_i^2).
+
+    Visits with an EXCLUDED bit are left out. The star flag is the OR of the flags of the visits
+    used, or of all its visits plus NO_GOOD_VISITS when none could be used (labels NaN then).
+    """
+    star_index = np.asarray(star_index, dtype=np.int64)
+    flags = np.asarray(flags, dtype=np.int32)
+    used = (flags & EXCLUDED) == 0
+    n_label = np.asarray(labels).shape[1]
+    mean = np.full((n_stars, n_label), np.nan)
+    err = np.full((n_stars, n_label), np.nan)
+    n_used = np.bincount(star_index[used], minlength=n_stars)
+    has = n_used > 0
+    for k in range(n_label):
+        w = 1.0 / np.asarray(sigma, np.float64)[used, k] ** 2
+        sum_w = np.bincount(star_index[used], weights=w, minlength=n_stars)
+        sum_wx = np.bincount(star_index[used], weights=w * np.asarray(labels, np.float64)[used, k], minlength=n_stars)
+        mean[has, k] = sum_wx[has] / sum_w[has]
+        err[has, k] = 1.0 / np.sqrt(sum_w[has])
+
+    star_flag = np.zeros(n_stars, dtype=np.int32)
+    np.bitwise_or.at(star_flag, star_index[used], flags[used])
+    none = ~has
+    lost = none[star_index]
+    np.bitwise_or.at(star_flag, star_index[lost], flags[lost])
+    star_flag[none] |= NO_GOOD_VISITS
+    return {
+        "labels": mean,
+        "sigma": err,
+        "n_visits": np.bincount(star_index, minlength=n_stars).astype(np.int32),
+        "n_used": n_used.astype(np.int32),
+        "flag": star_flag,
+    }
+
+
+def _column(table, name, values, dtype, unit=None, description=""):
+    from astropy.table import Column
+
+    table[name] = Column(np.asarray(values).astype(dtype), unit=unit, description=description)
+
+
+def _add_labels(table, names, units, labels, sigma, suffix="", what="predicted"):
+    for k, (name, unit) in enumerate(zip(names, units)):
+        _column(table, f"{name}{suffix}", labels[:, k], np.float32, unit, f"{what} {name}")
+        _column(table, f"e_{name}{suffix}", sigma[:, k], np.float32, unit, f"1-sigma uncertainty of {what} {name}")
+
+
+def visit_table(star_id, visit_id, mjd, snr, snr_survey, labels, sigma, flag, frac_bad, names, units):
+    """The per-visit catalogue as an astropy Table (one row per visit)."""
+    from astropy.table import Table
+
+    t = Table()
+    _column(t, "star_id", star_id, str, None, "survey star identifier")
+    _column(t, "visit_id", visit_id, str, None, "survey visit identifier")
+    _column(t, "mjd", mjd, np.float64, "d", "modified Julian date of the visit")
+    _column(t, "snr", snr, np.float32, None, "median flux*sqrt(ivar) over good pixels (recomputed)")
+    _column(t, "snr_survey", snr_survey, np.float32, None, "S/N as published by the survey")
+    _add_labels(t, names, units, np.asarray(labels), np.asarray(sigma), what="predicted")
+    _column(t, "flag", flag, np.int32, None, "bitmask, see FLAGBITn / docs/catalogue.md")
+    _column(t, "frac_bad", frac_bad, np.float32, None, "fraction of bad (ivar = 0) usable pixels")
+    return t
+
+
+def star_table(star_id, combined, snr_max, names, units, survey_labels=None, survey_err=None):
+    """The per-star catalogue: combined labels, and the survey's own labels when given (n_star, K)."""
+    from astropy.table import Table
+
+    t = Table()
+    _column(t, "star_id", star_id, str, None, "survey star identifier")
+    _column(t, "n_visits", combined["n_visits"], np.int32, None, "visits predicted")
+    _column(t, "n_used", combined["n_used"], np.int32, None, "visits in the inverse-variance mean")
+    _column(t, "snr_max", snr_max, np.float32, None, "highest visit S/N (recomputed)")
+    _add_labels(t, names, units, combined["labels"], combined["sigma"], what="visit-combined")
+    _column(t, "flag", combined["flag"], np.int32, None, "bitmask, see FLAGBITn / docs/catalogue.md")
+    if survey_labels is not None:
+        _add_labels(t, names, units, np.asarray(survey_labels), np.asarray(survey_err), "_survey", "survey")
+    return t
+
+
+def add_meta(table, meta: dict) -> None:
+    """Flag bit names and run settings as table meta (FITS header cards; 8-char keys)."""
+    for name, bit in FLAG_BITS.items():
+        table.meta[f"FLAGBIT{bit}"] = name
+    table.meta.update(meta)
+
+
+def catalogue_paths(out_path) -> tuple[Path, Path]:
+    """(visit_path, star_path): one FITS file with two HDUs, or <stem>.visits/.stars files."""
+    out_path = Path(out_path)
+    suffix = out_path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{out_path}: unknown catalogue format {suffix!r}; use one of {sorted(FORMATS)}")
+    if FORMATS[suffix] == "fits":
+        return out_path, out_path
+    stem = out_path.with_suffix("")
+    return Path(f"{stem}.visits{suffix}"), Path(f"{stem}.stars{suffix}")
+
+
+def _fits_hdu(table, extname):
+    """BinTableHDU with units and descriptions in TUNITn/TCOMMn (astropy drops 'dex' and descriptions)."""
+    from astropy.io import fits
+
+    plain = table.copy(copy_data=False)
+    for col in plain.itercols():
+        col.unit = None
+    hdu = fits.table_to_hdu(plain)
+    hdu.name = extname
+    for i, col in enumerate(table.itercols(), start=1):
+        if col.unit is not None:
+            hdu.header[f"TUNIT{i}"] = str(col.unit)
+        if col.description:
+            hdu.header[f"TCOMM{i}"] = col.description
+    return hdu
+
+
+def write_catalogue(visits, stars, out_path) -> tuple[Path, Path]:
+    """Write both tables; temporary files renamed at the end, so no half-written catalogue is left."""
+    visit_path, star_path = catalogue_paths(out_path)
+    fmt = FORMATS[Path(out_path).suffix.lower()]
+    visit_path.parent.mkdir(parents=True, exist_ok=True)
+    jobs = [(visit_path, visits), (star_path, stars)] if visit_path != star_path else [(visit_path, None)]
+    tmps = {p: p.with_name(f".{p.name}.{os.getpid()}.tmp") for p, _ in jobs}
+    try:
+        for path, table in jobs:
+            if table is None:
+                from astropy.io import fits
+
+                hdus = fits.HDUList([fits.PrimaryHDU(), _fits_hdu(visits, "VISITS"), _fits_hdu(stars, "STARS")])
+                hdus.writeto(tmps[path], overwrite=True)
+            else:
+                table.write(tmps[path], format=fmt, overwrite=True)
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+    return visit_path, star_path

@@ -1,0 +1,293 @@
+"""`pairspec predict`: labels, calibrated errors and flags for every visit, and per-star combinations.
+
+Inputs are a pair store (streamed in chunks of batch_size * CHUNK_BATCHES visits, so memory stays
+bounded whatever the store size) or a list of apStar/asStar files (read one by one; a file that
+cannot be read is reported and the rest go on). Tables are built and written by catalog.py.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pairspec import catalog
+from pairspec.surveys.base import AdapterError, recompute_snr
+
+CHUNK_BATCHES = 8  # forward batches per chunk read from the store
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+FITS_SUFFIXES = (".fits", ".fit", ".fits.gz")
+
+
+@dataclass
+class PredictResult:
+    visit_path: Path
+    star_path: Path
+    n_visits: int
+    n_stars: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, problem) for unreadable files
+    denoised_path: str | None = None
+
+
+def _load_predictor(checkpoint_or_predictor, device):
+    if hasattr(checkpoint_or_predictor, "predict"):
+        return checkpoint_or_predictor
+    from pairspec.inference import LabelPredictor
+
+    return LabelPredictor.from_checkpoint(checkpoint_or_predictor, device=device)
+
+
+def _label_units(predictor) -> tuple[list[str], list[str]]:
+    names = list(getattr(predictor, "label_names", None) or predictor.schema.names)
+    schema = predictor.schema
+    return names, [schema.labels[schema.index(n)].unit for n in names]
+
+
+@contextmanager
+def _progress(enabled: bool, total: int, what: str):
+    """Yields advance(n); a rich progress bar when enabled, a no-op otherwise."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.update(task, advance=n)
+
+
+# ---------------------------------------------------------------- input streams
+# Each chunk: dict(star (local star index), visit_id, mjd, snr_survey, flux, ivar).
+
+
+def _store_stars(store, split):
+    """Star rows to catalogue (indices into the store) for the split, or all of them."""
+    stars = store.star_table()
+    if split is None:
+        return stars, np.arange(store.n_stars)
+    if split not in SPLIT_CODES:
+        raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_CODES)}")
+    return stars, np.flatnonzero(np.asarray(stars["split"]) == SPLIT_CODES[split])
+
+
+def _store_chunks(store, visits, star_sel, chunk: int):
+    star_of_visit = np.asarray(visits["star"], dtype=np.int64)
+    every = len(star_sel) == store.n_stars
+    visit_sel = np.arange(store.n_visits) if every else np.flatnonzero(np.isin(star_of_visit, star_sel))
+    for a in range(0, len(visit_sel), chunk):
+        rows = visit_sel[a : a + chunk]
+        # Contiguous runs go as slices: a store reads those without gathering.
+        key = slice(int(rows[0]), int(rows[-1]) + 1) if every else rows
+        flux, ivar, _ = store.visit_spectra(key)
+        yield {
+            "star": np.searchsorted(star_sel, star_of_visit[rows]),
+            "visit_id": np.asarray(visits["visit_id"])[rows],
+            "mjd": np.asarray(visits["mjd"])[rows],
+            "snr_survey": np.asarray(visits["snr_survey"])[rows],
+            "flux": flux,
+            "ivar": ivar,
+        }
+
+
+def _file_chunks(paths, npix: int, chunk: int, star_ids: list[str], skipped: list, advance):
+    """Visits of the files, grouped into chunks; star_ids grows as new stars are met."""
+    from pairspec.surveys.apogee import read_apstar
+
+    index: dict[str, int] = {}
+    pending: list[dict] = []
+    n_pending = 0
+    for path in paths:
+        advance(1)
+        try:
+            rec = read_apstar(path)
+        except (AdapterError, OSError, ValueError, KeyError, IndexError) as err:
+            skipped.append((str(path), getattr(err, "problem", None) or str(err) or type(err).__name__))
+            continue
+        if rec.n_visits == 0:
+            skipped.append((str(path), "no visit spectra"))
+            continue
+        if rec.visit_flux.shape[1] != npix:
+            skipped.append((str(path), f"{rec.visit_flux.shape[1]} pixels, the model expects {npix}"))
+            continue
+        if rec.star_id not in index:  # one star may have files from two telescopes
+            index[rec.star_id] = len(star_ids)
+            star_ids.append(rec.star_id)
+        pending.append({
+            "star": np.full(rec.n_visits, index[rec.star_id]),
+            "visit_id": np.asarray(rec.visit_id, dtype=str),
+            "mjd": rec.visit_mjd,
+            "snr_survey": rec.visit_snr_survey,
+            "flux": rec.visit_flux,
+            "ivar": rec.visit_ivar,
+        })
+        n_pending += rec.n_visits
+        if n_pending >= chunk:
+            yield _concat(pending)
+            pending, n_pending = [], 0
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(parts: list[dict]) -> dict:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+# ---------------------------------------------------------------- prediction
+
+
+def _predict_chunks(predictor, chunks, star_ids, batch_size, writer, advance) -> dict:
+    """Run the predictor over every chunk; returns the per-visit columns, concatenated.
+
+    star_ids may grow while the chunks are produced (file input); a chunk only names stars already in it.
+    """
+    usable = predictor.grid.usable()
+    names = ("star", "visit_id", "mjd", "snr_survey", "labels", "sigma", "snr", "frac_bad")
+    cols: dict[str, list] = {k: [] for k in names}
+    for c in chunks:
+        out = predictor.predict(c["flux"], c["ivar"], batch_size=batch_size, denoise=writer is not None)
+        snr = out.get("snr")
+        if snr is None:
+            snr = recompute_snr(c["flux"], c["ivar"])
+        frac_bad = out.get("frac_bad")
+        if frac_bad is None:
+            frac_bad = (c["ivar"][:, usable] <= 0).mean(axis=1)
+        for k in ("star", "visit_id", "mjd", "snr_survey"):
+            cols[k].append(np.asarray(c[k]))
+        cols["labels"].append(np.asarray(out["labels"], dtype=np.float64))
+        cols["sigma"].append(np.asarray(out["sigma"], dtype=np.float64))
+        cols["snr"].append(np.asarray(snr, dtype=np.float64))
+        cols["frac_bad"].append(np.asarray(frac_bad, dtype=np.float64))
+        if writer is not None:
+            extra = {"star_id": np.asarray(star_ids, dtype=str)[c["star"]], "mjd": np.asarray(c["mjd"], np.float64),
+                     "snr": np.asarray(snr, np.float32)}
+            writer.append(list(c["visit_id"]), np.asarray(out["denoised"], dtype=np.float32), extra)
+        advance(len(c["flux"]))
+    if not cols["star"]:
+        n_label = len(_label_units(predictor)[0])
+        empty = {k: np.zeros(0) for k in cols}
+        empty.update(star=np.zeros(0, np.int64), visit_id=np.zeros(0, str),
+                     labels=np.zeros((0, n_label)), sigma=np.zeros((0, n_label)))
+        return empty
+    return {k: np.concatenate(v) for k, v in cols.items()}
+
+
+def _sigma_max(predictor) -> np.ndarray:
+    """LARGE_SIGMA threshold: the training label std if the predictor has it, else the range's uniform std."""
+    std = getattr(predictor, "label_std", None)
+    if std is not None:
+        return np.asarray(std, dtype=np.float64)
+    return catalog.default_sigma_max(predictor.label_lo, predictor.label_hi)
+
+
+def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress):
+    """Predict every input visit. Returns (visit columns, star ids, survey labels or None, source, skipped)."""
+    is_store = hasattr(inputs, "visit_spectra")  # an already opened PairStore
+    if not is_store and (not isinstance(inputs, (str, Path)) or str(inputs).lower().endswith(FITS_SUFFIXES)):
+        if split is not None:
+            raise ValueError("split only applies to a pair store, not to a list of FITS files")
+        paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        star_ids: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        with _progress(progress, len(paths), "predicting files") as advance:
+            chunks = _file_chunks(paths, predictor.grid.npix, chunk, star_ids, skipped, advance)
+            visits = _predict_chunks(predictor, chunks, star_ids, batch_size, writer, lambda n: None)
+        return visits, star_ids, None, f"{len(paths)} FITS files", skipped
+
+    if is_store:
+        store = inputs
+    else:
+        from pairspec.store import open_store
+
+        store = open_store(str(inputs))
+    if store.grid.npix != predictor.grid.npix:
+        raise ValueError(f"{inputs}: store has {store.grid.npix} pixels, the model expects {predictor.grid.npix}")
+    stars, star_sel = _store_stars(store, split)
+    star_ids = [str(s) for s in np.asarray(stars["id"])[star_sel]]
+    visit_tab = store.visit_table()
+    n_sel = int(np.isin(np.asarray(visit_tab["star"]), star_sel).sum())
+    with _progress(progress, n_sel, "predicting visits") as advance:
+        chunks = _store_chunks(store, visit_tab, star_sel, chunk)
+        visits = _predict_chunks(predictor, chunks, star_ids, batch_size, writer, advance)
+    source = str(getattr(store, "path", inputs))[-60:]
+    return visits, star_ids, _survey_labels(store, star_sel, predictor), source, []
+
+
+def predict(
+    checkpoint_or_predictor,
+    inputs,
+    out_path,
+    split: str | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    denoised_path: str | None = None,
+    snr_low: float = 10.0,
+    max_bad_frac: float = 0.3,
+    progress: bool = True,
+) -> PredictResult:
+    """Predict every visit of a pair store (path/URL/open store) or of apStar files; write the catalogue.
+
+    out_path's extension picks the format: .fits (HDUs VISITS and STARS), .parquet or .ecsv
+    (<stem>.visits.<ext> and <stem>.stars.<ext>). See docs/catalogue.md for columns and flags.
+    """
+    catalog.catalogue_paths(out_path)  # an unknown format fails before any work is done
+    predictor = _load_predictor(checkpoint_or_predictor, device)
+    names, units = _label_units(predictor)
+    chunk = max(1, int(batch_size) * CHUNK_BATCHES)
+
+    writer = None
+    if denoised_path is not None:
+        from pairspec.store import create_spectra_store
+
+        attrs = {"kind": "denoised", "normalised": True, "labels": names,
+                 "checkpoint": str(getattr(predictor, "source", ""))}
+        writer = create_spectra_store(denoised_path, predictor.grid, predictor.grid.npix, attrs)
+    try:
+        visits, star_ids, survey, source, skipped = _read_inputs(
+            predictor, inputs, split, chunk, batch_size, writer, progress
+        )
+    finally:
+        if writer is not None:
+            writer.close()
+    if skipped:
+        listing = "\n".join(f"  {p}: {why}" for p, why in skipped)
+        warnings.warn(f"{len(skipped)} file(s) could not be read and were left out:\n{listing}", stacklevel=2)
+
+    labels, sigma, flags = catalog.flag_visits(
+        visits["labels"], visits["sigma"], visits["snr"], visits["frac_bad"],
+        predictor.label_lo, predictor.label_hi, _sigma_max(predictor), snr_low, max_bad_frac,
+    )
+    star = visits["star"].astype(np.int64)
+    star_ids_arr = np.asarray(star_ids, dtype=str)
+    visit_tab = catalog.visit_table(
+        star_ids_arr[star], visits["visit_id"], visits["mjd"], visits["snr"], visits["snr_survey"],
+        labels, sigma, flags, visits["frac_bad"], names, units,
+    )
+    combined = catalog.combine_visits(star, len(star_ids), labels, sigma, flags)
+    snr_max = np.full(len(star_ids), np.nan)
+    np.fmax.at(snr_max, star, visits["snr"])
+    star_tab = catalog.star_table(star_ids_arr, combined, snr_max, names, units, *(survey or (None, None)))
+    meta = {"SNRLOW": float(snr_low), "MAXBAD": float(max_bad_frac), "SOURCE": source, "SPLIT": split or "all"}
+    for tab in (visit_tab, star_tab):
+        catalog.add_meta(tab, meta)
+    visit_path, star_path = catalog.write_catalogue(visit_tab, star_tab, out_path)
+    return PredictResult(visit_path, star_path, len(visit_tab), len(star_tab), skipped,
+                         None if denoised_path is None else str(denoised_path))
+
+
+def _survey_labels(store, star_sel, predictor):
+    """(labels, errors) of the selected stars in the predictor's label order; None if the store has none."""
+    names = _label_units(predictor)[0]
+    if not any(n in store.schema.names for n in names):
+        return None
+    lab = np.full((len(star_sel), len(names)), np.nan)
+    err = np.full((len(star_sel), len(names)), np.nan)
+    all_lab, all_err = np.asarray(store.labels()), np.asarray(store.label_err())
+    for k, n in enumerate(names):
+        if n in store.schema.names:
+            j = store.schema.index(n)
+            lab[:, k] = all_lab[star_sel, j]
+            err[:, k] = all_err[star_sel, j]
+    return lab, err
