@@ -1,0 +1,388 @@
+"""`pairspec evaluate`: TSN and baselines on a store split, against survey labels and (optionally) truth.
+
+Writes out_dir/metrics.json, out_dir/report.md and PNG figures (docs/evaluation.md explains them).
+Residuals are per visit; the reference of a visit is its star's label (the survey's, as the paper
+compares to ASPCAP, or the simulation's truth).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pairspec import metrics as M
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+# The paper's visit-level targets against ASPCAP at S/N < 60 (Sun, Chiappini & Nepal 2026).
+PAPER_TARGETS = {"teff": 19.0, "logg": 0.06, "fe_h": 0.03}
+N_EXAMPLES = 3  # example visits kept for the reconstruction figure
+
+
+def _load_predictor(checkpoint):
+    if hasattr(checkpoint, "predict"):  # an already loaded predictor (tests, notebooks)
+        return checkpoint
+    from pairspec.inference import LabelPredictor
+
+    return LabelPredictor.from_checkpoint(checkpoint, device="cpu")
+
+
+def read_truth(path, star_ids, names) -> np.ndarray:
+    """True labels (n_star, K) of `star_ids` from a truth.fits (APOGEE_ID + lower-case columns); NaN
+    where a star or a column is missing. Also returns the cluster column (str) if present."""
+    from astropy.table import Table
+
+    tab = Table.read(str(path), hdu=1)
+    if "APOGEE_ID" not in tab.colnames:
+        raise ValueError(f"{path}: truth table has no APOGEE_ID column")
+    ids = np.char.strip(np.asarray(tab["APOGEE_ID"]).astype(str))
+    row = {sid: i for i, sid in enumerate(ids)}
+    idx = np.array([row.get(str(s).strip(), -1) for s in star_ids])
+    out = np.full((len(star_ids), len(names)), np.nan)
+    for k, name in enumerate(names):
+        if name in tab.colnames:
+            col = np.asarray(tab[name], dtype=np.float64)
+            out[idx >= 0, k] = col[idx[idx >= 0]]
+    cluster = None
+    if "cluster" in tab.colnames:
+        col = np.asarray(tab["cluster"]).astype(str)
+        cluster = np.where(idx >= 0, col[np.maximum(idx, 0)], "")
+    return out, cluster
+
+
+def _select_stars(stars: dict, split) -> np.ndarray:
+    if split in (None, "all"):
+        return np.arange(len(stars["id"]))
+    if split not in SPLIT_CODES:
+        raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_CODES)} or 'all'")
+    return np.flatnonzero(np.asarray(stars["split"]) == SPLIT_CODES[split])
+
+
+def _loo_targets(flux, ivar, star, grid):
+    """Continuum-normalised leave-one-out coadds: for each visit, the ivar-weighted mean of the
+    star's OTHER visits (ivar 0 where the star has a single visit)."""
+    from pairspec.continuum import normalize
+
+    nf, ni, _ = normalize(flux, ivar, grid)
+    nf, ni = nf.astype(np.float64), ni.astype(np.float64)
+    tf, ti = np.ones_like(nf), np.zeros_like(ni)
+    for s in np.unique(star):
+        rows = np.flatnonzero(star == s)
+        wsum, fsum = ni[rows].sum(0), (ni[rows] * nf[rows]).sum(0)
+        for r in rows:
+            w = wsum - ni[r]
+            ti[r] = np.where(w > 1e-12 * wsum.max(initial=1.0), w, 0.0) if rows.size > 1 else 0.0
+            tf[r] = np.where(ti[r] > 0, (fsum - ni[r] * nf[r]) / np.maximum(w, 1e-30), 1.0)
+    return tf, ti
+
+
+def _visit_chunks(stars, star_sel, chunk: int):
+    """Visit index arrays grouped by whole stars (all visits of a star in one chunk, for LOO)."""
+    first, nvis = np.asarray(stars["first_visit"]), np.asarray(stars["n_visits"])
+    rows = []
+    for s in star_sel:
+        rows.extend(range(int(first[s]), int(first[s] + nvis[s])))
+        if len(rows) >= chunk:
+            yield np.asarray(rows)
+            rows = []
+    if rows:
+        yield np.asarray(rows)
+
+
+def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, batch_size, progress):
+    """Predictions of every method on the split's visits, plus recon chi2 and a few examples."""
+    stars, visits = store.star_table(), store.visit_table()
+    names = list(predictor.schema.names)
+    preds = {"tsn": {"labels": [], "sigma": [], "time": 0.0}}
+    preds.update({n: {"labels": [], "sigma": [], "time": 0.0} for n in others})
+    fit_parts = {"rows": [], "labels": [], "sigma": [], "time": 0.0}
+    rows_all, chi2, examples = [], [], []
+    chunks = list(_visit_chunks(stars, star_sel, chunk))
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("evaluate", total=len(chunks))
+    for rows in chunks:
+        flux, ivar, _ = store.visit_spectra(rows)
+        t0 = time.perf_counter()
+        out = predictor.predict(flux, ivar, batch_size=batch_size, denoise=True)
+        preds["tsn"]["time"] += time.perf_counter() - t0
+        preds["tsn"]["labels"].append(out["labels"])
+        preds["tsn"]["sigma"].append(out["sigma"])
+        for name, other in others.items():
+            t0 = time.perf_counter()
+            o = other.predict(flux, ivar, batch_size=batch_size)
+            preds[name]["time"] += time.perf_counter() - t0
+            preds[name]["labels"].append(_reorder(o["labels"], other.schema.names, names))
+            preds[name]["sigma"].append(_reorder(o["sigma"], other.schema.names, names))
+        if "denoised" in out:
+            tf, ti = _loo_targets(flux, ivar, np.asarray(visits["star"])[rows], store.grid)
+            chi2.append(M.recon_chi2(out["denoised"], tf, ti))
+            for j in np.flatnonzero(ti.sum(1) > 0)[: N_EXAMPLES - len(examples)]:
+                examples.append({"visit": flux[j], "visit_ivar": ivar[j], "denoised": out["denoised"][j],
+                                 "target": tf[j], "target_ivar": ti[j], "snr": float(visits["snr"][rows[j]])})
+        if fitter is not None:
+            sel = np.isin(rows, fit_rows)
+            if sel.any():
+                t0 = time.perf_counter()
+                f = fitter.fit(flux[sel], ivar[sel])
+                fit_parts["time"] += time.perf_counter() - t0
+                fit_parts["rows"].append(rows[sel])
+                fit_parts["labels"].append(_reorder(f["labels"], _fit_names(), names))
+                fit_parts["sigma"].append(_reorder(f["sigma"], _fit_names(), names))
+        rows_all.append(rows)
+        if bar is not None:
+            bar.advance(task)
+    if bar is not None:
+        bar.stop()
+    rows_all = np.concatenate(rows_all)
+    result = {}
+    for name, p in preds.items():
+        result[name] = {"labels": np.concatenate(p["labels"]), "sigma": np.concatenate(p["sigma"]),
+                        "rate": len(rows_all) / max(p["time"], 1e-9)}
+    if fitter is not None and fit_parts["rows"]:
+        fr = np.concatenate(fit_parts["rows"])
+        full = {k: np.full((len(rows_all), len(names)), np.nan) for k in ("labels", "sigma")}
+        pos = np.searchsorted(rows_all, fr) if np.all(np.diff(rows_all) > 0) else \
+            np.array([np.flatnonzero(rows_all == r)[0] for r in fr])
+        for k in full:
+            full[k][pos] = np.concatenate(fit_parts[k])
+        result["emulator_fit"] = {**full, "rate": len(fr) / max(fit_parts["time"], 1e-9)}
+    recon = np.concatenate(chi2) if chi2 else np.array([])
+    return rows_all, result, recon, examples
+
+
+def _fit_names():
+    # EmulatorFit's [alpha/Fe] stands in for [Mg/Fe] (Mg is an alpha element; the paper's comparison)
+    return ["teff", "logg", "fe_h", "mg_fe"]
+
+
+def _reorder(arr, have, want) -> np.ndarray:
+    arr = np.asarray(arr, dtype=np.float64)
+    out = np.full((arr.shape[0], len(want)), np.nan)
+    for k, n in enumerate(want):
+        if n in have:
+            out[:, k] = arr[:, list(have).index(n)]
+    return out
+
+
+def _star_mean(values, star, n_star):
+    """Per-star median of visit predictions (stars without visits stay NaN)."""
+    import warnings
+
+    out = np.full((n_star, values.shape[1]), np.nan)
+    with warnings.catch_warnings():  # a label no visit of the star has stays NaN, silently
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for s in np.unique(star):
+            out[s] = np.nanmedian(values[star == s], axis=0)
+    return out
+
+
+def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report", compare=None,
+             emulator_fit=False, max_fit=2000, snr_edges=M.DEFAULT_SNR_EDGES, progress=True,
+             batch_size=256, chunk=512, plots=True) -> dict:
+    """Evaluate a TSN checkpoint (and `compare` checkpoints, and optionally the EmulatorFit baseline)
+    on the visits of `split` ("train", "val", "test" or "all"). Returns the metrics dict."""
+    from pairspec.store import open_store
+
+    store = open_store(str(store_path)) if isinstance(store_path, (str, Path)) else store_path
+    predictor = _load_predictor(checkpoint)
+    others = {name: _load_predictor(c) for name, c in (compare or {}).items()}
+    names = list(predictor.schema.names)
+    stars, visits = store.star_table(), store.visit_table()
+    star_sel = _select_stars(stars, split)
+    if star_sel.size == 0:
+        raise ValueError(f"{store_path}: no stars in split {split!r}")
+    first, nvis = np.asarray(stars["first_visit"]), np.asarray(stars["n_visits"])
+    split_rows = np.concatenate([np.arange(first[s], first[s] + nvis[s]) for s in star_sel])
+    fitter, fit_rows = None, np.array([], dtype=np.int64)
+    if emulator_fit and max_fit > 0:
+        from pairspec.baselines import EmulatorFit
+
+        fitter = EmulatorFit()
+        rng = np.random.default_rng(0)
+        fit_rows = np.sort(rng.choice(split_rows, size=min(max_fit, split_rows.size), replace=False))
+    rows, methods, recon, examples = _run_methods(store, predictor, others, fitter, star_sel, fit_rows,
+                                                  chunk, batch_size, progress)
+    star = np.asarray(visits["star"])[rows]
+    snr = np.asarray(visits["snr"])[rows].astype(np.float64)
+    survey = _reorder(store.labels(), store.schema.names, names)
+    refs = {"survey": survey[star]}
+    cluster = None
+    if truth is not None:
+        true_star, cluster = read_truth(truth, stars["id"], names)
+        refs["truth"] = true_star[star]
+    if cluster is None:
+        cluster = np.array([json.loads(m or "{}").get("cluster", "") for m in stars["meta_json"]]).astype(str)
+    metrics = _metrics(names, predictor.schema.units, methods, refs, star, snr, snr_edges, cluster, survey, recon, store.n_stars)
+    metrics.update({"split": split, "n_stars": int(star_sel.size), "n_visits": int(rows.size),
+                    "store": str(store_path), "checkpoint": str(checkpoint)})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1, allow_nan=True))
+    figures = []
+    if plots:
+        from pairspec import plots as P
+
+        figures = P.all_figures(out, metrics, methods, refs, snr, star, names, examples, store.grid)
+    write_report(out / "report.md", metrics, figures)
+    return metrics
+
+
+def _summary(resid) -> dict:
+    (r,) = M._finite(resid)
+    return {"n": int(r.size), "sigma": M.robust_sigma(r), "bias": M.bias(r)}
+
+
+def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star, recon, n_star) -> dict:
+    """The nested metrics dict (see docs/evaluation.md for its layout)."""
+    m = {"labels": names, "units": list(units), "snr_edges": [float(e) for e in edges],
+         "snr_bins": M.snr_bin_labels(edges), "paper_targets_lt60": PAPER_TARGETS,
+         "scatter": {}, "slope": {}, "calibration": {}, "clusters": {}, "timings": {}}
+    a, b = M.repeat_pairs(star)
+    low = snr < 60
+    for meth, p in methods.items():
+        lab, sig = p["labels"], p["sigma"]
+        m["timings"][meth] = {"spectra_per_s": float(p["rate"])}
+        m["scatter"][meth], m["slope"][meth], cal = {}, {}, {}
+        for ref_name, ref in refs.items():
+            m["scatter"][meth][ref_name] = {
+                n: {**M.binned_scatter(lab[:, k], ref[:, k], snr, edges),
+                    "<60": _summary((lab[:, k] - ref[:, k])[low]), "all": _summary(lab[:, k] - ref[:, k])}
+                for k, n in enumerate(names)}
+            m["slope"][meth][ref_name] = {n: M.slope(lab[:, k], ref[:, k]) for k, n in enumerate(names)}
+            cal[ref_name] = {n: M.zscore_stats(lab[:, k], sig[:, k], ref[:, k]) for k, n in enumerate(names)}
+        cal["repeat_pairs"] = {n: M.pair_zscore_stats(lab[a, k], sig[a, k], lab[b, k], sig[b, k])
+                               for k, n in enumerate(names)}
+        m["calibration"][meth] = cal
+        m["clusters"][meth] = _cluster_block(_star_mean(lab, star, n_star), cluster, names)
+    for ref_name, ref in refs.items():
+        m["clusters"][f"reference:{ref_name}"] = _cluster_block(_star_mean(ref, star, n_star), cluster, names)
+    if "truth" in refs:
+        m["survey_noise"] = {n: {**M.binned_scatter(refs["survey"][:, k], refs["truth"][:, k], snr, edges),
+                                 "<60": _summary((refs["survey"][:, k] - refs["truth"][:, k])[low]),
+                                 "all": _summary(refs["survey"][:, k] - refs["truth"][:, k])}
+                             for k, n in enumerate(names)}
+    m["recon_chi2"] = {"n": int(np.isfinite(recon).sum()),
+                       "median": float(np.nanmedian(recon)) if np.isfinite(recon).any() else math.nan,
+                       "mean": float(np.nanmean(recon)) if np.isfinite(recon).any() else math.nan}
+    return m
+
+
+def _cluster_block(star_values, cluster, names) -> dict:
+    out = {}
+    for k, n in enumerate(names):
+        d = M.cluster_dispersion(star_values[:, k], cluster)
+        out[n] = {"mean_sigma": d["mean_sigma"], "n_clusters": d["n_clusters"]}
+    return out
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None  # JSON has no NaN/inf: null = not measurable
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+# ---- tables -------------------------------------------------------------------------------------
+
+
+def _fmt(v, unit) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    return f"{v:.0f}" if unit == "K" else f"{v:.3f}"
+
+
+def _table_rows(metrics) -> tuple[list[str], list[tuple[str, list[list[str]]]]]:
+    """Header and, per label, rows (S/N bin, sigma of each method vs each reference, survey noise)."""
+    sc = metrics["scatter"]
+    refs = list(next(iter(sc.values())))
+    cols = [("tsn", r) for r in refs] + [(m, refs[-1]) for m in sc if m != "tsn"]
+    header = ["S/N"] + [f"{m} vs {r}" for m, r in cols]
+    has_noise = "survey_noise" in metrics
+    if has_noise:
+        header.append("survey vs truth")
+    out = []
+    for name, unit in zip(metrics["labels"], metrics["units"]):
+        rows = []
+        for b in metrics["snr_bins"] + ["<60", "all"]:
+            row = [b]
+            for m, r in cols:
+                cell = sc[m][r][name].get(b, {})
+                row.append(f"{_fmt(cell.get('sigma'), unit)} ({cell.get('n', 0)})")
+            if has_noise:
+                row.append(_fmt(metrics["survey_noise"][name].get(b, {}).get("sigma"), unit))
+            rows.append(row)
+        out.append((f"{name} [{unit}]", rows))
+    return header, out
+
+
+def format_table(metrics) -> str:
+    """Plain-text table: robust sigma (and n) per label and S/N bin, every method side by side."""
+    header, blocks = _table_rows(metrics)
+    widths = [max(len(h), 12) for h in header]
+    for _, rows in blocks:
+        for row in rows:
+            widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    parts = []
+    for title, rows in blocks:
+        parts += [title, line(header)] + [line(r) for r in rows] + [""]
+    return "\n".join(parts)
+
+
+def _md_table(header, rows) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def write_report(path, metrics, figures=()) -> None:
+    """Markdown report: scatter tables, paper targets, calibration, slopes, clusters, timings, figures."""
+    header, blocks = _table_rows(metrics)
+    L = [f"# pairspec evaluation ({metrics.get('split')} split)", "",
+         f"{metrics.get('n_stars')} stars, {metrics.get('n_visits')} visits. Robust sigma (1.4826 MAD) of "
+         "visit label minus reference; n in brackets. See docs/evaluation.md.", ""]
+    targets = metrics["paper_targets_lt60"]
+    ref = "survey"
+    L += ["## Paper targets (S/N < 60, TSN vs survey labels)", "",
+          _md_table(["label", "paper", "this run"],
+                    [[n, f"{v:g}", _fmt(metrics["scatter"]["tsn"][ref][n]["<60"]["sigma"], "K" if n == "teff" else "")]
+                     for n, v in targets.items() if n in metrics["labels"]]), ""]
+    for title, rows in blocks:
+        L += [f"## {title}", "", _md_table(header, rows), ""]
+    L += ["## Calibration (z = residual / predicted sigma; ideal std 1, cov68 0.683, cov95 0.95)", ""]
+    cal_rows = []
+    for meth, cal in metrics["calibration"].items():
+        for ref_name, per in cal.items():
+            for n, s in per.items():
+                cal_rows.append([meth, ref_name, n, _fmt(s["z_std"], ""), _fmt(s["z_std_robust"], ""),
+                                 _fmt(s["cov68"], ""), _fmt(s["cov95"], ""), str(s["n"])])
+    L += [_md_table(["method", "against", "label", "z std", "z std robust", "cov68", "cov95", "n"], cal_rows), ""]
+    L += ["## Slope of prediction vs reference (1 = no shrinkage to the mean)", ""]
+    L += [_md_table(["method", "against"] + metrics["labels"],
+                    [[m, r] + [_fmt(v, "") for v in per.values()]
+                     for m, d in metrics["slope"].items() for r, per in d.items()]), ""]
+    L += ["## Mean intra-cluster dispersion (stars, clusters with >= 3 members)", ""]
+    L += [_md_table(["source"] + metrics["labels"],
+                    [[src] + [f"{_fmt(c['mean_sigma'], '')} ({c['n_clusters']})" for c in per.values()]
+                     for src, per in metrics["clusters"].items()]), ""]
+    rc = metrics["recon_chi2"]
+    L += ["## Reconstruction", "", f"chi^2 per pixel of the denoised visit against the leave-one-out coadd: "
+          f"median {_fmt(rc['median'], '')}, mean {_fmt(rc['mean'], '')} over {rc['n']} visits.", ""]
+    L += ["## Speed (spectra/s, this machine)", "",
+          _md_table(["method", "spectra/s"], [[m, f"{t['spectra_per_s']:.1f}"] for m, t in metrics["timings"].items()]), ""]
+    if figures:
+        L += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
+    Path(path).write_text("\n".join(L))
