@@ -1,0 +1,250 @@
+"""Training data: network inputs from spectra, and twins (input visit, high-S/N target, labels) from a store.
+
+Inputs and targets live on the model pixels (the grid's usable blocks; APOGEE: 7514 px) and are
+continuum-normalised per spectrum with `pairspec.continuum.normalize`, the same call at training and
+at inference. Targets are normalised flux (continuum ~ 1); the model predicts target - 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from pairspec.continuum import normalize
+from pairspec.grid import LogLinearGrid
+from pairspec.pairs import leave_one_out, select_twins
+
+# Channel-0 clip (normalised flux - 1): deep lines reach -1, unmasked cosmic rays cannot blow up the net.
+INPUT_CLIP = (-1.5, 1.0)
+# Weight channel w = snr_pix / (snr_pix + WEIGHT_SNR_HALF): 0.33 at S/N 5, 0.5 at 10, 0.91 at 100.
+WEIGHT_SNR_HALF = 10.0
+MODES = ("loo", "coadd", "direct")
+SPLITS = {"train": 0, "val": 1, "test": 2}
+
+
+def model_pixels(grid: LogLinearGrid) -> np.ndarray:
+    """Indices (int64, increasing) of the grid pixels the network sees: its usable blocks."""
+    return np.flatnonzero(grid.usable()).astype(np.int64)
+
+
+def pixel_weight(norm_ivar: np.ndarray) -> np.ndarray:
+    """Smooth monotone map of the normalised ivar to [0, 1): per-pixel S/N / (S/N + 10); 0 for bad pixels."""
+    s = np.sqrt(np.maximum(np.nan_to_num(norm_ivar, nan=0.0, posinf=0.0), 0.0))
+    return (s / (s + WEIGHT_SNR_HALF)).astype(np.float32)
+
+
+def inputs_from_normalized(norm_flux: np.ndarray, norm_ivar: np.ndarray) -> np.ndarray:
+    """(N, 2, L) float32 from normalised flux/ivar already on the model pixels (see prepare_inputs)."""
+    good = (norm_ivar > 0) & np.isfinite(norm_flux) & np.isfinite(norm_ivar)
+    x = np.empty((norm_flux.shape[0], 2, norm_flux.shape[1]), dtype=np.float32)
+    x[:, 0] = np.where(good, np.clip(np.nan_to_num(norm_flux - 1.0), *INPUT_CLIP), 0.0)
+    x[:, 1] = np.where(good, pixel_weight(np.where(good, norm_ivar, 0.0)), 0.0)
+    return x
+
+
+def prepare_inputs(flux: np.ndarray, ivar: np.ndarray, grid: LogLinearGrid, cont_pixels=None) -> np.ndarray:
+    """Network input (N, 2, L) float32 from raw spectra (N, npix): channel 0 = normalised flux - 1,
+    clipped to [-1.5, 1.0], 0 on bad pixels; channel 1 = pixel_weight(normalised ivar), 0 on bad pixels."""
+    norm_flux, norm_ivar, _ = normalize(flux, ivar, grid, cont_pixels=cont_pixels)
+    pix = model_pixels(grid)
+    return inputs_from_normalized(norm_flux[:, pix], norm_ivar[:, pix])
+
+
+def target_from_normalized(norm_flux: np.ndarray, norm_ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(target, target_w) float32: normalised flux and its ivar; bad or out-of-clip pixels -> (1, 0)."""
+    lo, hi = INPUT_CLIP[0] + 1.0, INPUT_CLIP[1] + 1.0
+    good = (norm_ivar > 0) & np.isfinite(norm_flux) & np.isfinite(norm_ivar)
+    good &= (norm_flux >= lo) & (norm_flux <= hi)  # a spike in the target is not signal to learn
+    target = np.where(good, norm_flux, 1.0).astype(np.float32)
+    return target, np.where(good, norm_ivar, 0.0).astype(np.float32)
+
+
+@dataclass
+class LabelStats:
+    """Per-label standardisation (mean, std) and the training label range (lo, hi), float32 (K,)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+    def to_dict(self) -> dict:
+        # None for NaN (a label never measured) keeps the dict strict-JSON clean.
+        conv = lambda a: [None if not np.isfinite(v) else float(v) for v in np.asarray(a)]  # noqa: E731
+        return {"mean": conv(self.mean), "std": conv(self.std), "lo": conv(self.lo), "hi": conv(self.hi)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabelStats":
+        conv = lambda a: np.array([np.nan if v is None else v for v in a], dtype=np.float32)  # noqa: E731
+        return cls(conv(d["mean"]), conv(d["std"]), conv(d["lo"]), conv(d["hi"]))
+
+
+def compute_label_stats(labels: np.ndarray, std_floor: float = 1e-3) -> LabelStats:
+    """NaN-aware stats of (N, K) labels. A label with no finite value gets mean 0, std 1, lo = hi = NaN."""
+    labels = np.asarray(labels, dtype=np.float64)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (N, K), got {labels.shape}")
+    k = labels.shape[1]
+    mean, std = np.zeros(k), np.ones(k)
+    lo, hi = np.full(k, np.nan), np.full(k, np.nan)
+    for j in range(k):
+        v = labels[:, j][np.isfinite(labels[:, j])]
+        if v.size:
+            mean[j], lo[j], hi[j] = v.mean(), v.min(), v.max()
+            std[j] = max(v.std(), std_floor) if v.size > 1 else 1.0
+    f4 = lambda a: a.astype(np.float32)  # noqa: E731
+    return LabelStats(f4(mean), f4(std), f4(lo), f4(hi))
+
+
+def _rows(store, idx: np.ndarray, reader) -> tuple[np.ndarray, np.ndarray]:
+    """(flux, ivar) rows of a store array; a contiguous index run is read as one slice."""
+    if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+        flux, ivar, _ = reader(slice(int(idx[0]), int(idx[0]) + idx.size))
+    else:
+        flux, ivar, _ = reader(idx)
+    return flux, ivar
+
+
+def select_stars(store, split: str, mode: str, min_visits: int = 2, max_stars: int | None = None) -> np.ndarray:
+    """Star indices (increasing) of one split usable in `mode`: loo needs >= max(min_visits, 2) visits,
+    coadd >= min_visits, direct any star. `max_stars` keeps the first ones (deterministic)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown twin mode {mode!r}; choose from {MODES}")
+    if split != "all" and split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS) + ['all']}")
+    stars = store.star_table()
+    keep = np.ones(len(stars["n_visits"]), dtype=bool)
+    if split != "all":
+        keep &= np.asarray(stars["split"]) == SPLITS[split]
+    if mode == "loo":
+        keep &= select_twins(stars["n_visits"], min_visits=max(min_visits, 2))
+    elif mode == "coadd":
+        keep &= np.asarray(stars["n_visits"]) >= max(min_visits, 1)
+    idx = np.flatnonzero(keep)
+    return idx if max_stars is None else idx[: int(max_stars)]
+
+
+def iter_chunks(store, split: str = "train", mode: str = "loo", min_visits: int = 2,
+                max_stars: int | None = None, chunk_stars: int = 256) -> Iterator[dict[str, np.ndarray]]:
+    """Stream twins chunk by chunk of `chunk_stars` stars (memory bounded per chunk). Each chunk is a dict
+    with the TwinData arrays (x, target, target_w, labels, snr, star_index, visit_index). Rows whose
+    input has no good model pixel are dropped. Visits of a star are contiguous in the store."""
+    grid, pix = store.grid, model_pixels(store.grid)
+    stars = store.star_table()
+    visits = store.visit_table() if mode != "direct" else None
+    all_labels = np.asarray(store.labels(), dtype=np.float32)
+    selected = select_stars(store, split, mode, min_visits, max_stars)
+    for start in range(0, selected.size, chunk_stars):
+        chunk = selected[start:start + chunk_stars]
+        sf, si = _rows(store, chunk, store.star_spectra) if mode != "loo" else (None, None)
+        if sf is not None:
+            nf, ni, _ = normalize(sf, si, grid)
+            star_target = target_from_normalized(nf[:, pix], ni[:, pix])
+        if mode == "direct":
+            x = inputs_from_normalized(nf[:, pix], ni[:, pix])
+            target, target_w = star_target
+            star_index, visit_index = chunk, np.full(chunk.size, -1, dtype=np.int64)
+            snr = np.asarray(stars["snr"], dtype=np.float32)[chunk]
+        else:
+            first = np.asarray(stars["first_visit"])[chunk]
+            count = np.asarray(stars["n_visits"])[chunk]
+            visit_index = np.concatenate([np.arange(a, a + c) for a, c in zip(first, count)]).astype(np.int64)
+            star_index = np.repeat(chunk, count).astype(np.int64)
+            vf, vi = _rows(store, visit_index, store.visit_spectra)
+            nf, ni, _ = normalize(vf, vi, grid)
+            nf, ni = nf[:, pix], ni[:, pix]
+            x = inputs_from_normalized(nf, ni)
+            if mode == "loo":
+                loo_f, loo_i = np.empty_like(nf), np.empty_like(ni)
+                bounds = np.concatenate([[0], np.cumsum(count)])
+                for a, b in zip(bounds[:-1], bounds[1:]):
+                    loo_f[a:b], loo_i[a:b] = leave_one_out(nf[a:b], ni[a:b])
+                target, target_w = target_from_normalized(loo_f, loo_i)
+            else:
+                target = np.repeat(star_target[0], count, axis=0)
+                target_w = np.repeat(star_target[1], count, axis=0)
+            snr = np.asarray(visits["snr"], dtype=np.float32)[visit_index]
+        informative = (x[:, 1] > 0).any(axis=1)
+        yield {
+            "x": x[informative], "target": target[informative], "target_w": target_w[informative],
+            "labels": all_labels[star_index[informative]], "snr": snr[informative],
+            "star_index": star_index[informative], "visit_index": visit_index[informative],
+        }
+
+
+class TwinData:
+    """All twins of one split in memory (float32): x (M, 2, L), target (M, L), target_w (M, L),
+    labels (M, K) raw physical units (NaN missing), snr (M,), star_index (M,), visit_index (M,) (-1 in
+    direct mode).
+
+    Modes: "loo" (TSN default) every visit of a star with >= 2 visits, target = leave-one-out coadd of
+    its other normalised visits; "coadd" every visit, target = the survey's combined spectrum (ablation;
+    with the recipe default min_visits = 2 it covers the same stars as loo); "direct" input = target =
+    the combined spectrum (astroNN-style baseline).
+
+    In memory is the current design: loading streams star chunks (iter_chunks), but the result is held
+    whole, ~ 3 x 4 x L bytes per twin (90 kB for APOGEE; 10^4 visits ~ 1 GB). `max_stars` caps it.
+    """
+
+    def __init__(self, store, split: str = "train", mode: str = "loo", min_visits: int = 2,
+                 max_stars: int | None = None, chunk_stars: int = 256):
+        self.split, self.mode = split, mode
+        self.grid, self.schema = store.grid, store.schema
+        self.model_pixels = model_pixels(store.grid)
+        chunks = list(iter_chunks(store, split, mode, min_visits, max_stars, chunk_stars))
+        n_pix, n_lab = self.model_pixels.size, len(store.schema)
+        empty = {"x": np.zeros((0, 2, n_pix), np.float32), "target": np.zeros((0, n_pix), np.float32),
+                 "target_w": np.zeros((0, n_pix), np.float32), "labels": np.zeros((0, n_lab), np.float32),
+                 "snr": np.zeros(0, np.float32), "star_index": np.zeros(0, np.int64),
+                 "visit_index": np.zeros(0, np.int64)}
+        for name, default in empty.items():
+            setattr(self, name, np.concatenate([c[name] for c in chunks]) if chunks else default)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __repr__(self) -> str:
+        return f"TwinData(split={self.split!r}, mode={self.mode!r}, twins={len(self)}, pixels={self.x.shape[-1]})"
+
+
+class _TwinTorchDataset:
+    """torch Dataset over TwinData: items dict(x (2, L), target (L,), target_w (L,), labels (K,)
+    standardised with NaN -> 0, label_mask (K,) bool, snr () (0 if unknown)). `augment` is reserved
+    and does nothing yet. Reach it as `pairspec.data.TwinTorchDataset` (a torch Dataset subclass)."""
+
+    def __init__(self, twins: TwinData, stats: LabelStats, augment: bool = False):
+        self.twins, self.stats, self.augment = twins, stats, augment
+        labels = np.asarray(twins.labels, dtype=np.float32)
+        self.label_mask = np.isfinite(labels)
+        z = (labels - np.asarray(stats.mean, np.float32)) / np.asarray(stats.std, np.float32)
+        self.labels = np.where(self.label_mask, z, 0.0).astype(np.float32)
+        self.snr = np.nan_to_num(np.asarray(twins.snr, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+
+    def __len__(self) -> int:
+        return len(self.twins)
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        t = self.twins
+        return {
+            "x": torch.from_numpy(np.ascontiguousarray(t.x[i])),
+            "target": torch.from_numpy(np.ascontiguousarray(t.target[i])),
+            "target_w": torch.from_numpy(np.ascontiguousarray(t.target_w[i])),
+            "labels": torch.from_numpy(self.labels[i]),
+            "label_mask": torch.from_numpy(self.label_mask[i]),
+            "snr": torch.tensor(self.snr[i], dtype=torch.float32),
+        }
+
+
+def __getattr__(name: str):
+    # TwinTorchDataset subclasses torch's Dataset, built on first use so importing this module skips torch.
+    if name == "TwinTorchDataset":
+        import torch
+
+        cls = type("TwinTorchDataset", (_TwinTorchDataset, torch.utils.data.Dataset), {"__module__": __name__})
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
