@@ -1,0 +1,211 @@
+"""Run configuration: frozen dataclasses, filled from a recipe YAML that only overrides fields.
+
+An unknown key at any level is a ConfigError naming the key and the file; a value of the wrong type
+is a ConfigError naming the key, the file, the expected type and the value. Relative paths in a
+recipe (data.store, run.out_dir) are resolved against the CURRENT WORKING DIRECTORY at load time,
+not against the recipe's folder, so `pairspec train recipes/demo.yaml` run from the repository root
+finds `demo/apogee.zarr` there. URLs (anything with "://") are left as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+
+class ConfigError(ValueError):
+    """A recipe that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class RunSection:
+    name: str = "tsn"
+    out_dir: str = ""  # the run's folder; "" means runs/<name> under the working directory
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataSection:
+    store: str = "demo/apogee.zarr"
+    mode: str = "loo"  # twin target: "loo" leave-one-out coadd, "coadd" survey combined, "direct"
+    min_visits: int = 2
+    labels: Union[tuple[str, ...], None] = None  # subset of the store schema names; None = all
+    max_stars: Union[int, None] = None
+    val_split: str = "val"
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    preset: str = "tsn_tiny"
+    patch_size: Union[int, None] = None  # None = the preset's value
+    embed_dim: Union[int, None] = None
+    depth: Union[int, None] = None
+    drop_path: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    epochs: int = 10
+    batch_size: int = 64  # GLOBAL batch: split evenly over DDP ranks
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.05
+    recon_weight: float = 1.0
+    label_weight: float = 1.0
+    grad_clip: float = 1.0  # 0 = off
+    device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
+    bf16: Union[bool, str] = "auto"  # auto = on for CUDA, off on CPU
+    compile: bool = False
+    num_workers: int = 0
+    max_steps: Union[int, None] = None  # stop after this many optimizer steps (schedule unchanged)
+    eval_every: int = 1  # epochs between validations
+    resume: bool = True
+    max_nonfinite: int = 20  # consecutive skipped (non-finite) steps before giving up
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    run: RunSection = field(default_factory=RunSection)
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.out_dir) if self.run.out_dir else Path("runs") / self.run.name
+
+
+CHOICES = {
+    ("data", "mode"): ("loo", "coadd", "direct"),
+    ("data", "val_split"): ("train", "val", "test"),
+    ("train", "bf16"): (True, False, "auto"),
+}
+PATH_FIELDS = (("data", "store"), ("run", "out_dir"))
+
+
+def load_recipe(path, overrides: typing.Iterable[str] = ()) -> RunConfig:
+    """Recipe YAML (+ "section.field=value" overrides) -> RunConfig."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such recipe")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+    config = from_dict(raw, source=str(path))
+    return apply_overrides(config, overrides, source=f"{path} (--set override)")
+
+
+def apply_overrides(config: RunConfig, overrides: typing.Iterable[str], source: str = "--set override") -> RunConfig:
+    """Apply "section.field=value" strings (value parsed as YAML) with the same checks as a recipe."""
+    import yaml
+
+    raw = to_dict(config)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2:
+            raise ConfigError(f"override {item!r}: expected section.field=value, e.g. train.epochs=3")
+        if parts[0] not in raw:
+            raise ConfigError(f"override {item!r}: unknown key {parts[0]!r}; sections: {', '.join(raw)}")
+        raw[parts[0]][parts[1]] = yaml.safe_load(text) if text.strip() else None
+    return from_dict(raw, source=source)
+
+
+def from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
+    """Nested dict -> RunConfig, checking every key and type."""
+    sections = {}
+    hints = typing.get_type_hints(RunConfig)
+    for name, value in raw.items():
+        if name not in hints:
+            raise ConfigError(f"{source}: unknown key {name!r}; sections: {', '.join(hints)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {name!r} must be a mapping of fields, got {value!r}")
+        sections[name] = _build_section(hints[name], name, value, source)
+    return RunConfig(**sections)
+
+
+def _build_section(cls, section: str, raw: dict, source: str):
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in raw.items():
+        where = f"{section}.{key}"
+        if key not in hints:
+            raise ConfigError(f"{source}: unknown key {where!r}; {section} fields: {', '.join(hints)}")
+        value = _coerce(value, hints[key], where, source)
+        choices = CHOICES.get((section, key))
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{source}: {where} must be one of {choices}, got {value!r}")
+        if (section, key) in PATH_FIELDS and value and "://" not in value:
+            value = str(Path(value).expanduser().resolve())  # relative to the working directory
+        values[key] = value
+    return cls(**values)
+
+
+def _coerce(value, hint, where: str, source: str):
+    """Check `value` against a field type (int, float, str, bool, tuple[str, ...], unions)."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, where, source)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{source}: {where} must be {_type_name(hint)}, got {value!r}")
+    if hint is type(None):
+        if value is None:
+            return None
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{source}: {where} must be {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is tuple:
+        return "a list of strings"
+    return hint.__name__
+
+
+def to_dict(config: RunConfig) -> dict:
+    """Plain nested dict (tuples as lists) -- YAML/JSON/torch.save friendly."""
+    out = dataclasses.asdict(config)
+    for section in out.values():
+        for key, value in section.items():
+            if isinstance(value, tuple):
+                section[key] = list(value)
+    return out
+
+
+def save_resolved(config: RunConfig, path) -> Path:
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    return path

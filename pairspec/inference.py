@@ -1,0 +1,122 @@
+"""Labels, calibrated sigmas and denoised spectra for any visit on a checkpoint's grid.
+
+    predictor = LabelPredictor.from_checkpoint("runs/tsn/best.pt")
+    out = predictor.predict(flux, ivar)          # flux, ivar: (N, npix) on predictor.grid
+    out["labels"], out["sigma"]                  # (N, K) physical units, calibrated sigma
+
+Rows are streamed in batches, so memory is bounded by batch_size whatever N is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from pairspec.calibration import sigma_scale
+from pairspec.grid import LogLinearGrid
+from pairspec.schema import LabelSchema
+
+
+class LabelPredictor:
+    def __init__(self, model, meta: dict, device="cpu", source: str = ""):
+        import torch
+
+        from pairspec import data
+
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.meta, self.source = meta, str(source)
+        self.schema = LabelSchema.from_dict(meta["schema"])
+        self.grid = LogLinearGrid.from_dict(meta["grid"])
+        self.label_names = list(self.schema.names)
+        self.label_stats = data.LabelStats.from_dict(meta["label_stats"])
+        self.label_mean = np.asarray(self.label_stats.mean, dtype=np.float64)
+        self.label_std = np.asarray(self.label_stats.std, dtype=np.float64)
+        self.label_lo = np.asarray(meta["label_lo"], dtype=np.float64)  # training label range
+        self.label_hi = np.asarray(meta["label_hi"], dtype=np.float64)
+        self.calibration = meta.get("calibration")
+        self.model_pixels = np.asarray(data.model_pixels(self.grid))
+        if self.model_pixels.size != int(meta["n_model_pix"]):
+            raise ValueError(f"{source or 'checkpoint'}: the model was trained on {meta['n_model_pix']} pixels, "
+                             f"but this pairspec selects {self.model_pixels.size} model pixels of its grid")
+
+    @classmethod
+    def from_checkpoint(cls, path, device="cpu") -> "LabelPredictor":
+        from pairspec.checkpoint import load_checkpoint
+
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, meta = load_checkpoint(path, map_location="cpu")
+        return cls(model, meta, device=device, source=str(Path(path)))
+
+    def predict(self, flux, ivar, batch_size: int = 256, denoise: bool = False) -> dict:
+        """flux, ivar (N, npix) on self.grid (bad pixels ivar 0; NaN/inf are treated as bad)."""
+        import torch
+
+        from pairspec import data
+
+        flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
+        ivar = np.atleast_2d(np.asarray(ivar, dtype=np.float32))
+        if flux.shape != ivar.shape or flux.shape[1] != self.grid.npix:
+            raise ValueError(f"flux {flux.shape} and ivar {ivar.shape} must both be (N, {self.grid.npix})")
+        N, K, pix = flux.shape[0], len(self.label_names), self.model_pixels
+        labels, sigma = np.full((N, K), np.nan), np.full((N, K), np.nan)
+        snr, frac_bad = np.full(N, np.nan, dtype=np.float32), np.ones(N, dtype=np.float32)
+        denoised = np.full((N, self.grid.npix), np.nan, dtype=np.float32) if denoise else None
+        cuda = self.device.type == "cuda"
+        amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+
+        with torch.inference_mode():
+            for start in range(0, N, batch_size):
+                rows = slice(start, min(start + batch_size, N))
+                f, iv = _clean(flux[rows], ivar[rows])
+                good = iv[:, pix] > 0
+                frac_bad[rows] = 1.0 - good.mean(1)
+                # flux*sqrt(ivar) is the same before and after continuum normalisation
+                s2n = np.where(good, f[:, pix] * np.sqrt(iv[:, pix]), np.nan)
+                with warnings.catch_warnings():  # an all-bad row: NaN S/N is the answer
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    snr[rows] = np.nanmedian(s2n, axis=1)
+                x = torch.from_numpy(np.ascontiguousarray(data.prepare_inputs(f, iv, self.grid), dtype=np.float32))
+                with amp():
+                    out = self.model(x.to(self.device))
+                mean = out["mean"].float().cpu().numpy().astype(np.float64)
+                log_var = out["log_var"].float().cpu().numpy().astype(np.float64)
+                labels[rows] = mean * self.label_std + self.label_mean
+                sigma[rows] = np.exp(0.5 * log_var) * self.label_std
+                if denoise:
+                    denoised[rows, pix] = out["recon"].float().cpu().numpy() + 1.0
+        sigma *= sigma_scale(self.calibration, snr, K)
+        result = {"labels": labels, "sigma": sigma, "snr": snr, "frac_bad": frac_bad}
+        if denoise:
+            result["denoised"] = denoised
+        return result
+
+    def predict_spectrum(self, spectrum, **kwargs) -> dict:
+        """A specutils Spectrum (1-D or (N, npix)) on this grid; uncertainty converted to ivar."""
+        from astropy.nddata import InverseVariance
+
+        wave = spectrum.spectral_axis.to_value("Angstrom")
+        expected = self.grid.wavelength()
+        if wave.size != expected.size or not np.allclose(wave, expected, rtol=1e-7):
+            raise ValueError(f"spectrum has {wave.size} pixels from {wave[0]:.2f} A; the model expects "
+                             f"its grid of {expected.size} pixels from {expected[0]:.2f} A (resample first)")
+        if spectrum.uncertainty is None:
+            raise ValueError("spectrum has no uncertainty; TSN needs ivar to weight the pixels")
+        ivar = np.asarray(spectrum.uncertainty.represent_as(InverseVariance).array, dtype=np.float32)
+        flux = np.asarray(spectrum.flux.value, dtype=np.float32)
+        if spectrum.mask is not None:
+            ivar = np.where(np.asarray(spectrum.mask, dtype=bool), 0.0, ivar)
+        return self.predict(flux, ivar, **kwargs)
+
+
+def _clean(flux: np.ndarray, ivar: np.ndarray):
+    """NaN/inf flux or ivar, and negative ivar, become bad pixels (ivar 0, flux 0)."""
+    bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar <= 0)
+    return np.where(bad, 0.0, flux).astype(np.float32), np.where(bad, 0.0, ivar).astype(np.float32)
+
