@@ -218,10 +218,16 @@ def format_report(report: IngestReport) -> str:
         f"store {report.store}: {report.store_n_stars} stars, {report.store_n_visits} visits; "
         f"{report.already_present} units were already present",
         f"masked pixels (ivar = 0, usable blocks) in the new visits: {frac}",
-        f"skipped {len(report.skipped)} units" + (":" if report.skipped else ""),
+        f"skipped {len(report.skipped)} units" + (", by reason:" if report.skipped else ""),
     ]
-    for s in report.skipped[:10]:
-        lines.append(f"  {s.star_id or '-'} {s.path}: {s.problem}")
-    if len(report.skipped) > 10:
-        lines.append(f"  ... and {len(report.skipped) - 10} more (see the ingest report JSON)")
+    # Group by the reason's leading phrase so a thousand expected duplicates don't hide one broken file.
+    groups: dict[str, list] = {}
+    for s in report.skipped:
+        groups.setdefault(s.problem.split(":")[0], []).append(s)
+    for reason, items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        lines.append(f"  {len(items):6d}  {reason}")
+        for s in items[:3]:
+            lines.append(f"            {s.path}: {s.problem}")
+        if len(items) > 3:
+            lines.append(f"            ... {len(items) - 3} more in the ingest report JSON")
     return "\n".join(lines)
