@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from realdata import MULTI, MULTI_ID, REAL, REQUIRES_REAL, SINGLE, SINGLE_ID  # noqa: F401
+
 from pairspec.surveys.apogee import ApogeeDR17Adapter
 from pairspec.surveys.base import AdapterError
 
 
-def _real_dir() -> Path:
-    env = os.environ.get("PAIRSPEC_REAL_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-
-
-REAL = _real_dir()
-MULTI_ID, SINGLE_ID = "2M17335483-2753043", "2M19485057+5005279"
-MULTI, SINGLE = f"apStar-dr17-{MULTI_ID}.fits", f"apStar-dr17-{SINGLE_ID}.fits"
-pytestmark = [
-    pytest.mark.realdata,
-    pytest.mark.skipif(not (REAL / MULTI).is_file(), reason=f"real APOGEE files not found in {REAL}"),
-]
+pytestmark = REQUIRES_REAL
 LABELS = dict(TEFF=4500.0, TEFF_ERR=80.0, LOGG=2.5, LOGG_ERR=0.05, FE_H=-0.2, FE_H_ERR=0.01,
               MG_FE=0.1, MG_FE_ERR=0.02)
 

@@ -274,7 +274,9 @@ def test_real_pair_store_and_spectra_store(tmp_path):
     assert [str(v) for v in den["star_id"][:]] == list(visits["star_id"])
 
 
-REAL_APSTAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "apStar-dr17-2M17335483-2753043.fits"
+from realdata import MULTI, REAL  # noqa: E402
+
+REAL_APSTAR = REAL / MULTI
 
 
 @pytest.mark.realdata

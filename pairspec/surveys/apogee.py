@@ -25,6 +25,7 @@ from pairspec.surveys.apogee_bits import (
     has_bit,
 )
 from pairspec.surveys.base import AdapterError, Discovery, Skip, StarRecord, WorkUnit, recompute_snr
+from pairspec.surveys.fitsutil import fits_layout
 
 TELESCOPES = ("apo25m", "apo1m", "lco25m")
 ALLSTAR_NAMES = ("allStar-dr17-synspec_rev1.fits", "allStarLite-dr17-synspec_rev1.fits")
@@ -116,14 +117,11 @@ def _open_apstar(path: str, grid: LogLinearGrid):
     from astropy.io import fits
 
     try:
+        n_hdu = fits_layout(path)  # a cut file shows up here, before astropy reads anything
         with warnings.catch_warnings():
             # astropy only warns about a short file; here that is a corrupt download.
             warnings.filterwarnings("error", message=".*truncated.*")
             with fits.open(path, memmap=False) as hdul:
-                n_hdu = len(hdul)  # reads every header, so a cut file shows up now
-                info = hdul[-1].fileinfo()
-                if info is not None and info["datLoc"] + info["datSpan"] > os.path.getsize(path):
-                    raise AdapterError(path, "cannot read FITS: file is truncated")
                 if n_hdu < 4:
                     raise AdapterError(path, f"missing HDU: file has {n_hdu} HDU(s), need 0-3 (header, flux, err, pixmask)")
                 header = hdul[0].header.copy()

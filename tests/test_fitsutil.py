@@ -1,0 +1,42 @@
+"""The raw-header FITS walker that catches cut downloads without parsing every card."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from pairspec.surveys.base import AdapterError
+from pairspec.surveys.fitsutil import fits_layout
+
+
+def _write(path, n_images=3):
+    hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(np.ones((3, 100 + k), ">f8")) for k in range(n_images)]
+    hdus.append(fits.BinTableHDU.from_columns([fits.Column("snr", "E", array=np.arange(4.0))]))
+    fits.HDUList(hdus).writeto(path)
+    return len(hdus)
+
+
+def test_counts_hdus_like_astropy(tmp_path):
+    n = _write(tmp_path / "a.fits")
+    assert fits_layout(str(tmp_path / "a.fits")) == n
+    with fits.open(tmp_path / "a.fits") as hdul:
+        assert len(hdul) == n
+    # zero padding after the last HDU is tolerated, as astropy does
+    with open(tmp_path / "a.fits", "ab") as f:
+        f.write(b"\0" * 2880)
+    assert fits_layout(str(tmp_path / "a.fits")) == n
+
+
+@pytest.mark.parametrize("cut", [100, 2880 * 2 + 7, -2880, -1])
+def test_cut_file_is_an_error(tmp_path, cut):
+    _write(tmp_path / "a.fits")
+    data = (tmp_path / "a.fits").read_bytes()
+    (tmp_path / "b.fits").write_bytes(data[:cut])
+    with pytest.raises(AdapterError, match="truncated") as err:
+        fits_layout(str(tmp_path / "b.fits"))
+    assert err.value.path.endswith("b.fits")
+
+
+def test_not_fits(tmp_path):
+    (tmp_path / "x.fits").write_bytes(b"hello" * 1000)
+    with pytest.raises(AdapterError, match="not a FITS file"):
+        fits_layout(str(tmp_path / "x.fits"))
