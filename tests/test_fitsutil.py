@@ -5,7 +5,7 @@ import pytest
 from astropy.io import fits
 
 from pairspec.surveys.base import AdapterError
-from pairspec.surveys.fitsutil import fits_layout
+from pairspec.surveys.fitsutil import fits_layout, read_header, read_image
 
 
 def _write(path, n_images=3):
@@ -17,13 +17,26 @@ def _write(path, n_images=3):
 
 def test_counts_hdus_like_astropy(tmp_path):
     n = _write(tmp_path / "a.fits")
-    assert fits_layout(str(tmp_path / "a.fits")) == n
+    hdus = fits_layout(str(tmp_path / "a.fits"))
+    assert len(hdus) == n
     with fits.open(tmp_path / "a.fits") as hdul:
         assert len(hdul) == n
+        for k in (1, 2, 3):
+            assert hdus[k].image and hdus[k].shape == hdul[k].data.shape
+            np.testing.assert_array_equal(read_image(str(tmp_path / "a.fits"), hdus[k]), hdul[k].data)
+            assert read_header(str(tmp_path / "a.fits"), hdus[k])["NAXIS1"] == hdul[k].header["NAXIS1"]
+        assert not hdus[-1].image  # a table is left to astropy
     # zero padding after the last HDU is tolerated, as astropy does
     with open(tmp_path / "a.fits", "ab") as f:
         f.write(b"\0" * 2880)
-    assert fits_layout(str(tmp_path / "a.fits")) == n
+    assert len(fits_layout(str(tmp_path / "a.fits"))) == n
+
+
+def test_scaled_images_are_left_to_astropy(tmp_path):
+    hdu = fits.ImageHDU(np.arange(12, dtype=">i2").reshape(3, 4))
+    hdu.header["BSCALE"], hdu.header["BZERO"] = 2.0, 10.0
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp_path / "s.fits")
+    assert not fits_layout(str(tmp_path / "s.fits"))[1].image
 
 
 @pytest.mark.parametrize("cut", [100, 2880 * 2 + 7, -2880, -1])

@@ -25,7 +25,7 @@ from pairspec.surveys.apogee_bits import (
     has_bit,
 )
 from pairspec.surveys.base import AdapterError, Discovery, Skip, StarRecord, WorkUnit, recompute_snr
-from pairspec.surveys.fitsutil import fits_layout
+from pairspec.surveys.fitsutil import fits_layout, read_header, read_image
 
 TELESCOPES = ("apo25m", "apo1m", "lco25m")
 ALLSTAR_NAMES = ("allStar-dr17-synspec_rev1.fits", "allStarLite-dr17-synspec_rev1.fits")
@@ -112,28 +112,37 @@ def _star_id_from_name(path: Path) -> str:
     return stem.split("-", 2)[-1] if stem.count("-") >= 2 else stem
 
 
-def _open_apstar(path: str, grid: LogLinearGrid):
-    """Validated (primary header, flux, err, pixmask) from HDUs 0-3, all (NROW, npix)."""
+def _open_with_astropy(path: str):
+    """(primary header, HDU1 header, [flux, err, pixmask]) for files with scaled or odd HDUs."""
     from astropy.io import fits
 
+    with warnings.catch_warnings():
+        # astropy only warns about a short file; here that is a corrupt download.
+        warnings.filterwarnings("error", message=".*truncated.*")
+        with fits.open(path, memmap=False) as hdul:
+            arrays = [hdul[k].data for k in (1, 2, 3)]
+            for k, arr in zip((1, 2, 3), arrays):
+                if arr is None:
+                    raise AdapterError(path, f"missing HDU: HDU{k} has no data")
+            return hdul[0].header.copy(), hdul[1].header.copy(), [np.array(a) for a in arrays]
+
+
+def _open_apstar(path: str, grid: LogLinearGrid):
+    """Validated (primary header, flux, err, pixmask) from HDUs 0-3, all (NROW, npix)."""
     try:
-        n_hdu = fits_layout(path)  # a cut file shows up here, before astropy reads anything
-        with warnings.catch_warnings():
-            # astropy only warns about a short file; here that is a corrupt download.
-            warnings.filterwarnings("error", message=".*truncated.*")
-            with fits.open(path, memmap=False) as hdul:
-                if n_hdu < 4:
-                    raise AdapterError(path, f"missing HDU: file has {n_hdu} HDU(s), need 0-3 (header, flux, err, pixmask)")
-                header = hdul[0].header.copy()
-                h1 = hdul[1].header
-                arrays = [hdul[k].data for k in (1, 2, 3)]
-                for k, arr in zip((1, 2, 3), arrays):
-                    if arr is None:
-                        raise AdapterError(path, f"missing HDU: HDU{k} has no data")
-                flux, err = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in arrays[:2])
-                if not np.issubdtype(arrays[2].dtype, np.integer):
-                    raise AdapterError(path, f"HDU3 pixmask is {arrays[2].dtype}, expected an integer bitmask")
-                pixmask = np.atleast_2d(np.asarray(arrays[2], dtype=np.int64))
+        hdus = fits_layout(path)  # a cut file shows up here, before anything is parsed
+        if len(hdus) < 4:
+            raise AdapterError(path, f"missing HDU: file has {len(hdus)} HDU(s), need 0-3 (header, flux, err, pixmask)")
+        if all(h.image and h.shape for h in hdus[1:4]):
+            # the usual case: plain images, read straight into numpy (astropy would parse more)
+            header, h1 = read_header(path, hdus[0]), read_header(path, hdus[1])
+            arrays = [read_image(path, hdus[k]) for k in (1, 2, 3)]
+        else:
+            header, h1, arrays = _open_with_astropy(path)
+        flux, err = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in arrays[:2])
+        if not np.issubdtype(arrays[2].dtype, np.integer):
+            raise AdapterError(path, f"HDU3 pixmask is {arrays[2].dtype}, expected an integer bitmask")
+        pixmask = np.atleast_2d(np.asarray(arrays[2], dtype=np.int64))
     except AdapterError:
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError, UserWarning) as exc:

@@ -1,64 +1,110 @@
-"""Small FITS helpers shared by survey adapters (astropy does the real reading)."""
+"""Small FITS helpers shared by survey adapters.
+
+`fits_layout` walks the raw 2880-byte header blocks of a file (seeking past the data), so a cut
+download is caught without astropy parsing every card of every HDU, and plain image HDUs can be
+read straight into numpy. Anything unusual (scaled integers, tables, groups) is left to astropy.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+
+import numpy as np
 
 from pairspec.surveys.base import AdapterError
 
 _BLOCK, _CARD = 2880, 80
-_SIZE_KEYS = (b"BITPIX", b"NAXIS", b"PCOUNT", b"GCOUNT")
+_INT_KEYS = (b"BITPIX", b"NAXIS", b"PCOUNT", b"GCOUNT")
+_BITPIX = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 
-def _size_cards(path: str, block: bytes, keys: dict) -> bool:
-    """Collect the data-size cards of one header block into `keys`; True when END is in it."""
+@dataclass(frozen=True)
+class FitsHdu:
+    header_offset: int
+    data_offset: int
+    bitpix: int
+    shape: tuple[int, ...]  # numpy order (NAXISn ... NAXIS1); () when the HDU has no data
+    image: bool  # primary or XTENSION='IMAGE', unscaled (no BSCALE/BZERO), no PCOUNT/GCOUNT extras
+
+    @property
+    def header_size(self) -> int:
+        return self.data_offset - self.header_offset
+
+
+def _header_block(path: str, block: bytes, keys: dict) -> bool:
+    """Collect the cards that shape the data from one header block; True when END is in it."""
     for i in range(0, _BLOCK, _CARD):
         card = block[i:i + _CARD]
         key = card[:8].rstrip()
         if key == b"END":
             return True
-        if card[8:10] == b"= " and (key in _SIZE_KEYS or key.startswith(b"NAXIS")):
+        if card[8:10] != b"= ":
+            continue
+        if key in _INT_KEYS or key.startswith(b"NAXIS"):
             try:
                 keys[key] = int(card[10:].split(b"/")[0])
             except ValueError as exc:
                 raise AdapterError(path, f"cannot read FITS: bad {key.decode()} card") from exc
+        elif key in (b"XTENSION", b"BSCALE", b"BZERO"):
+            keys[key] = card[10:].split(b"/")[0].strip()
     return False
 
 
-def fits_layout(path: str) -> int:
-    """Number of HDUs, from the raw header blocks only (data are skipped with seeks).
+def _number(text: bytes) -> float:
+    try:
+        return float(text.replace(b"D", b"E"))
+    except ValueError:
+        return float("nan")  # unparseable: not treated as a plain image, astropy will decide
 
-    Raises AdapterError when the file is not FITS or is shorter than its headers say (a cut
-    download). Much cheaper than letting astropy parse every card of every HDU.
-    """
+
+def fits_layout(path: str) -> list[FitsHdu]:
+    """The HDUs of a FITS file from its raw headers. AdapterError if it is not FITS or is cut short."""
     size = os.path.getsize(path)
-    pos, n = 0, 0
+    pos, hdus = 0, []
     with open(path, "rb") as f:
         while pos < size:
-            keys: dict[bytes, int] = {}
-            first = True
+            start, keys = pos, {}
+            f.seek(pos)
+            block = f.read(_BLOCK)
+            if not block.startswith(b"SIMPLE  =" if not hdus else b"XTENSION="):
+                if not hdus:
+                    raise AdapterError(path, "cannot read FITS: not a FITS file (no SIMPLE card)")
+                break  # padding or junk after the last HDU, which astropy tolerates too
             while True:
-                f.seek(pos)
-                block = f.read(_BLOCK)
-                if first:
-                    magic = b"SIMPLE  =" if n == 0 else b"XTENSION="
-                    if not block.startswith(magic):
-                        if n == 0:
-                            raise AdapterError(path, "cannot read FITS: not a FITS file (no SIMPLE card)")
-                        return n  # padding or junk after the last HDU, as astropy tolerates
-                    first = False
                 if len(block) < _BLOCK:
                     raise AdapterError(path, "cannot read FITS: file is truncated (inside a header)")
                 pos += _BLOCK
-                if _size_cards(path, block, keys):
+                if _header_block(path, block, keys):
                     break
+                block = f.read(_BLOCK)
             naxis = keys.get(b"NAXIS", 0)
-            count = 1
-            for k in range(1, naxis + 1):
-                count *= keys.get(b"NAXIS%d" % k, 0)
-            nbytes = abs(keys.get(b"BITPIX", 8)) // 8 * keys.get(b"GCOUNT", 1) * (keys.get(b"PCOUNT", 0) + count) if naxis else 0
+            dims = [keys.get(b"NAXIS%d" % k, 0) for k in range(1, naxis + 1)]
+            count = int(np.prod(dims)) if dims else 0
+            pcount, gcount = keys.get(b"PCOUNT", 0), keys.get(b"GCOUNT", 1)
+            bitpix = keys.get(b"BITPIX", 8)
+            nbytes = abs(bitpix) // 8 * gcount * (pcount + count) if naxis else 0
+            xtension = keys.get(b"XTENSION", b"'IMAGE   '").strip(b"' ")
+            unscaled = _number(keys.get(b"BSCALE", b"1")) == 1.0 and _number(keys.get(b"BZERO", b"0")) == 0.0
+            image = xtension == b"IMAGE" and unscaled and pcount == 0 and gcount == 1 and bitpix in _BITPIX
+            hdus.append(FitsHdu(start, pos, bitpix, tuple(reversed(dims)) if count else (), image))
             pos += -(-nbytes // _BLOCK) * _BLOCK
-            n += 1
     if pos > size:
         raise AdapterError(path, "cannot read FITS: file is truncated")
-    return n
+    return hdus
+
+
+def read_image(path: str, hdu: FitsHdu) -> np.ndarray:
+    """The data of a plain image HDU, in native byte order."""
+    count = int(np.prod(hdu.shape))
+    data = np.fromfile(path, dtype=_BITPIX[hdu.bitpix], count=count, offset=hdu.data_offset)
+    return data.reshape(hdu.shape).astype(data.dtype.newbyteorder("="))
+
+
+def read_header(path: str, hdu: FitsHdu):
+    """An astropy Header from the raw header bytes of one HDU (cards are parsed lazily)."""
+    from astropy.io import fits
+
+    with open(path, "rb") as f:
+        f.seek(hdu.header_offset)
+        return fits.Header.fromstring(f.read(hdu.header_size))
