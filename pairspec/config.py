@@ -10,6 +10,7 @@ finds `demo/apogee.zarr` there. URLs (anything with "://") are left as they are.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -151,6 +152,9 @@ def _build_section(cls, section: str, raw: dict, source: str):
     return cls(**values)
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(value, hint, where: str, source: str):
     """Check `value` against a field type (int, float, str, bool, tuple[str, ...], unions)."""
     origin = typing.get_origin(hint)
@@ -175,6 +179,9 @@ def _coerce(value, hint, where: str, source: str):
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # PyYAML (YAML 1.1) reads 2e-3 without a dot as a string; it is plainly a number here.
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
             return float(value)
     elif hint is str:
         if isinstance(value, str):

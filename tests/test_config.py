@@ -94,3 +94,14 @@ def test_shipped_recipes_load(name):
     cfg = load_recipe(REPO / "recipes" / name)
     assert cfg.data.labels == ("teff", "logg", "fe_h", "mg_fe")
     assert cfg.train.epochs > 0
+
+
+def test_scientific_notation_without_dot_is_a_float(tmp_path):
+    from pairspec.config import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  lr: 2e-3\n  weight_decay: 1E-2\n")
+    config = load_recipe(recipe, overrides=["train.min_lr_frac=5e-2"])
+    assert config.train.lr == 2e-3 and config.train.weight_decay == 1e-2 and config.train.min_lr_frac == 0.05
+    with pytest.raises(Exception, match="train.lr"):
+        load_recipe(recipe, overrides=["train.lr=fast"])

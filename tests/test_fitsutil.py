@@ -5,7 +5,7 @@ import pytest
 from astropy.io import fits
 
 from pairspec.surveys.base import AdapterError
-from pairspec.surveys.fitsutil import fits_layout, read_header, read_image
+from pairspec.surveys.fitsutil import fits_layout, header_values, read_header, read_image
 
 
 def _write(path, n_images=3):
@@ -53,3 +53,22 @@ def test_not_fits(tmp_path):
     (tmp_path / "x.fits").write_bytes(b"hello" * 1000)
     with pytest.raises(AdapterError, match="not a FITS file"):
         fits_layout(str(tmp_path / "x.fits"))
+
+
+def test_header_values_match_astropy(tmp_path):
+    header = fits.Header()
+    header["NVISITS"] = 3
+    header["SNR"] = 154.25
+    header["SFILE1"] = "apVisit-dr17-5815-56396-212.fits"
+    header["FIELD"] = "000+02  "
+    header["OBJID"] = "it''s"
+    header["FLAG"] = True
+    header["BIG"] = 1.5e-12
+    header["HISTORY"] = "APOGEE Reduction Pipeline Version: 0.17.22"
+    fits.PrimaryHDU(header=header).writeto(tmp_path / "h.fits")
+    values = header_values(str(tmp_path / "h.fits"), fits_layout(str(tmp_path / "h.fits"))[0])
+    with fits.open(tmp_path / "h.fits") as hdul:
+        for key in ("NVISITS", "SNR", "SFILE1", "FIELD", "OBJID", "FLAG", "BIG"):
+            assert values[key] == hdul[0].header[key], key
+            assert type(values[key]) is type(hdul[0].header[key]), key
+    assert "HISTORY" not in values

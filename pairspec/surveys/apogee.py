@@ -25,7 +25,7 @@ from pairspec.surveys.apogee_bits import (
     has_bit,
 )
 from pairspec.surveys.base import AdapterError, Discovery, Skip, StarRecord, WorkUnit, recompute_snr
-from pairspec.surveys.fitsutil import fits_layout, read_header, read_image
+from pairspec.surveys.fitsutil import fits_layout, header_values, read_image
 
 TELESCOPES = ("apo25m", "apo1m", "lco25m")
 ALLSTAR_NAMES = ("allStar-dr17-synspec_rev1.fits", "allStarLite-dr17-synspec_rev1.fits")
@@ -124,18 +124,18 @@ def _open_with_astropy(path: str):
             for k, arr in zip((1, 2, 3), arrays):
                 if arr is None:
                     raise AdapterError(path, f"missing HDU: HDU{k} has no data")
-            return hdul[0].header.copy(), hdul[1].header.copy(), [np.array(a) for a in arrays]
+            return dict(hdul[0].header), dict(hdul[1].header), [np.array(a) for a in arrays]
 
 
 def _open_apstar(path: str, grid: LogLinearGrid):
-    """Validated (primary header, flux, err, pixmask) from HDUs 0-3, all (NROW, npix)."""
+    """Validated (primary header as a dict, flux, err, pixmask) from HDUs 0-3, all (NROW, npix)."""
     try:
         hdus = fits_layout(path)  # a cut file shows up here, before anything is parsed
         if len(hdus) < 4:
             raise AdapterError(path, f"missing HDU: file has {len(hdus)} HDU(s), need 0-3 (header, flux, err, pixmask)")
         if all(h.image and h.shape for h in hdus[1:4]):
             # the usual case: plain images, read straight into numpy (astropy would parse more)
-            header, h1 = read_header(path, hdus[0]), read_header(path, hdus[1])
+            header, h1 = header_values(path, hdus[0]), header_values(path, hdus[1])
             arrays = [read_image(path, hdus[k]) for k in (1, 2, 3)]
         else:
             header, h1, arrays = _open_with_astropy(path)
@@ -373,11 +373,13 @@ def read_apstar(path, row=None, **options) -> StarRecord:
 def apstar_to_spectrum(path, row: int = 0, bad_bits=None, strict: bool = False):
     """specutils Spectrum of one apStar row (0 = coadd, 2.. = visits): flux, InverseVariance, mask = ivar 0."""
     import astropy.units as u
+    from astropy.io import fits
     from astropy.nddata import InverseVariance
     from specutils import Spectrum
 
     adapter = ApogeeDR17Adapter(bad_bits=bad_bits, strict=strict)
-    header, flux, err, pixmask = _open_apstar(str(path), adapter.grid)
+    _, flux, err, pixmask = _open_apstar(str(path), adapter.grid)
+    header = fits.getheader(str(path), 0)  # users expect an astropy Header in Spectrum.meta
     if not 0 <= row < flux.shape[0]:
         raise AdapterError(str(path), f"row {row} out of range: the file has {flux.shape[0]} rows")
     f, ivar = clean_row(flux[row], err[row], pixmask[row], adapter.bad_mask, adapter.grid.usable())

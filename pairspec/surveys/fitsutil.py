@@ -8,6 +8,7 @@ read straight into numpy. Anything unusual (scaled integers, tables, groups) is 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,6 +100,53 @@ def read_image(path: str, hdu: FitsHdu) -> np.ndarray:
     count = int(np.prod(hdu.shape))
     data = np.fromfile(path, dtype=_BITPIX[hdu.bitpix], count=count, offset=hdu.data_offset)
     return data.reshape(hdu.shape).astype(data.dtype.newbyteorder("="))
+
+
+_INT = re.compile(rb"[-+]?\d+")
+
+
+def _card_value(text: bytes):
+    """Value of one card's value field (bytes after '= '): str, bool, int, float or None."""
+    text = text.strip()
+    if text.startswith(b"'"):
+        # a string ends at the first lone quote; '' inside is an escaped quote
+        body, i = bytearray(), 1
+        while i < len(text):
+            if text[i:i + 1] == b"'":
+                if text[i + 1:i + 2] == b"'":
+                    body += b"'"
+                    i += 2
+                    continue
+                break
+            body += text[i:i + 1]
+            i += 1
+        return body.decode("ascii", "replace").rstrip()
+    token = text.split(b"/")[0].strip()
+    if token in (b"T", b"F"):
+        return token == b"T"
+    if _INT.fullmatch(token):
+        return int(token)
+    try:
+        return float(token.replace(b"D", b"E"))
+    except ValueError:
+        return None  # complex or malformed values are not needed by any adapter
+
+
+def header_values(path: str, hdu: FitsHdu) -> dict:
+    """Keyword -> value of one HDU's header, parsed from the raw cards (much faster than astropy for
+    the hundreds of per-visit keys of an apStar header). COMMENT/HISTORY cards are skipped."""
+    with open(path, "rb") as f:
+        f.seek(hdu.header_offset)
+        raw = f.read(hdu.header_size)
+    values = {}
+    for i in range(0, len(raw), _CARD):
+        card = raw[i:i + _CARD]
+        key = card[:8].rstrip()
+        if key == b"END":
+            break
+        if card[8:10] == b"= ":
+            values[key.decode("ascii", "replace")] = _card_value(card[10:])
+    return values
 
 
 def read_header(path: str, hdu: FitsHdu):
