@@ -20,7 +20,7 @@ from pathlib import Path
 SEED = 20260426
 SIZES = {  # stars, epochs, model preset, emulator-fit visits, max_steps per run (None = all)
     "toy": dict(n_stars=60, epochs=1, preset="tsn_tiny", max_fit=20, max_steps=20, batch_size=16),
-    "cpu": dict(n_stars=1500, epochs=8, preset="tsn_tiny", max_fit=300, max_steps=None, batch_size=64),
+    "cpu": dict(n_stars=1500, epochs=10, preset="tsn_mini", max_fit=300, max_steps=None, batch_size=32),
     "gpu": dict(n_stars=20000, epochs=40, preset="tsn_base", max_fit=2000, max_steps=None, batch_size=256),
 }
 
@@ -32,7 +32,8 @@ def base_recipe(store: str, out_root: Path, size: dict):
         run=RunSection(name="tsn", out_dir=str(out_root / "tsn"), seed=SEED % 1000),
         data=DataSection(store=store, mode="loo"),
         model=ModelSection(preset=size["preset"]),
-        train=TrainSection(epochs=size["epochs"], batch_size=size["batch_size"], max_steps=size["max_steps"]),
+        train=TrainSection(epochs=size["epochs"], batch_size=size["batch_size"], max_steps=size["max_steps"],
+                           lr=size.get("lr", 2e-3)),
     )
 
 
@@ -58,7 +59,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     survey_dir, store = work / "survey", str(work / "apogee.zarr")
     if not (survey_dir / "truth.fits").exists():
-        simulate_apogee(str(survey_dir), n_stars=size["n_stars"], seed=SEED)
+        simulate_apogee(str(survey_dir), n_stars=size["n_stars"], seed=SEED, workers=2, progress=False)
     timings["simulate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if not Path(store).exists():

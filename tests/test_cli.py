@@ -58,7 +58,7 @@ def test_train_predict_evaluate(tiny_survey, tmp_path):
         "--set", "train.epochs=1", "--set", "train.batch_size=16",
     )
     assert (run / "best.pt").exists() and (run / "config.yaml").exists()
-    assert "tsn_tiny" in invoke("info", run / "best.pt")
+    assert "tsn_mini" in invoke("info", run / "best.pt")
 
     invoke("predict", run / "best.pt", store, "-o", tmp_path / "labels.fits", "--device", "cpu")
     visits = Table.read(tmp_path / "labels.fits", hdu="VISITS", unit_parse_strict="silent")

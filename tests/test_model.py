@@ -50,7 +50,7 @@ def test_log_var_is_clamped():
 
 
 def test_presets_and_flops():
-    assert {"tsn_tiny", "tsn_small", "tsn_base"} <= set(list_presets())
+    assert {"tsn_tiny", "tsn_mini", "tsn_small", "tsn_base"} <= set(list_presets())
     tiny = create_model("tsn_tiny", n_pix=256, n_labels=4)
     assert (tiny.embed_dim, len(tiny.blocks), tiny.patch_size) == (64, 2, 32)
     small = create_model("tsn_small", n_pix=256, n_labels=4, depth=2)  # overrides win over the preset
