@@ -52,7 +52,7 @@ def run_demo(out: Path, n_stars: int = 600, epochs: int | None = None, seed: int
 
     console.rule("2/5 ingest into the pair store")
     report = ingest("apogee", str(sim), str(store), workers=2, progress=True)
-    console.print(format_report(report))
+    console.print(format_report(report), markup=False, highlight=False)
 
     console.rule("3/5 train TwinSpecNet and the direct-regression baseline")
     config = demo_config(store, runs, epochs, seed)
@@ -68,9 +68,9 @@ def run_demo(out: Path, n_stars: int = 600, epochs: int | None = None, seed: int
         tsn_ckpt, str(store), split="test", truth=sim / "truth.fits", out_dir=out / "report",
         compare={"direct": direct_ckpt}, progress=True,
     )
-    console.print(format_table(metrics))
+    console.print(format_table(metrics), markup=False, highlight=False)
     verdict = quality_bar(metrics, baseline="direct")
-    console.print(verdict["text"])
+    console.print(verdict["text"], markup=False, highlight=False)
     metrics["quality_bar"] = verdict
     console.print(
         f"report and plots in {out / 'report'}; demo took {time.perf_counter() - t0:.0f} s"

@@ -1,0 +1,28 @@
+"""`pairspec demo` end to end at a toy size, and its quality-bar verdict on constructed metrics."""
+
+import torch
+
+from pairspec.demo import quality_bar, run_demo
+
+
+def _metrics(tsn, direct):
+    scatter = lambda vals: {"truth": {n: {"<60": {"sigma": v}} for n, v in zip(("teff", "logg"), vals)}}  # noqa: E731
+    return {"labels": ["teff", "logg"], "scatter": {"tsn": scatter(tsn), "direct": scatter(direct)}}
+
+
+def test_quality_bar_verdicts():
+    assert quality_bar(_metrics([50.0, 0.1], [80.0, 0.2]))["passed"]
+    verdict = quality_bar(_metrics([50.0, 0.3], [80.0, 0.2]))
+    assert not verdict["passed"] and "logg" in verdict["text"] and "NOT better" in verdict["text"]
+    assert verdict["reference"] == "truth"
+
+
+def test_demo_runs_end_to_end_at_toy_size(tmp_path):
+    torch.set_num_threads(1)
+    metrics = run_demo(tmp_path / "demo", n_stars=60, epochs=1, seed=3)  # >= 32 train coadds for the baseline
+    out = tmp_path / "demo"
+    assert (out / "labels.fits").exists() and (out / "report" / "metrics.json").exists()
+    assert (out / "runs" / "tsn" / "best.pt").exists() and (out / "runs" / "tsn-direct" / "best.pt").exists()
+    assert set(metrics["scatter"]) == {"tsn", "direct"}
+    assert isinstance(metrics["quality_bar"]["passed"], bool)
+    assert list((out / "report").glob("*.png"))
