@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,21 +133,39 @@ def _card_value(text: bytes):
         return None  # complex or malformed values are not needed by any adapter
 
 
-def header_values(path: str, hdu: FitsHdu) -> dict:
-    """Keyword -> value of one HDU's header, parsed from the raw cards (much faster than astropy for
-    the hundreds of per-visit keys of an apStar header). COMMENT/HISTORY cards are skipped."""
+class HeaderValues(Mapping):
+    """Keyword -> value of one header; a card's value is parsed only when it is asked for (an apStar
+    header has hundreds of per-visit cards and an adapter reads a few dozen)."""
+
+    def __init__(self, raw_cards: dict[str, bytes]):
+        self._raw, self._parsed = raw_cards, {}
+
+    def __getitem__(self, key: str):
+        if key not in self._parsed:
+            self._parsed[key] = _card_value(self._raw[key])
+        return self._parsed[key]
+
+    def __iter__(self):
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def header_values(path: str, hdu: FitsHdu) -> HeaderValues:
+    """The header of one HDU from its raw cards (COMMENT/HISTORY skipped), much cheaper than astropy."""
     with open(path, "rb") as f:
         f.seek(hdu.header_offset)
         raw = f.read(hdu.header_size)
-    values = {}
+    cards = {}
     for i in range(0, len(raw), _CARD):
         card = raw[i:i + _CARD]
         key = card[:8].rstrip()
         if key == b"END":
             break
         if card[8:10] == b"= ":
-            values[key.decode("ascii", "replace")] = _card_value(card[10:])
-    return values
+            cards[key.decode("ascii", "replace")] = card[10:]
+    return HeaderValues(cards)
 
 
 def read_header(path: str, hdu: FitsHdu):
