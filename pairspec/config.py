@@ -37,6 +37,10 @@ class DataSection:
     labels: Union[tuple[str, ...], None] = None  # subset of the store schema names; None = all
     max_stars: Union[int, None] = None
     val_split: str = "val"
+    stream: bool = False  # stream train twins from the store (bounded memory) instead of holding them all
+    shuffle_buffer: int = 4096  # streaming: twins held in the shuffle buffer (plus one chunk being read)
+    stream_chunk_stars: int = 64  # streaming: stars read at a time (one chunk)
+    stream_val_twins: int = 2048  # streaming: cap on the in-memory validation twins
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,13 @@ def _rows(store, idx: np.ndarray, reader) -> tuple[np.ndarray, np.ndarray]:
     return flux, ivar
 
 
+def table_columns(store, sub: str, names) -> dict[str, np.ndarray]:
+    """Some numeric 1-D columns of the "stars" or "visits" table (committed rows), without loading the
+    string columns (ids, meta_json) that star_table()/visit_table() also convert."""
+    n = store.n_stars if sub == "stars" else store.n_visits
+    return {k: store._column(sub, k, n) for k in names}
+
+
 def select_stars(store, split: str, mode: str, min_visits: int = 2, max_stars: int | None = None) -> np.ndarray:
     """Star indices (increasing) of one split usable in `mode`: loo needs >= max(min_visits, 2) visits,
     coadd >= min_visits, direct any star. `max_stars` keeps the first ones (deterministic)."""
@@ -114,7 +121,7 @@ def select_stars(store, split: str, mode: str, min_visits: int = 2, max_stars: i
         raise ValueError(f"unknown twin mode {mode!r}; choose from {MODES}")
     if split != "all" and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS) + ['all']}")
-    stars = store.star_table()
+    stars = table_columns(store, "stars", ("split", "n_visits"))
     keep = np.ones(len(stars["n_visits"]), dtype=bool)
     if split != "all":
         keep &= np.asarray(stars["split"]) == SPLITS[split]
@@ -126,18 +133,24 @@ def select_stars(store, split: str, mode: str, min_visits: int = 2, max_stars: i
     return idx if max_stars is None else idx[: int(max_stars)]
 
 
-def iter_chunks(store, split: str = "train", mode: str = "loo", min_visits: int = 2,
-                max_stars: int | None = None, chunk_stars: int = 256) -> Iterator[dict[str, np.ndarray]]:
-    """Stream twins chunk by chunk of `chunk_stars` stars (memory bounded per chunk). Each chunk is a dict
-    with the TwinData arrays (x, target, target_w, labels, snr, star_index, visit_index). Rows whose
-    input has no good model pixel are dropped. Visits of a star are contiguous in the store."""
-    grid, pix = store.grid, model_pixels(store.grid)
-    stars = store.star_table()
-    visits = store.visit_table() if mode != "direct" else None
-    all_labels = np.asarray(store.labels(), dtype=np.float32)
-    selected = select_stars(store, split, mode, min_visits, max_stars)
-    for start in range(0, selected.size, chunk_stars):
-        chunk = selected[start:start + chunk_stars]
+class ChunkReader:
+    """Reads the twins of given stars (one chunk) from a store, with the star/visit tables and labels
+    loaded once. Call with star indices (increasing): a dict with the TwinData arrays (x, target,
+    target_w, labels, snr, star_index, visit_index). Rows whose input has no good model pixel are
+    dropped. Visits of a star are contiguous in the store."""
+
+    def __init__(self, store, mode: str = "loo"):
+        if mode not in MODES:
+            raise ValueError(f"unknown twin mode {mode!r}; choose from {MODES}")
+        self.store, self.mode = store, mode
+        self.grid, self.pix = store.grid, model_pixels(store.grid)
+        self.stars = table_columns(store, "stars", ("snr", "n_visits", "first_visit"))
+        self.visits = table_columns(store, "visits", ("snr",)) if mode != "direct" else None
+        self.labels = np.asarray(store.labels(), dtype=np.float32)
+
+    def __call__(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
+        store, mode, grid, pix, stars = self.store, self.mode, self.grid, self.pix, self.stars
+        chunk = np.asarray(chunk, dtype=np.int64)
         sf, si = _rows(store, chunk, store.star_spectra) if mode != "loo" else (None, None)
         if sf is not None:
             nf, ni, _ = normalize(sf, si, grid)
@@ -165,13 +178,26 @@ def iter_chunks(store, split: str = "train", mode: str = "loo", min_visits: int 
             else:
                 target = np.repeat(star_target[0], count, axis=0)
                 target_w = np.repeat(star_target[1], count, axis=0)
-            snr = np.asarray(visits["snr"], dtype=np.float32)[visit_index]
+            snr = np.asarray(self.visits["snr"], dtype=np.float32)[visit_index]
         informative = (x[:, 1] > 0).any(axis=1)
-        yield {
+        return {
             "x": x[informative], "target": target[informative], "target_w": target_w[informative],
-            "labels": all_labels[star_index[informative]], "snr": snr[informative],
+            "labels": self.labels[star_index[informative]], "snr": snr[informative],
             "star_index": star_index[informative], "visit_index": visit_index[informative],
         }
+
+
+def iter_chunks(store, split: str = "train", mode: str = "loo", min_visits: int = 2,
+                max_stars: int | None = None, chunk_stars: int = 256,
+                stars: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Stream twins chunk by chunk of `chunk_stars` stars (memory bounded per chunk). Each chunk is a dict
+    with the TwinData arrays (x, target, target_w, labels, snr, star_index, visit_index); see
+    ChunkReader. `stars` (increasing star indices) replaces the selection by split/min_visits/max_stars."""
+    selected = (select_stars(store, split, mode, min_visits, max_stars) if stars is None
+                else np.asarray(stars, dtype=np.int64))
+    read = ChunkReader(store, mode)
+    for start in range(0, selected.size, chunk_stars):
+        yield read(selected[start:start + chunk_stars])
 
 
 class TwinData:
@@ -185,15 +211,17 @@ class TwinData:
     the combined spectrum (astroNN-style baseline).
 
     In memory is the current design: loading streams star chunks (iter_chunks), but the result is held
-    whole, ~ 3 x 4 x L bytes per twin (90 kB for APOGEE; 10^4 visits ~ 1 GB). `max_stars` caps it.
+    whole, ~ 3 x 4 x L bytes per twin (90 kB for APOGEE; 10^4 visits ~ 1 GB). `max_stars` caps it;
+    `stars` (increasing star indices) replaces the selection. For training on a whole survey, stream
+    instead (recipe data.stream, pairspec.stream.TwinStream).
     """
 
     def __init__(self, store, split: str = "train", mode: str = "loo", min_visits: int = 2,
-                 max_stars: int | None = None, chunk_stars: int = 256):
+                 max_stars: int | None = None, chunk_stars: int = 256, stars: np.ndarray | None = None):
         self.split, self.mode = split, mode
         self.grid, self.schema = store.grid, store.schema
         self.model_pixels = model_pixels(store.grid)
-        chunks = list(iter_chunks(store, split, mode, min_visits, max_stars, chunk_stars))
+        chunks = list(iter_chunks(store, split, mode, min_visits, max_stars, chunk_stars, stars))
         n_pix, n_lab = self.model_pixels.size, len(store.schema)
         empty = {"x": np.zeros((0, 2, n_pix), np.float32), "target": np.zeros((0, n_pix), np.float32),
                  "target_w": np.zeros((0, n_pix), np.float32), "labels": np.zeros((0, n_lab), np.float32),

@@ -8,6 +8,10 @@ Batches: each epoch draws one permutation of the train twins from (seed, epoch);
 perm[b*G:(b+1)*G] and DDP rank r takes the r-th slice of it, so a DDP run sees exactly the batches
 of a single-process run with the same global batch_size G. Resume restarts inside an epoch if the
 run was stopped there (max_steps).
+
+With data.stream the train twins are not held in memory: pairspec.stream.TwinStream reads star chunks
+in an order permuted by (seed, epoch) through a shuffle buffer (DDP: each rank its own chunks), label
+statistics come from the store's star labels, and the validation set is a capped in-memory subset.
 """
 
 from __future__ import annotations
@@ -39,6 +43,21 @@ def _load_data(config: RunConfig):
     kw = dict(mode=config.data.mode, min_visits=config.data.min_visits, max_stars=config.data.max_stars)
     return (data.TwinData(store, "train", **kw), data.TwinData(store, config.data.val_split, **kw),
             store.schema, store.grid)
+
+
+def _load_stream(config: RunConfig):
+    """-> (train TwinStream, val TwinData capped at data.stream_val_twins, store schema, grid). Tests
+    replace this hook."""
+    from pairspec import data, stream
+    from pairspec.store import open_store
+
+    d = config.data
+    store = open_store(d.store)
+    train_stream = stream.TwinStream(store, "train", mode=d.mode, min_visits=d.min_visits, max_stars=d.max_stars,
+                                     chunk_stars=d.stream_chunk_stars, shuffle_buffer=d.shuffle_buffer)
+    val_stars = stream.capped_stars(store, d.val_split, d.mode, d.min_visits, d.max_stars, d.stream_val_twins)
+    val = data.TwinData(store, d.val_split, mode=d.mode, min_visits=d.min_visits, stars=val_stars)
+    return train_stream, val, store.schema, store.grid
 
 
 def _with_labels(twins, cols):
@@ -169,7 +188,8 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
 
     from pairspec import data
 
-    train_twins, val_twins, schema, grid = _load_data(config)
+    streaming = config.data.stream
+    train_twins, val_twins, schema, grid = (_load_stream if streaming else _load_data)(config)
     if config.data.labels is not None:
         try:
             subset = schema.subset(list(config.data.labels))
@@ -178,16 +198,25 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
         cols, schema = [schema.index(n) for n in config.data.labels], subset
     else:
         cols = None
-    train_twins, val_twins = _with_labels(train_twins, cols), _with_labels(val_twins, cols)
-    stats = data.compute_label_stats(train_twins.labels)
-    train_ds, val_ds = data.TwinTorchDataset(train_twins, stats), data.TwinTorchDataset(val_twins, stats)
-    steps_per_epoch = len(train_ds) // tc.batch_size
+    val_twins = _with_labels(val_twins, cols)
+    if streaming:  # train_twins is a TwinStream: stats from the store's star labels, no spectra
+        train_twins.label_cols = cols
+        stats, n_train, n_pix = train_twins.label_stats(), train_twins.n_twins, train_twins.n_pix
+        if len(train_twins.chunks) < world:
+            raise ValueError(f"{config.data.store}: {len(train_twins.chunks)} star chunks for {world} DDP ranks; "
+                             "lower data.stream_chunk_stars")
+    else:
+        train_twins = _with_labels(train_twins, cols)
+        stats = data.compute_label_stats(train_twins.labels)
+        train_ds = data.TwinTorchDataset(train_twins, stats)
+        n_train, n_pix = len(train_ds), int(train_twins.x.shape[-1])
+    val_ds = data.TwinTorchDataset(val_twins, stats)
+    steps_per_epoch = n_train // tc.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{config.data.store}: {len(train_ds)} train twins, "
+        raise ValueError(f"{config.data.store}: {n_train} train twins, "
                          f"fewer than train.batch_size {tc.batch_size}")
     total_steps = tc.epochs * steps_per_epoch
 
-    n_pix = int(train_twins.x.shape[-1])
     m = config.model
     model_kwargs = preset_kwargs(m.preset, n_pix, len(schema), patch_size=m.patch_size, embed_dim=m.embed_dim,
                                  depth=m.depth, drop_path=m.drop_path)
@@ -241,9 +270,13 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
         stopped = False
         while state["epoch"] < tc.epochs and not stopped:
             epoch, t0, sums, n_ok = state["epoch"], time.perf_counter(), {}, 0
-            batches = epoch_batches(len(train_ds), tc.batch_size, config.run.seed, epoch, rank, world)
-            loader = torch.utils.data.DataLoader(train_ds, batch_sampler=batches[state["batch_in_epoch"]:],
-                                                 num_workers=tc.num_workers, pin_memory=device.type == "cuda")
+            if streaming:
+                loader = _stream_loader(train_twins, stats, config.run.seed, epoch, tc.batch_size, steps_per_epoch,
+                                        state["batch_in_epoch"], rank, world)
+            else:
+                batches = epoch_batches(len(train_ds), tc.batch_size, config.run.seed, epoch, rank, world)
+                loader = torch.utils.data.DataLoader(train_ds, batch_sampler=batches[state["batch_in_epoch"]:],
+                                                     num_workers=tc.num_workers, pin_memory=device.type == "cuda")
             for batch in loader:
                 if tc.max_steps is not None and state["step"] >= tc.max_steps:
                     stopped = True
@@ -261,6 +294,8 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
                 state["nonfinite"], state["step"], n_ok = 0, state["step"] + 1, n_ok + 1
                 sums = {k: sums.get(k, 0.0) + v for k, v in parts.items()}
                 bar.update(task, advance=1, description=f"epoch {epoch + 1}/{tc.epochs} loss {parts['loss']:.4f}")
+            if streaming:
+                loader.close()  # stops the read-ahead thread
             if stopped:
                 break
             state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
@@ -294,6 +329,18 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
         if own_group:
             dist.destroy_process_group()
     return best
+
+
+def _stream_loader(twins, stats, seed, epoch, batch_size, n_batches, skip, rank, world):
+    """This rank's streamed torch batches of one epoch, read ahead in a thread. `skip` batches are
+    read and dropped first: the stream is deterministic in (seed, epoch, rank), so a run stopped by
+    max_steps resumes exactly where it stopped."""
+    import itertools
+
+    from pairspec import stream
+
+    gen = twins.batches(seed, epoch, batch_size, n_batches, rank, world)
+    return stream.prefetch(stream.torch_batch(b, stats) for b in itertools.islice(gen, skip, None))
 
 
 def _finish(best, last, raw_model, meta, val_loader, val_twins, stats, schema, device, amp, tc, state):
