@@ -44,18 +44,28 @@ class IngestReport:
 
 
 def _init_reader(adapter) -> None:
-    global _ADAPTER
+    global _ADAPTER, _USABLE
     _ADAPTER = adapter
+    _USABLE = adapter.grid.usable()
 
 
 def _read_unit(unit: WorkUnit):
-    """(unit, record, None) or (unit, None, Skip). Never raises: one bad file must not stop the ingest."""
+    """(unit, record, None, masked) or (unit, None, Skip, None). Never raises: one bad file must not
+    stop the ingest. Content checks and the masked-pixel count run here, in the parallel readers,
+    so the single writer only checks for duplicates."""
+    from pairspec.store import record_problem
+
     try:
-        return unit, _ADAPTER.read(unit), None
+        record = _ADAPTER.read(unit)
     except AdapterError as err:
-        return unit, None, Skip(err.path, err.problem, unit.star_id)
+        return unit, None, Skip(err.path, err.problem, unit.star_id), None
     except Exception as err:  # noqa: BLE001 - any reader failure becomes a reported Skip
-        return unit, None, Skip(unit.path, f"{type(err).__name__}: {err} (unit {unit.unit_id})", unit.star_id)
+        return unit, None, Skip(unit.path, f"{type(err).__name__}: {err} (unit {unit.unit_id})", unit.star_id), None
+    problem = record_problem(record, _ADAPTER.grid.npix, len(_ADAPTER.schema))
+    if problem:
+        return unit, None, Skip(unit.path, problem, record.star_id), None
+    masked = (int((record.visit_ivar[:, _USABLE] == 0).sum()), record.n_visits * int(_USABLE.sum()))
+    return unit, record, None, masked
 
 
 def _resolve_adapter(survey, adapter_options):
@@ -107,38 +117,36 @@ def ingest(survey, source: str, store_path: str, workers: int | None = None, bat
     # batches end where the committed count reaches a multiple of `batch` (a multiple of the shard
     # length): star shards are then written by one batch each, whatever was skipped before
     batch = max(1, math.ceil(batch_size / store.chunk)) * store.chunk
-    usable = adapter.grid.usable()
     masked = [0, 0]  # ivar == 0 pixels, all pixels, within the usable blocks
 
     def flush(records, n_batches):
-        store.append(records)
-        for r in records:
-            masked[0] += int((r.visit_ivar[:, usable] == 0).sum())
-            masked[1] += r.n_visits * int(usable.sum())
+        store.append(records, contents_checked=True)
         report.n_stars += len(records)
         report.n_visits += sum(r.n_visits for r in records)
         if _after_batch is not None:
             _after_batch(n_batches)
 
     with _reader(adapter, workers, todo) as results, _progress(progress, len(todo)) as bar:
-        pending, seen, n_batches = [], set(), 0
-        for unit, record, skip in results:
+        pending, seen, n_batches, pending_visits = [], set(), 0, 0
+        for unit, record, skip, counts in results:
             if record is not None:
-                problem = store.check_record(record)
+                problem = store.duplicate_problem(record)
                 if problem is None and (record.star_id in seen or record.source in seen):
                     problem = "star appears twice in this ingest"
                 if problem:
-                    skip, record = Skip(unit.path, problem, record.star_id), None
+                    skip = Skip(unit.path, problem, record.star_id)
             if skip is not None:
                 report.skipped.append(skip)
             else:
                 pending.append(record)
+                pending_visits += record.n_visits
+                masked[0], masked[1] = masked[0] + counts[0], masked[1] + counts[1]
                 seen.update((record.star_id, record.source))
                 if (store.n_stars + len(pending)) % batch == 0:
                     n_batches += 1
                     flush(pending, n_batches)
-                    pending = []
-            bar(report.n_stars + len(pending), report.n_visits + sum(r.n_visits for r in pending))
+                    pending, pending_visits = [], 0
+            bar(report.n_stars + len(pending), report.n_visits + pending_visits)
         if pending:
             flush(pending, n_batches + 1)
     report.masked_fraction = masked[0] / masked[1] if masked[1] else float("nan")
