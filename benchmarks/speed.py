@@ -3,7 +3,9 @@
     python benchmarks/speed.py [--preset tsn_tiny] [--n 256] [--device cpu|cuda] [--out speed.json]
 
 Inputs are synthetic (emulator spectra with noise on the apStar grid), so no store is needed;
-training speed is measured on the model's own train step with random twins (forward + backward).
+training speed is measured on the model's own train step with random twins (forward + backward +
+AdamW); with --store, train.train is also timed end to end (loading, steps, validation). Prediction
+is timed whole (continuum normalisation + network) and for the network alone.
 """
 
 from __future__ import annotations
@@ -61,8 +63,69 @@ def bench_predict(checkpoint, flux, ivar, device) -> dict:
     return {"spectra_per_s": out, "n": len(flux)}
 
 
+def bench_train_step(preset: str, device: str, steps: int, batch_size: int, n_labels: int = 4) -> dict:
+    """Samples/s of the bare optimizer step (forward + loss + backward + AdamW) on random twins of
+    the APOGEE model-pixel length: the model's own cost, without data loading."""
+    import torch
+
+    from pairspec.data import model_pixels
+    from pairspec.grid import APOGEE_GRID
+    from pairspec.models import create_model
+
+    L = len(model_pixels(APOGEE_GRID))
+    model = create_model(preset, L, n_labels).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    batch = {"x": torch.randn(batch_size, 2, L, generator=g).mul(0.05).to(device),
+             "target": (1 + 0.05 * torch.randn(batch_size, L, generator=g)).to(device),
+             "target_w": torch.ones(batch_size, L, device=device),
+             "labels": torch.randn(batch_size, n_labels, generator=g).to(device),
+             "label_mask": torch.ones(batch_size, n_labels, dtype=torch.bool, device=device)}
+
+    def step():
+        loss = model.forward_loss(model(batch["x"]), batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {"samples_per_s": steps * batch_size / dt, "steps": steps, "batch_size": batch_size}
+
+
+def bench_forward(checkpoint, flux, ivar, device) -> dict:
+    """Spectra/s of the network alone on prepared inputs (what prediction costs beyond normalisation)."""
+    import torch
+
+    from pairspec.checkpoint import load_checkpoint
+    from pairspec.data import prepare_inputs
+    from pairspec.grid import APOGEE_GRID
+
+    model, _ = load_checkpoint(checkpoint, map_location=device)
+    model.eval()
+    t0 = time.perf_counter()
+    x = torch.as_tensor(prepare_inputs(flux, ivar, APOGEE_GRID)).to(device)
+    t_prep = time.perf_counter() - t0
+    with torch.inference_mode():
+        model(x[:8])
+        t0 = time.perf_counter()
+        model(x)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t_fwd = time.perf_counter() - t0
+    return {"network_spectra_per_s": len(flux) / t_fwd, "prepare_inputs_spectra_per_s": len(flux) / t_prep}
+
+
 def bench_train(store, preset, device, steps: int, batch_size: int, workdir) -> dict:
-    """Samples/s of train.train on a store, for a fixed number of optimizer steps."""
+    """train.train on a store for a fixed number of steps, end to end: loading and normalising the
+    twins, the steps, validation and calibration. Wall time, not a throughput of the model."""
     from pairspec.config import DataSection, ModelSection, RunConfig, RunSection, TrainSection
     from pairspec.train import train
 
@@ -73,8 +136,7 @@ def bench_train(store, preset, device, steps: int, batch_size: int, workdir) -> 
     t0 = time.perf_counter()
     ckpt = train(cfg, progress=False)
     dt = time.perf_counter() - t0
-    return {"samples_per_s": steps * batch_size / dt, "steps": steps, "batch_size": batch_size,
-            "wall_s": dt, "checkpoint": str(ckpt)}
+    return {"steps": steps, "batch_size": batch_size, "wall_s": dt, "checkpoint": str(ckpt)}
 
 
 def main(argv=None) -> dict:
@@ -93,11 +155,16 @@ def main(argv=None) -> dict:
     emu, flux, ivar = _spectra(args.n)
     result["emulator_fit"] = bench_emulator_fit(emu, flux[: min(args.n, 64)], ivar[: min(args.n, 64)])
     ckpt = args.checkpoint
+    result["train_step"] = bench_train_step(args.preset, args.device, args.steps, args.batch_size)
     if args.store:
-        result["train"] = bench_train(args.store, args.preset, args.device, args.steps, args.batch_size, args.workdir)
-        ckpt = ckpt or result["train"]["checkpoint"]
+        result["train_end_to_end"] = bench_train(args.store, args.preset, args.device, args.steps,
+                                                 args.batch_size, args.workdir)
+        ckpt = ckpt or result["train_end_to_end"]["checkpoint"]
     if ckpt:
         result["tsn_predict"] = bench_predict(ckpt, flux, ivar, args.device)
+        result["tsn_predict"].update(bench_forward(ckpt, flux, ivar, args.device))
+        result["predict_vs_emulator_fit_speedup"] = (result["tsn_predict"]["spectra_per_s"]["labels"]
+                                                     / result["emulator_fit"]["spectra_per_s"])
     result["peak_rss_mb"] = _peak_rss_mb()
     if args.device.startswith("cuda"):
         import torch
