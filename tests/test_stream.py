@@ -22,29 +22,17 @@ GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=NPIX, blocks=((10, NPIX - 1
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """40 stars with 1-4 visits (1-visit stars are not loo twins); two lines follow teff and logg."""
+    from learnable import learnable_star
+
     from pairspec.store import create_store
-    from pairspec.surveys.base import StarRecord, recompute_snr
 
     path = tmp_path_factory.mktemp("stream") / "s.zarr"
     s = create_store(str(path), "apogee", "dr17", GRID, APOGEE_DR17_SCHEMA, chunk=16)
-    rng, pix, records = np.random.default_rng(0), np.arange(NPIX), []
+    rng, records = np.random.default_rng(0), []
     for i in range(40):
-        nv = 1 + i % 4
         lab = np.array([rng.uniform(4000, 6000), rng.uniform(1, 4), rng.uniform(-1, 0.3),
                         np.nan if i % 5 == 0 else rng.uniform(-0.1, 0.4)], np.float32)
-        clean = 1000 * (1 - 0.4 * (lab[0] - 3500) / 3000 * np.exp(-0.5 * ((pix - 100) / 3) ** 2)
-                        - 0.1 * lab[1] * np.exp(-0.5 * ((pix - 200) / 3) ** 2))
-        snr = rng.uniform(10, 80, nv)[:, None]
-        vf = (clean * (1 + rng.normal(size=(nv, NPIX)) / snr)).astype(np.float32)
-        vi = ((snr / clean) ** 2 * np.ones((nv, 1))).astype(np.float32)
-        records.append(StarRecord(
-            star_id=f"2M{i:08d}", source=f"u{i}", labels=lab, label_err=np.full(4, 0.01, np.float32),
-            label_flags=np.zeros(4, np.int64), star_flags=0, coadd_flux=clean.astype(np.float32),
-            coadd_ivar=np.full(NPIX, 1e-2, np.float32), coadd_pixmask=np.zeros(NPIX, np.int64),
-            visit_flux=vf, visit_ivar=vi, visit_pixmask=np.zeros((nv, NPIX), np.int64),
-            visit_snr=recompute_snr(vf, vi), visit_snr_survey=np.full(nv, np.nan, np.float32),
-            visit_mjd=np.arange(nv, dtype=np.float64), visit_id=[f"v{i}_{j}" for j in range(nv)],
-            visit_fiber=np.full(nv, -1, np.int32), snr=50.0, meta={}))
+        records.append(learnable_star(i, rng, NPIX, 1 + i % 4, lab))
     s.append(records)
     return s
 

@@ -166,28 +166,17 @@ def test_calibration_needs_enough_twins():
 
 def build_store(path, n_stars=40, n_visits=3, npix=300, seed=0):
     """A real pair store (pairspec.store) of synthetic stars: two lines whose depths follow teff, logg."""
+    from learnable import learnable_star
+
     from pairspec.store import create_store
-    from pairspec.surveys.base import StarRecord, recompute_snr
 
     grid = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=npix, blocks=((10, npix - 10),))
     store = create_store(str(path), "apogee", "dr17", grid, APOGEE_DR17_SCHEMA)
-    rng, pix, records = np.random.default_rng(seed), np.arange(npix), []
+    rng, records = np.random.default_rng(seed), []
     for i in range(n_stars):
         lab = np.array([rng.uniform(4000, 6000), rng.uniform(1, 4), rng.uniform(-1, 0.3), rng.uniform(-0.1, 0.4)],
                        np.float32)
-        clean = 1000 * (1 - 0.4 * (lab[0] - 3500) / 3000 * np.exp(-0.5 * ((pix - 100) / 3) ** 2)
-                        - 0.1 * lab[1] * np.exp(-0.5 * ((pix - 200) / 3) ** 2))
-        snr = rng.uniform(10, 80, n_visits)[:, None]
-        vf = (clean * (1 + rng.normal(size=(n_visits, npix)) / snr)).astype(np.float32)
-        vi = ((snr / clean) ** 2 * np.ones((n_visits, 1))).astype(np.float32)
-        records.append(StarRecord(
-            star_id=f"2M{i:08d}", source=f"u{i}", labels=lab, label_err=np.full(4, 0.01, np.float32),
-            label_flags=np.zeros(4, np.int64), star_flags=0, coadd_flux=clean.astype(np.float32),
-            coadd_ivar=np.full(npix, 1e-2, np.float32), coadd_pixmask=np.zeros(npix, np.int64),
-            visit_flux=vf, visit_ivar=vi, visit_pixmask=np.zeros((n_visits, npix), np.int64),
-            visit_snr=recompute_snr(vf, vi), visit_snr_survey=np.full(n_visits, np.nan, np.float32),
-            visit_mjd=np.arange(n_visits, dtype=np.float64), visit_id=[f"v{i}_{j}" for j in range(n_visits)],
-            visit_fiber=np.full(n_visits, -1, np.int32), snr=50.0, meta={}))
+        records.append(learnable_star(i, rng, npix, n_visits, lab))
     store.append(records)
     return store
 
