@@ -17,14 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SNR_EDGES = (0.0, 20.0, 40.0, 60.0, float("inf"))
-MAD_TO_SIGMA = 1.4826
-
-
-def robust_std(values: np.ndarray, axis=0) -> np.ndarray:
-    """1.4826 * median(|v - median(v)|), ignoring NaN."""
-    med = np.nanmedian(values, axis=axis, keepdims=True)
-    return MAD_TO_SIGMA * np.nanmedian(np.abs(values - med), axis=axis)
+from pairspec.metrics import DEFAULT_SNR_EDGES as SNR_EDGES
+from pairspec.metrics import robust_std  # one robust sigma for the whole package
 
 
 def fit_calibration(pred, sigma, labels, snr=None, label_names=None, snr_edges=SNR_EDGES,

@@ -22,12 +22,19 @@ def _finite(*arrays):
     return [a[keep] for a in arrays]
 
 
+def robust_std(values: np.ndarray, axis=0) -> np.ndarray:
+    """1.4826 * median(|v - median(v)|) along `axis`, ignoring NaN (NaN where a slice is empty)."""
+    values = np.asarray(values, dtype=float)
+    med = np.nanmedian(values, axis=axis, keepdims=True)
+    return MAD_TO_SIGMA * np.nanmedian(np.abs(values - med), axis=axis)
+
+
 def robust_sigma(x) -> float:
     """1.4826 * median absolute deviation of the finite values (NaN if there are none)."""
     (x,) = _finite(x)
     if x.size == 0:
         return float("nan")
-    return float(MAD_TO_SIGMA * np.median(np.abs(x - np.median(x))))
+    return float(robust_std(x))
 
 
 def bias(x) -> float:
