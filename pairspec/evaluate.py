@@ -63,19 +63,16 @@ def _select_stars(stars: dict, split) -> np.ndarray:
 
 def _loo_targets(flux, ivar, star, grid):
     """Continuum-normalised leave-one-out coadds: for each visit, the ivar-weighted mean of the
-    star's OTHER visits (ivar 0 where the star has a single visit)."""
+    star's OTHER visits (ivar 0 where the star has a single visit), as training builds them."""
     from pairspec.continuum import normalize
+    from pairspec.pairs import leave_one_out, visit_groups
 
     nf, ni, _ = normalize(flux, ivar, grid)
-    nf, ni = nf.astype(np.float64), ni.astype(np.float64)
-    tf, ti = np.ones_like(nf), np.zeros_like(ni)
-    for s in np.unique(star):
-        rows = np.flatnonzero(star == s)
-        wsum, fsum = ni[rows].sum(0), (ni[rows] * nf[rows]).sum(0)
-        for r in rows:
-            w = wsum - ni[r]
-            ti[r] = np.where(w > 1e-12 * wsum.max(initial=1.0), w, 0.0) if rows.size > 1 else 0.0
-            tf[r] = np.where(ti[r] > 0, (fsum - ni[r] * nf[r]) / np.maximum(w, 1e-30), 1.0)
+    tf, ti = np.ones(nf.shape), np.zeros(ni.shape)
+    for rows in visit_groups(star):
+        loo_f, loo_i = leave_one_out(nf[rows], ni[rows])
+        tf[rows] = np.where(loo_i > 0, loo_f, 1.0)  # 1 (continuum) where nothing was measured, for plots
+        ti[rows] = loo_i
     return tf, ti
 
 
