@@ -10,29 +10,21 @@
 from __future__ import annotations
 
 import dataclasses
-from importlib import resources
 
 import numpy as np
 
-# Chip boundaries on the 7214-px emulator grid (payne README) and the emulator's continuum recipe.
-CHIPS_7214 = ((0, 2920), (2920, 5320), (5320, 7214))
-CONT_DEGREE = 4
+from pairspec.emulator import CHEB_DEGREE, CHIPS_7214, load_npz, chip_x
+
 # Starting points (teff, logg, fe_h, alpha_fe): a red-clump giant, a solar-type dwarf, a metal-poor giant.
 DEFAULT_STARTS = ((4750.0, 2.5, -0.2, 0.05), (5700.0, 4.3, -0.1, 0.0), (4400.0, 1.6, -0.8, 0.25))
 
 
 def _load_bool(name: str, key: str) -> np.ndarray:
-    # resources.files("pairspec") / "data": pairspec.data is also a module name, so not a package
-    path = resources.files("pairspec") / "data" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: data file missing from the pairspec package")
-    with path.open("rb") as fh:
-        return np.load(fh)[key].astype(bool)
+    return load_npz(name)[key].astype(bool)
 
 
 def _chebyshev_design(n: int) -> np.ndarray:
-    x = np.linspace(-1.0, 1.0, n)
-    return np.polynomial.chebyshev.chebvander(x, CONT_DEGREE)  # (n, degree + 1)
+    return np.polynomial.chebyshev.chebvander(chip_x(n), CHEB_DEGREE)  # (n, degree + 1), as the emulator
 
 
 def normalize_like_emulator(flux, ivar, cont_pixels=None):

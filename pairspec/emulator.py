@@ -23,7 +23,7 @@ CHIPS_7214 = ((0, 2920), (2920, 5320), (5320, 7214))
 CHEB_DEGREE = 4
 
 
-def _load_npz(name: str) -> dict[str, np.ndarray]:
+def load_npz(name: str) -> dict[str, np.ndarray]:
     path = resources.files("pairspec") / "data" / name
     try:
         with resources.as_file(path) as p, np.load(p) as d:
@@ -61,11 +61,11 @@ def continuum_operator(cont_pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 @lru_cache(maxsize=1)
 def _cached_arrays() -> dict[str, np.ndarray]:
-    nn = _load_npz("NN_binspec_kurucz_flux_4label.npz")
+    nn = load_npz("NN_binspec_kurucz_flux_4label.npz")
     out = {k: nn[k].astype(np.float64) for k in ("w_array_0", "b_array_0", "w_array_1", "b_array_1", "x_min", "x_max")}
-    out["wavelength"] = _load_npz("apogee_wavelength.npz")["wavelength"]
-    out["cont_pixels"] = _load_npz("cannon_cont_pixels_apogee.npz")["pixels_cannon"].astype(bool)
-    out["model_mask"] = _load_npz("apogee_mask.npz")["apogee_mask"].astype(bool)
+    out["wavelength"] = load_npz("apogee_wavelength.npz")["wavelength"]
+    out["cont_pixels"] = load_npz("cannon_cont_pixels_apogee.npz")["pixels_cannon"].astype(bool)
+    out["model_mask"] = load_npz("apogee_mask.npz")["apogee_mask"].astype(bool)
     out["A"], out["V"] = continuum_operator(out["cont_pixels"])
     for v in out.values():
         v.setflags(write=False)  # shared cache: nobody may modify it in place
