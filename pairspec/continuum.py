@@ -18,7 +18,6 @@ noise, which no single-visit fit can tell from continuum; twins of one star shar
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -191,13 +190,12 @@ def normalize(
 
 def apogee_continuum_pixels() -> np.ndarray:
     """Cannon continuum pixels (Ness et al.; shipped 7214-px mask) on the 8575-px apStar grid: bool (8575,)."""
-    # pairspec/data/ is a plain folder beside the pairspec.data module, so locate it by path.
-    path = Path(__file__).parent / "data" / "cannon_cont_pixels_apogee.npz"
-    with np.load(path) as npz:
-        cannon = np.asarray(npz["pixels_cannon"], dtype=bool)
+    from pairspec.emulator import load_npz
+
+    cannon = load_npz("cannon_cont_pixels_apogee.npz")["pixels_cannon"].astype(bool)
     index = aspcap7214_index()
     if cannon.shape != index.shape:
-        raise ValueError(f"{path}: pixels_cannon has shape {cannon.shape}, expected {index.shape}")
+        raise ValueError(f"cannon_cont_pixels_apogee.npz: pixels_cannon has shape {cannon.shape}, expected {index.shape}")
     mask = np.zeros(APOGEE_GRID.npix, dtype=bool)
     mask[index[cannon]] = True
     return mask
