@@ -18,7 +18,6 @@ noise, which no single-visit fit can tell from continuum; twins of one star shar
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from pairspec.grid import APOGEE_GRID, LogLinearGrid, aspcap7214_index
