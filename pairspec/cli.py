@@ -36,10 +36,25 @@ def simulate(
     stars: Annotated[int, typer.Option(help="Number of distinct stars to simulate.")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 1,
     workers: Annotated[int, typer.Option(help="Worker processes (output does not depend on it).")] = 1,
+    store_only: Annotated[bool, typer.Option(
+        "--store-only", help="Skip the FITS files: write OUT/apogee.zarr (the pair store `pairspec ingest` would "
+                             "make of them, ~4x faster) and OUT/truth.fits.")] = False,
 ) -> None:
     """Write a synthetic survey in the survey's REAL file format, with true labels beside it."""
     if survey.lower() != "apogee":
         _fail(f"no simulator for survey {survey!r}; available: apogee")
+    if store_only:
+        from pairspec.simulate_store import simulate_apogee_store
+
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            res = simulate_apogee_store(str(out / "apogee.zarr"), n_stars=stars, seed=seed, workers=workers,
+                                        progress=True, truth=str(out / "truth.fits"))
+        except ValueError as err:
+            _fail(str(err))
+        typer.echo(f"wrote {res.n_stars} stars, {res.n_visits} visits to {res.store} ({len(res.skipped)} allStar "
+                   f"row(s) left out, as ingest would) and {res.truth}")
+        return
     from pairspec.simulate import simulate_apogee
 
     summary = simulate_apogee(out, n_stars=stars, seed=seed, workers=workers, progress=True)

@@ -177,10 +177,23 @@ def plan_files(stars: dict, seed: int, rng: np.random.Generator) -> list[dict]:
     return files
 
 
-def survey_labels(truth: np.ndarray, snr: np.ndarray, rng: np.random.Generator) -> dict:
-    """ASPCAP-like labels of allStar rows: truth (teff, logg, fe_h, mg_fe, alpha_fe) + noise + systematics."""
+LABEL_NAMES = ("TEFF", "LOGG", "FE_H", "MG_FE", "M_H", "ALPHA_M")
+
+
+def row_draws(seed: int, k: int) -> np.ndarray:
+    """The random numbers of allStar row k: 6 label normals (LABEL_NAMES order), then U(0,1) for STAR_BAD and
+    for a missing MG_FE. One stream per row, so a row's values never depend on the other rows (the
+    direct-to-store path draws them star by star in worker processes)."""
+    rng = np.random.default_rng((seed, 2, k))
+    return np.concatenate([rng.standard_normal(len(LABEL_NAMES)), rng.random(2)])
+
+
+def survey_labels(truth: np.ndarray, snr: np.ndarray, z: np.ndarray) -> dict:
+    """ASPCAP-like labels of allStar rows: truth (teff, logg, fe_h, mg_fe, alpha_fe) + noise + systematics;
+    z (n, 6) standard normals in LABEL_NAMES order."""
+    truth, z = np.atleast_2d(truth), np.atleast_2d(z)
     teff, logg, feh, mgfe, alpha = truth.T
-    snr = np.maximum(snr, 1.0)
+    snr = np.maximum(np.atleast_1d(snr), 1.0)
     err = {"TEFF": np.hypot(1500.0 / snr, 8.0), "LOGG": np.hypot(3.0 / snr, 0.02),
            "FE_H": np.hypot(1.0 / snr, 0.01), "MG_FE": np.hypot(1.5 / snr, 0.015),
            "M_H": np.hypot(1.0 / snr, 0.012), "ALPHA_M": np.hypot(1.2 / snr, 0.012)}
@@ -189,33 +202,42 @@ def survey_labels(truth: np.ndarray, snr: np.ndarray, rng: np.random.Generator) 
     base = {"TEFF": teff, "LOGG": logg, "FE_H": feh, "MG_FE": mgfe, "M_H": feh + 0.3 * (alpha - 0.1) * 0.1,
             "ALPHA_M": alpha}
     out = {}
-    for name in ("TEFF", "LOGG", "FE_H", "MG_FE", "M_H", "ALPHA_M"):
-        out[name] = base[name] + sys[name] + err[name] * rng.standard_normal(snr.size)
+    for j, name in enumerate(LABEL_NAMES):
+        out[name] = base[name] + sys[name] + err[name] * z[:, j]
         out[f"{name}_ERR"] = err[name]
     return out
 
 
-def allstar_table(stars: dict, files: list[dict], results: list[dict], seed: int):
-    """HDU1 columns of allStar (one row per apStar file), labels from each row's own S/N."""
-    rng = np.random.default_rng((seed, 2))
+def duplicate_rows(star_of_row: np.ndarray, snr: np.ndarray) -> list[int]:
+    """Rows that are not their star's primary one: the highest-S/N row of a star is primary (first of equals)."""
+    best, dup = set(), []
+    for k in np.argsort(-np.asarray(snr), kind="stable"):
+        if star_of_row[k] in best:
+            dup.append(int(k))
+        best.add(star_of_row[k])
+    return sorted(dup)
+
+
+def allstar_table(stars: dict, files: list[dict], results: list[dict], seed: int, row_ids=None):
+    """HDU1 columns of allStar (one row per apStar file), labels from each row's own S/N. `row_ids`: the
+    allStar row numbers of `files` when they are a subset (all rows of their stars; default 0..n-1)."""
     n = len(files)
+    row_ids = range(n) if row_ids is None else row_ids
     idx = np.array([f["star"] for f in files])
     snr = np.array([r["snr"] for r in results])
     truth = np.stack([stars[k][idx] for k in ("teff", "logg", "fe_h", "mg_fe", "alpha_fe")], axis=1)
-    lab = survey_labels(truth, snr, rng)
+    draws = np.stack([row_draws(seed, k) for k in row_ids]) if n else np.zeros((0, 8))
+    lab = survey_labels(truth, snr, draws[:, :6])
     aspcapflag = np.where(snr < 70, SN_WARN, 0).astype(np.int64)
-    bad = rng.random(n) < 0.015
+    bad = draws[:, 6] < 0.015
     aspcapflag[bad] |= STAR_BAD
     for k in lab:
         lab[k] = np.where(bad, np.nan, lab[k])
-    no_mg = ~bad & (rng.random(n) < 0.02)
+    no_mg = ~bad & (draws[:, 7] < 0.02)
     lab["MG_FE"][no_mg], lab["MG_FE_ERR"][no_mg] = np.nan, np.nan
     extratarg = np.zeros(n, dtype=np.int32)
-    best = {}
-    for k in np.argsort(-snr, kind="stable"):  # the highest-S/N row of a star is the primary one
-        if idx[k] in best:
-            extratarg[k] |= EXTRATARG_DUPLICATE
-        best.setdefault(idx[k], k)
+    for k in duplicate_rows(idx, snr):
+        extratarg[k] |= EXTRATARG_DUPLICATE
     member = np.array([stars["cluster"][i] for i in idx], dtype=object)
     bits = {c[0]: c[1] for c in CLUSTERS}
     memberflag = np.array([(1 << bits[m]) if m else 0 for m in member], dtype=np.int64)
@@ -258,25 +280,30 @@ def write_tables(out_dir: Path, stars: dict, cols: dict) -> tuple[Path, Path]:
     hdus = [fits.PrimaryHDU(), fits.table_to_hdu(Table(cols)), fits.ImageHDU(), fits.table_to_hdu(symbols)]
     hdus[0].header.add_history("synthetic APOGEE DR17 allStar written by pairspec.simulate (no real data)")
     fits.HDUList(hdus).writeto(allstar, overwrite=True)
-    truth = out_dir / "truth.fits"
+    return allstar, write_truth(out_dir / "truth.fits", stars)
+
+
+def write_truth(path: Path, stars: dict) -> Path:
+    """truth.fits: the true labels, masses, ages and populations (never in allStar)."""
+    from astropy.io import fits
+    from astropy.table import Table
+
     t = Table({"APOGEE_ID": stars["apogee_id"]})
     for k in ("teff", "logg", "fe_h", "mg_fe", "alpha_fe", "mass", "age"):
         t[k] = stars[k]
     for k in ("population", "cluster", "stage"):
         t[k] = np.array([str(v) for v in stars[k]])
     t["vhelio"] = stars["vhelio"]
-    fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(t)]).writeto(truth, overwrite=True)
-    return allstar, truth
+    fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(t)]).writeto(path, overwrite=True)
+    return path
 
 
-def simulate_apogee(out_dir, n_stars: int = 500, seed: int = 1, workers: int = 1, progress: bool = True) -> SimulationSummary:
-    """Write a synthetic APOGEE DR17 tree under out_dir; same seed -> same files for any `workers`."""
+def plan_survey(n_stars: int, seed: int, out_dir: str = "") -> tuple[dict, list[dict], list[dict]]:
+    """(stars, files, tasks): the stars, their apStar files and one render task per file. Deterministic in seed."""
     from pairspec.emulator import KuruczEmulator
 
     if n_stars < 1:
         raise ValueError(f"n_stars must be >= 1, got {n_stars}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng((seed, 0))
     stars = draw_stars(n_stars, rng)
     files = plan_files(stars, seed, rng)
@@ -298,6 +325,14 @@ def simulate_apogee(out_dir, n_stars: int = 500, seed: int = 1, workers: int = 1
                           glat=float(stars["glat"][i]), j=float(stars["j"][i]), h=float(stars["h"][i]),
                           k=float(stars["k"][i]), truth_rv=labels[i], rv_teff=float(round(labels[i, 0], -2)),
                           rv_logg=float(round(labels[i, 1] * 2) / 2), rv_feh=float(round(labels[i, 2] * 4) / 4)))
+    return stars, files, tasks
+
+
+def simulate_apogee(out_dir, n_stars: int = 500, seed: int = 1, workers: int = 1, progress: bool = True) -> SimulationSummary:
+    """Write a synthetic APOGEE DR17 tree under out_dir; same seed -> same files for any `workers`."""
+    out_dir = Path(out_dir)
+    stars, files, tasks = plan_survey(n_stars, seed, str(out_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
     results = _run(tasks, workers, progress)
     cols = allstar_table(stars, files, results, seed)
     allstar, truth = write_tables(out_dir, stars, cols)

@@ -67,8 +67,12 @@ def visit_starflag(visit: dict, rendered: dict) -> int:
     return flag
 
 
-def render_star_file(task: dict) -> dict:
-    """Render and write the apStar file of `task`; return allStar-level numbers. Pure function of task."""
+def render_star(task: dict):
+    """Render the apStar rows of `task` without writing them: (cards, rows, visits, snrvis, summary, rng).
+
+    cards: the primary header as (key, value, comment) tuples; rows: flux, err (float64) and mask (int64)
+    (NROW, npix) plus sky/telluric rows, exactly what the file would hold; rng: the file's generator in
+    the state the writer continues from. Pure function of task."""
     rng = np.random.default_rng(task["seed"])
     visits = plan_visits(task, rng)
     rest_model = np.ones(NPIX)  # continuum only where the 7214-px emulator has no pixels
@@ -91,6 +95,8 @@ def render_star_file(task: dict) -> dict:
                 "mask": np.vstack([c_mask, vis["mask"]])}
         for k in ("sky", "sky_err", "telluric", "telluric_err"):
             rows[k] = np.vstack([np.zeros((2, NPIX)), vis[k]])
+    rows["flux"], rows["err"] = rows["flux"].astype(np.float64), rows["err"].astype(np.float64)
+    rows["mask"] = rows["mask"].astype(np.int64)  # the dtypes written to (and read back from) the file
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = float(np.nanmedian(rows["flux"][0] / rows["err"][0]))
         snrev = float(np.nanmedian(rows["flux"][0, GREEN[0]:GREEN[1]] / rows["err"][0, GREEN[0]:GREEN[1]]))
@@ -105,15 +111,46 @@ def render_star_file(task: dict) -> dict:
         "verr": float(1.0 / np.sqrt(np.sum(1.0 / np.array([v["verr"] for v in visits]) ** 2))),
         "visit_snr": snrvis,
     }
-    header = primary_header(task, visits, snrvis, flags, summary)
-    write_apstar(Path(task["out_dir"]) / task["path"], header, rows, visits, snrvis, task, summary, rng)
+    cards = header_cards(task, visits, snrvis, flags, summary)
+    return cards, rows, visits, snrvis, summary, rng
+
+
+def render_star_file(task: dict) -> dict:
+    """Render and write the apStar file of `task`; return allStar-level numbers. Pure function of task."""
+    cards, rows, visits, snrvis, summary, rng = render_star(task)
+    write_apstar(Path(task["out_dir"]) / task["path"], primary_header(cards), rows, visits, snrvis, task, summary,
+                 rng)
     return summary
 
 
-def primary_header(task: dict, visits: list[dict], snrvis: list[float], flags: list[int], s: dict):
+def header_values(cards) -> dict:
+    """The keyword values of header cards as a dict (what the adapter reads from a primary header)."""
+    return {k: v for k, v, _ in cards if k not in ("COMMENT", "HISTORY")}
+
+
+def primary_header(cards):
+    """astropy Header from header_cards' (key, value, comment) tuples."""
     from astropy.io import fits
 
     h = fits.Header()
+    for key, value, comment in cards:
+        if key in ("COMMENT", "HISTORY"):
+            h.append((key, value))
+        else:
+            h[key] = (value, comment)
+    return h
+
+
+class _Cards(list):
+    """A list of (key, value, comment) header cards filled as `h[key] = (value, comment)`."""
+
+    def __setitem__(self, key, vc):
+        self.append((key, vc[0], vc[1]))
+
+
+def header_cards(task: dict, visits: list[dict], snrvis: list[float], flags: list[int], s: dict) -> list[tuple]:
+    """The primary header of the apStar file as (key, value, comment) tuples (plain Python: no astropy)."""
+    h = _Cards()
     g = APOGEE_GRID
     h["CRVAL1"] = (g.crval1, "Start log10(wavelength) in subsequent HDUs")
     h["CDELT1"] = (g.cdelt1, "Dispersion in log10(wave) in subsequent HDUs")
@@ -147,7 +184,7 @@ def primary_header(task: dict, visits: list[dict], snrvis: list[float], flags: l
     h["NRES"] = (" 5.00 4.25 3.50", "number of pixels/resolution used for sinc")
     prefix = "as" if task["telescope"] == "lco25m" else "ap"
     for n, (v, snr, flag) in enumerate(zip(visits, snrvis, flags), start=1):
-        h.append(("COMMENT", f"VISIT {n} INFORMATION"))
+        h.append(("COMMENT", f"VISIT {n} INFORMATION", ""))
         v["sfile"] = f"{prefix}Visit-dr17-{task['plate']}-{v['mjd']}-{v['fiber']:03d}.fits"
         h[f"SFILE{n}"] = (v["sfile"], f" Visit #{n} spectrum file")
         h[f"DATE{n}"] = (mjd_to_iso(v["jd"] - 2400000.5), f"DATE-OBS of visit {n}")
@@ -161,8 +198,8 @@ def primary_header(task: dict, visits: list[dict], snrvis: list[float], flags: l
         h[f"SNRVIS{n}"] = (0.0 if len(visits) == 1 else snr, f"Median S/N per apStar pixel, visit {n}")
         h[f"FLAG{n}"] = (flag, f"STARFLAG for visit {n}")
     for line in HISTORY:
-        h.add_history(line)
-    return h
+        h.append(("HISTORY", line, ""))
+    return list(h)
 
 
 def _rv_table(rows: list[dict], nccf: int):

@@ -94,3 +94,12 @@ def test_clear_errors(tiny_survey, tmp_path):
 
     result = runner.invoke(app, ["simulate", "lamost", str(tmp_path / "x")])
     assert result.exit_code == 1 and "apogee" in result.output
+
+
+def test_simulate_store_only(tmp_path):
+    out = invoke("simulate", "apogee", tmp_path / "s", "--stars", 6, "--seed", 3, "--store-only")
+    assert "wrote 6 stars" in out
+    assert (tmp_path / "s" / "truth.fits").exists() and not (tmp_path / "s" / "apo25m").exists()
+    assert "6 stars" in invoke("info", tmp_path / "s" / "apogee.zarr")
+    again = runner.invoke(app, ["simulate", "apogee", str(tmp_path / "s"), "--stars", "6", "--store-only"])
+    assert again.exit_code != 0 and "already exists" in again.output

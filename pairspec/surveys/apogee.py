@@ -278,8 +278,16 @@ class ApogeeDR17Adapter:
     def read_apstar(self, path, row=None, source=None) -> StarRecord:
         """StarRecord of one apStar file; `row` = its allStar values (upper-case keys) or None (labels NaN)."""
         path = str(path)
-        row = {str(k).upper(): v for k, v in (row or {}).items()}
         header, flux, err, pixmask = _open_apstar(path, self.grid)
+        return self.record_from_arrays(path, header, flux, err, pixmask, row, source)
+
+    def record_from_arrays(self, path, header, flux, err, pixmask, row=None, source=None) -> StarRecord:
+        """StarRecord from the arrays of an apStar file already in memory: primary-header values (a dict
+        or Header), flux and err (NROW, npix) float, pixmask (NROW, npix) int. `path` only names the file
+        in messages. read_apstar is _open_apstar + this; the simulator's direct-to-store path calls it on
+        the rows it would have written, so both paths share every rule below."""
+        path = str(path)
+        row = {str(k).upper(): v for k, v in (row or {}).items()}
         rows = _visit_rows(path, flux.shape[0], header.get("NVISITS"))
         single = rows == [0]
         usable = self.grid.usable()
