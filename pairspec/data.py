@@ -133,16 +133,38 @@ def select_stars(store, split: str, mode: str, min_visits: int = 2, max_stars: i
     return idx if max_stars is None else idx[: int(max_stars)]
 
 
+def normalizer(device=None):
+    """continuum.normalize, or (device a CUDA device) the same maths run on it by continuum_torch.normalize_torch
+    (float64 there too, so the same numbers to float32 rounding: tests/test_continuum_torch.py), with numpy
+    in and out. numpy does ~300 spectra/s per core; a GPU takes the continuum off the data-loading path.
+    (device "cpu" runs the torch port on the CPU: for tests; numpy is faster there.)"""
+    if device is None:
+        return normalize
+
+    def on_device(flux, ivar, grid):
+        import torch
+
+        from pairspec.continuum_torch import normalize_torch
+
+        f = torch.from_numpy(np.ascontiguousarray(flux)).to(device)
+        iv = torch.from_numpy(np.ascontiguousarray(ivar)).to(device)
+        return tuple(t.cpu().numpy() for t in normalize_torch(f, iv, grid))
+
+    return on_device
+
+
 class ChunkReader:
     """Reads the twins of given stars (one chunk) from a store, with the star/visit tables and labels
     loaded once. Call with star indices (increasing): a dict with the TwinData arrays (x, target,
     target_w, labels, snr, star_index, visit_index). Rows whose input has no good model pixel are
-    dropped. Visits of a star are contiguous in the store."""
+    dropped. Visits of a star are contiguous in the store. `device`: run the continuum normalisation
+    there (see normalizer); None = numpy on the CPU."""
 
-    def __init__(self, store, mode: str = "loo"):
+    def __init__(self, store, mode: str = "loo", device=None):
         if mode not in MODES:
             raise ValueError(f"unknown twin mode {mode!r}; choose from {MODES}")
         self.store, self.mode = store, mode
+        self.normalize = normalizer(device)
         self.grid, self.pix = store.grid, model_pixels(store.grid)
         self.stars = table_columns(store, "stars", ("snr", "n_visits", "first_visit"))
         self.visits = table_columns(store, "visits", ("snr",)) if mode != "direct" else None
@@ -153,7 +175,7 @@ class ChunkReader:
         chunk = np.asarray(chunk, dtype=np.int64)
         sf, si = _rows(store, chunk, store.star_spectra) if mode != "loo" else (None, None)
         if sf is not None:
-            nf, ni, _ = normalize(sf, si, grid)
+            nf, ni, _ = self.normalize(sf, si, grid)
             star_target = target_from_normalized(nf[:, pix], ni[:, pix])
         if mode == "direct":
             x = inputs_from_normalized(nf[:, pix], ni[:, pix])
@@ -166,7 +188,7 @@ class ChunkReader:
             visit_index = np.concatenate([np.arange(a, a + c) for a, c in zip(first, count)]).astype(np.int64)
             star_index = np.repeat(chunk, count).astype(np.int64)
             vf, vi = _rows(store, visit_index, store.visit_spectra)
-            nf, ni, _ = normalize(vf, vi, grid)
+            nf, ni, _ = self.normalize(vf, vi, grid)
             nf, ni = nf[:, pix], ni[:, pix]
             x = inputs_from_normalized(nf, ni)
             if mode == "loo":
@@ -189,13 +211,14 @@ class ChunkReader:
 
 def iter_chunks(store, split: str = "train", mode: str = "loo", min_visits: int = 2,
                 max_stars: int | None = None, chunk_stars: int = 256,
-                stars: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+                stars: np.ndarray | None = None, device=None) -> Iterator[dict[str, np.ndarray]]:
     """Stream twins chunk by chunk of `chunk_stars` stars (memory bounded per chunk). Each chunk is a dict
     with the TwinData arrays (x, target, target_w, labels, snr, star_index, visit_index); see
-    ChunkReader. `stars` (increasing star indices) replaces the selection by split/min_visits/max_stars."""
+    ChunkReader. `stars` (increasing star indices) replaces the selection by split/min_visits/max_stars;
+    `device`: where the continuum normalisation runs (ChunkReader)."""
     selected = (select_stars(store, split, mode, min_visits, max_stars) if stars is None
                 else np.asarray(stars, dtype=np.int64))
-    read = ChunkReader(store, mode)
+    read = ChunkReader(store, mode, device)
     for start in range(0, selected.size, chunk_stars):
         yield read(selected[start:start + chunk_stars])
 
@@ -212,16 +235,18 @@ class TwinData:
 
     In memory is the current design: loading streams star chunks (iter_chunks), but the result is held
     whole, ~ 3 x 4 x L bytes per twin (90 kB for APOGEE; 10^4 visits ~ 1 GB). `max_stars` caps it;
-    `stars` (increasing star indices) replaces the selection. For training on a whole survey, stream
-    instead (recipe data.stream, pairspec.stream.TwinStream).
+    `stars` (increasing star indices) replaces the selection; `device` (a CUDA device) normalises the
+    continua there (ChunkReader). For training on a whole survey, stream instead (recipe data.stream,
+    pairspec.stream.TwinStream).
     """
 
     def __init__(self, store, split: str = "train", mode: str = "loo", min_visits: int = 2,
-                 max_stars: int | None = None, chunk_stars: int = 256, stars: np.ndarray | None = None):
+                 max_stars: int | None = None, chunk_stars: int = 256, stars: np.ndarray | None = None,
+                 device=None):
         self.split, self.mode = split, mode
         self.grid, self.schema = store.grid, store.schema
         self.model_pixels = model_pixels(store.grid)
-        chunks = list(iter_chunks(store, split, mode, min_visits, max_stars, chunk_stars, stars))
+        chunks = list(iter_chunks(store, split, mode, min_visits, max_stars, chunk_stars, stars, device))
         n_pix, n_lab = self.model_pixels.size, len(store.schema)
         empty = {"x": np.zeros((0, 2, n_pix), np.float32), "target": np.zeros((0, n_pix), np.float32),
                  "target_w": np.zeros((0, n_pix), np.float32), "labels": np.zeros((0, n_lab), np.float32),

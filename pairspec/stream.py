@@ -118,7 +118,7 @@ class TwinStream:
 
     def __init__(self, store, split: str = "train", mode: str = "loo", min_visits: int = 2,
                  max_stars: int | None = None, chunk_stars: int = 64, shuffle_buffer: int = 4096,
-                 label_cols=None):
+                 label_cols=None, device=None):
         if chunk_stars < 1 or shuffle_buffer < 0:
             raise ValueError(f"chunk_stars must be >= 1 and shuffle_buffer >= 0, got {chunk_stars}, {shuffle_buffer}")
         self.store, self.split, self.mode, self.label_cols = store, split, mode, label_cols
@@ -132,7 +132,7 @@ class TwinStream:
         self.n_twins = int(self.chunk_twins.sum())
         self.n_pix = int(model_pixels(store.grid).size)
         self.max_held = 0
-        self._reader = None
+        self._reader, self.device = None, device  # device: where ChunkReader normalises continua
 
     def __repr__(self) -> str:
         return (f"TwinStream(split={self.split!r}, mode={self.mode!r}, twins~{self.n_twins}, "
@@ -158,7 +158,7 @@ class TwinStream:
 
     def read(self, c: int) -> dict:
         if self._reader is None:
-            self._reader = ChunkReader(self.store, self.mode)
+            self._reader = ChunkReader(self.store, self.mode, self.device)
         chunk = self._reader(self.chunks[c])
         if self.label_cols is not None:
             chunk["labels"] = chunk["labels"][:, list(self.label_cols)]

@@ -34,13 +34,22 @@ from pairspec.config import RunConfig, save_resolved, to_dict
 from pairspec.models import TwinSpecNet, count_parameters, preset_kwargs
 
 
+def _prep_device(config: RunConfig):
+    """Where the twins' continuum normalisation runs: this rank's GPU when training on CUDA (the torch
+    port, data.normalizer), else None (numpy)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = _device(config.train.device, int(os.environ.get("LOCAL_RANK", "0")), world)
+    return device if device.type == "cuda" else None
+
+
 def _load_data(config: RunConfig):
     """-> (train TwinData, val TwinData, store schema, grid). Tests replace this hook."""
     from pairspec import data
     from pairspec.store import open_store
 
     store = open_store(config.data.store)
-    kw = dict(mode=config.data.mode, min_visits=config.data.min_visits, max_stars=config.data.max_stars)
+    kw = dict(mode=config.data.mode, min_visits=config.data.min_visits, max_stars=config.data.max_stars,
+              device=_prep_device(config))
     return (data.TwinData(store, "train", **kw), data.TwinData(store, config.data.val_split, **kw),
             store.schema, store.grid)
 
@@ -54,9 +63,11 @@ def _load_stream(config: RunConfig):
     d = config.data
     store = open_store(d.store)
     train_stream = stream.TwinStream(store, "train", mode=d.mode, min_visits=d.min_visits, max_stars=d.max_stars,
-                                     chunk_stars=d.stream_chunk_stars, shuffle_buffer=d.shuffle_buffer)
+                                     chunk_stars=d.stream_chunk_stars, shuffle_buffer=d.shuffle_buffer,
+                                     device=_prep_device(config))
     val_stars = stream.capped_stars(store, d.val_split, d.mode, d.min_visits, d.max_stars, d.stream_val_twins)
-    val = data.TwinData(store, d.val_split, mode=d.mode, min_visits=d.min_visits, stars=val_stars)
+    val = data.TwinData(store, d.val_split, mode=d.mode, min_visits=d.min_visits, stars=val_stars,
+                        device=_prep_device(config))
     return train_stream, val, store.schema, store.grid
 
 

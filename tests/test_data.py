@@ -182,3 +182,18 @@ def test_torch_dataset(store):
     assert (batch["labels"][~mask] == 0).all() and torch.isfinite(batch["labels"]).all()
     z = batch["labels"][:, 0].numpy()
     assert abs(z.mean()) < 1e-5 and z.std() == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["loo", "direct"])
+def test_twins_with_torch_normalisation_match_numpy(store, mode):
+    """device= runs the continuum on torch (on a GPU in training; here its CPU): same twins as numpy."""
+    ref = data.TwinData(store, "all", mode=mode)
+    dev = data.TwinData(store, "all", mode=mode, device="cpu")
+    assert len(ref) == len(dev) > 0
+    for name in ("x", "target", "target_w", "labels", "star_index", "visit_index"):
+        a, b = getattr(ref, name), getattr(dev, name)
+        assert a.shape == b.shape
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(b, a, rtol=0, atol=2e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(b, a, err_msg=name)
