@@ -68,6 +68,7 @@ class TrainSection:
     compile: bool = False
     num_workers: int = 0
     max_steps: Union[int, None] = None  # stop after this many optimizer steps (schedule unchanged)
+    time_limit_min: Union[float, None] = None  # stop at the first epoch end after this many minutes (schedule unchanged)
     eval_every: int = 1  # epochs between validations
     resume: bool = True
     max_nonfinite: int = 20  # consecutive skipped (non-finite) steps before giving up

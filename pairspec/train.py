@@ -278,7 +278,7 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
 
     with Progress(disable=not show, transient=False) as bar:
         task = bar.add_task("train", total=total_steps, completed=state["step"])
-        stopped = False
+        stopped, t_train = False, time.perf_counter()
         while state["epoch"] < tc.epochs and not stopped:
             epoch, t0, sums, n_ok = state["epoch"], time.perf_counter(), {}, 0
             if streaming:
@@ -328,6 +328,7 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
                 save_last()
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
+            stopped = _time_up(t_train, tc.time_limit_min, world, device)
         if stopped and rank == 0:
             save_last()
 
@@ -340,6 +341,20 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
         if own_group:
             dist.destroy_process_group()
     return best
+
+
+def _time_up(t_start: float, limit_min, world: int, device) -> bool:
+    """train.time_limit_min reached? Rank 0's clock decides for every rank (they must stop together)."""
+    if limit_min is None:
+        return False
+    up = (time.perf_counter() - t_start) / 60.0 >= float(limit_min)
+    if world > 1:
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if up else 0.0], device=device)
+        dist.broadcast(flag, src=0)
+        up = bool(flag.item() > 0)
+    return up
 
 
 def _stream_loader(twins, stats, seed, epoch, batch_size, n_batches, skip, rank, world):

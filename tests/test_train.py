@@ -97,6 +97,14 @@ def test_resume_gives_the_uninterrupted_weights(tmp_path, fake_store):
     assert not torch.allclose(fresh.pos_embed, a.pos_embed, atol=1e-3)
 
 
+def test_time_limit_stops_at_an_epoch_end_and_finishes(tmp_path, fake_store):
+    best = T.train(config(tmp_path, "boxed", epochs=5, time_limit_min=0.0), progress=False)
+    lines = [json.loads(s) for s in (tmp_path / "boxed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1]  # a zero limit: stop after the first epoch
+    meta = read_meta(best)
+    assert meta["epoch"] == 1 and "calibration" in meta  # finished as a normal run
+
+
 def test_nonfinite_step_is_skipped_and_weights_unchanged():
     tw = fake_twins(8, 0, nan_target=True)
     model = create_model("tsn_tiny", L, 4, depth=1)
