@@ -156,6 +156,7 @@ def evaluate(
     ] = None,
     emulator_fit: Annotated[bool, typer.Option(help="Also run the visit-level emulator chi-square fit baseline.")] = False,
     max_fit: Annotated[int, typer.Option(help="At most this many visits for the emulator fit.")] = 2000,
+    device: Annotated[str, typer.Option(help="Where the networks run: cpu, cuda, or auto.")] = "auto",
 ) -> None:
     """Scatter and bias per label in S/N bins, calibration, cluster spreads, plots: the paper's comparison."""
     from pairspec.evaluate import evaluate as run_evaluate
@@ -169,7 +170,7 @@ def evaluate(
         others[name] = path
     metrics = run_evaluate(
         checkpoint, store, split=split, truth=truth, out_dir=out, compare=others,
-        emulator_fit=emulator_fit, max_fit=max_fit, progress=True,
+        emulator_fit=emulator_fit, max_fit=max_fit, progress=True, device=_device(device),
     )
     typer.echo(format_table(metrics))
     typer.echo(f"report written to {out}/")

@@ -22,12 +22,12 @@ PAPER_TARGETS = {"teff": 19.0, "logg": 0.06, "fe_h": 0.03}
 N_EXAMPLES = 3  # example visits kept for the reconstruction figure
 
 
-def _load_predictor(checkpoint):
+def _load_predictor(checkpoint, device="auto"):
     if hasattr(checkpoint, "predict"):  # an already loaded predictor (tests, notebooks)
         return checkpoint
     from pairspec.inference import LabelPredictor
 
-    return LabelPredictor.from_checkpoint(checkpoint, device="cpu")
+    return LabelPredictor.from_checkpoint(checkpoint, device=device)
 
 
 def read_truth(path, star_ids, names) -> np.ndarray:
@@ -183,14 +183,15 @@ def _star_mean(values, star, n_star):
 
 def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report", compare=None,
              emulator_fit=False, max_fit=2000, snr_edges=M.DEFAULT_SNR_EDGES, progress=True,
-             batch_size=256, chunk=512, plots=True) -> dict:
+             batch_size=256, chunk=512, plots=True, device="auto") -> dict:
     """Evaluate a TSN checkpoint (and `compare` checkpoints, and optionally the EmulatorFit baseline)
-    on the visits of `split` ("train", "val", "test" or "all"). Returns the metrics dict."""
+    on the visits of `split` ("train", "val", "test" or "all"). Returns the metrics dict. `device`:
+    where the networks run ("auto": CUDA when there is one)."""
     from pairspec.store import open_store
 
     store = open_store(str(store_path)) if isinstance(store_path, (str, Path)) else store_path
-    predictor = _load_predictor(checkpoint)
-    others = {name: _load_predictor(c) for name, c in (compare or {}).items()}
+    predictor = _load_predictor(checkpoint, device)
+    others = {name: _load_predictor(c, device) for name, c in (compare or {}).items()}
     names = list(predictor.schema.names)
     stars, visits = store.star_table(), store.visit_table()
     star_sel = _select_stars(stars, split)
