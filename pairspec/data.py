@@ -7,6 +7,7 @@ at inference. Targets are normalised flux (continuum ~ 1); the model predicts ta
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -101,9 +102,9 @@ def compute_label_stats(labels: np.ndarray, std_floor: float = 1e-3) -> LabelSta
 def _rows(store, idx: np.ndarray, reader) -> tuple[np.ndarray, np.ndarray]:
     """(flux, ivar) rows of a store array; a contiguous index run is read as one slice."""
     if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
-        flux, ivar, _ = reader(slice(int(idx[0]), int(idx[0]) + idx.size))
+        flux, ivar, _ = reader(slice(int(idx[0]), int(idx[0]) + idx.size), pixmask=False)
     else:
-        flux, ivar, _ = reader(idx)
+        flux, ivar, _ = reader(idx, pixmask=False)
     return flux, ivar
 
 
@@ -211,16 +212,32 @@ class ChunkReader:
 
 def iter_chunks(store, split: str = "train", mode: str = "loo", min_visits: int = 2,
                 max_stars: int | None = None, chunk_stars: int = 256,
-                stars: np.ndarray | None = None, device=None) -> Iterator[dict[str, np.ndarray]]:
+                stars: np.ndarray | None = None, device=None, threads: int = 1) -> Iterator[dict[str, np.ndarray]]:
     """Stream twins chunk by chunk of `chunk_stars` stars (memory bounded per chunk). Each chunk is a dict
     with the TwinData arrays (x, target, target_w, labels, snr, star_index, visit_index); see
     ChunkReader. `stars` (increasing star indices) replaces the selection by split/min_visits/max_stars;
-    `device`: where the continuum normalisation runs (ChunkReader)."""
+    `device`: where the continuum normalisation runs (ChunkReader); `threads` > 1 reads that many chunks
+    at once (Zarr decompression and the numpy maths release the GIL), still yielding them in order, with
+    at most 2 x threads chunks in memory."""
     selected = (select_stars(store, split, mode, min_visits, max_stars) if stars is None
                 else np.asarray(stars, dtype=np.int64))
     read = ChunkReader(store, mode, device)
-    for start in range(0, selected.size, chunk_stars):
-        yield read(selected[start:start + chunk_stars])
+    parts = [selected[start:start + chunk_stars] for start in range(0, selected.size, chunk_stars)]
+    if threads <= 1 or len(parts) <= 1:
+        for part in parts:
+            yield read(part)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=int(threads)) as pool:
+        pending = deque()
+        for part in parts:
+            pending.append(pool.submit(read, part))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 class TwinData:
@@ -236,17 +253,18 @@ class TwinData:
     In memory is the current design: loading streams star chunks (iter_chunks), but the result is held
     whole, ~ 3 x 4 x L bytes per twin (90 kB for APOGEE; 10^4 visits ~ 1 GB). `max_stars` caps it;
     `stars` (increasing star indices) replaces the selection; `device` (a CUDA device) normalises the
-    continua there (ChunkReader). For training on a whole survey, stream instead (recipe data.stream,
+    continua there (ChunkReader); `threads` chunks are read at once (default: cores, at most 8). For training on a whole survey, stream instead (recipe data.stream,
     pairspec.stream.TwinStream).
     """
 
     def __init__(self, store, split: str = "train", mode: str = "loo", min_visits: int = 2,
                  max_stars: int | None = None, chunk_stars: int = 256, stars: np.ndarray | None = None,
-                 device=None):
+                 device=None, threads: int | None = None):
         self.split, self.mode = split, mode
         self.grid, self.schema = store.grid, store.schema
         self.model_pixels = model_pixels(store.grid)
-        chunks = list(iter_chunks(store, split, mode, min_visits, max_stars, chunk_stars, stars, device))
+        threads = min(8, os.cpu_count() or 1) if threads is None else int(threads)
+        chunks = list(iter_chunks(store, split, mode, min_visits, max_stars, chunk_stars, stars, device, threads))
         n_pix, n_lab = self.model_pixels.size, len(store.schema)
         empty = {"x": np.zeros((0, 2, n_pix), np.float32), "target": np.zeros((0, n_pix), np.float32),
                  "target_w": np.zeros((0, n_pix), np.float32), "labels": np.zeros((0, n_lab), np.float32),
@@ -292,12 +310,42 @@ class _TwinTorchDataset:
         }
 
 
-def __getattr__(name: str):
-    # TwinTorchDataset subclasses torch's Dataset, built on first use so importing this module skips torch.
-    if name == "TwinTorchDataset":
+    def batch(self, indices) -> dict:
+        """The items at `indices`, stacked (what default collation of __getitem__ items gives), by one
+        fancy index per array instead of one Python call per item."""
         import torch
 
-        cls = type("TwinTorchDataset", (_TwinTorchDataset, torch.utils.data.Dataset), {"__module__": __name__})
+        idx = np.asarray(indices, dtype=np.int64)
+        t = self.twins
+        return {"x": torch.from_numpy(t.x[idx]), "target": torch.from_numpy(t.target[idx]),
+                "target_w": torch.from_numpy(t.target_w[idx]), "labels": torch.from_numpy(self.labels[idx]),
+                "label_mask": torch.from_numpy(self.label_mask[idx]), "snr": torch.from_numpy(self.snr[idx])}
+
+
+class _TwinBatches:
+    """torch Dataset whose items are whole batches: dataset[indices] = twin_dataset.batch(indices). Use it
+    with DataLoader(batch_size=None, sampler=<lists of indices>): no per-item calls, no collation. On a GPU,
+    per-item loading capped training at ~900 samples/s with 6 workers (tsn_base steps ran at ~3100/s;
+    benchmarks/results/gpu_h100.json). Reach it as `pairspec.data.TwinBatches`."""
+
+    def __init__(self, dataset: _TwinTorchDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices) -> dict:
+        return self.dataset.batch(indices)
+
+
+def __getattr__(name: str):
+    # TwinTorchDataset / TwinBatches subclass torch's Dataset, built on first use so importing this
+    # module skips torch.
+    bases = {"TwinTorchDataset": _TwinTorchDataset, "TwinBatches": _TwinBatches}
+    if name in bases:
+        import torch
+
+        cls = type(name, (bases[name], torch.utils.data.Dataset), {"__module__": __name__})
         globals()[name] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -309,18 +309,21 @@ class PairStore:
     def label_flags(self) -> np.ndarray:
         return np.asarray(self._g["stars/label_flags"][: self.n_stars])
 
-    def star_spectra(self, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(flux, ivar, pixmask) of the survey's combined spectra for a slice or index array."""
-        return self._spectra("stars", idx, self.n_stars)
+    def star_spectra(self, idx, pixmask: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(flux, ivar, pixmask) of the survey's combined spectra for a slice or index array; pixmask=False
+        skips reading the bitmask (half the bytes: int64) and returns None in its place."""
+        return self._spectra("stars", idx, self.n_stars, pixmask)
 
-    def visit_spectra(self, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self._spectra("visits", idx, self.n_visits)
+    def visit_spectra(self, idx, pixmask: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """As star_spectra, for visit rows."""
+        return self._spectra("visits", idx, self.n_visits, pixmask)
 
-    def _spectra(self, sub: str, idx, n: int):
+    def _spectra(self, sub: str, idx, n: int, pixmask: bool = True):
         g = self._g[sub]
+        names = ("flux", "ivar", "pixmask") if pixmask else ("flux", "ivar")
         if isinstance(idx, slice):
             sl = slice(*idx.indices(n))
-            return tuple(np.asarray(g[k][sl]) for k in ("flux", "ivar", "pixmask"))
+            return tuple(np.asarray(g[k][sl]) for k in names) + (() if pixmask else (None,))
         idx = np.asarray(idx, dtype=np.int64)
         if idx.size and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"{self.path}: {sub} index out of range [0, {n})")
@@ -328,7 +331,7 @@ class PairStore:
         # zarr orthogonal indexing needs increasing unique indices; it then reads the covering chunks
         uniq, inverse = np.unique(idx, return_inverse=True)
         return tuple(np.asarray(g[k].get_orthogonal_selection((uniq, slice(None))))[inverse]
-                     for k in ("flux", "ivar", "pixmask"))
+                     for k in names) + (() if pixmask else (None,))
 
     def to_xarray(self):
         """One xarray Dataset (dims star, visit, pixel, label; coords wavelength, label), lazy.

@@ -263,7 +263,9 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
         model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=ids)
     if tc.compile:
         model = torch.compile(model)
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=tc.batch_size, num_workers=tc.num_workers)
+    val_batches = [np.arange(i, min(i + tc.batch_size, len(val_ds))) for i in range(0, len(val_ds), tc.batch_size)]
+    val_loader = torch.utils.data.DataLoader(data.TwinBatches(val_ds), batch_size=None, sampler=val_batches,
+                                             num_workers=tc.num_workers)
     show = progress and rank == 0
 
     def save_last():
@@ -286,7 +288,8 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
                                         state["batch_in_epoch"], rank, world)
             else:
                 batches = epoch_batches(len(train_ds), tc.batch_size, config.run.seed, epoch, rank, world)
-                loader = torch.utils.data.DataLoader(train_ds, batch_sampler=batches[state["batch_in_epoch"]:],
+                loader = torch.utils.data.DataLoader(data.TwinBatches(train_ds), batch_size=None,
+                                                     sampler=batches[state["batch_in_epoch"]:],
                                                      num_workers=tc.num_workers, pin_memory=device.type == "cuda")
             for batch in loader:
                 if tc.max_steps is not None and state["step"] >= tc.max_steps:

@@ -182,6 +182,14 @@ def test_torch_dataset(store):
     assert (batch["labels"][~mask] == 0).all() and torch.isfinite(batch["labels"]).all()
     z = batch["labels"][:, 0].numpy()
     assert abs(z.mean()) < 1e-5 and z.std() == pytest.approx(1.0, rel=1e-4)
+    # whole-batch loading (what training uses) gives exactly the collated items, in sampler order
+    order = [np.array([3, 0, 5]), np.arange(len(ds) - 2, len(ds))]
+    loader = torch.utils.data.DataLoader(data.TwinBatches(ds), batch_size=None, sampler=order)
+    for idx, got in zip(order, loader):
+        want = torch.utils.data.default_collate([ds[int(i)] for i in idx])
+        assert got.keys() == want.keys()
+        for k in want:
+            assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k
 
 
 @pytest.mark.parametrize("mode", ["loo", "direct"])

@@ -194,3 +194,15 @@ def test_spectra_writer(tmp_path):
     np.testing.assert_array_equal(g["snr"][:], [1, 2, 3, 4, 5])
     assert np.asarray(g["id"][:]).tolist() == ["a", "b", "c", "d", "e"]
     assert np.asarray(g["star"][:]).tolist()[-1] == "w"
+
+
+def test_spectra_without_pixmask(tmp_path):
+    """pixmask=False reads flux and ivar only (training needs no bitmask) and gives the same arrays."""
+    store = _new(tmp_path / "s.zarr")
+    store.append(_records(3))
+    for getter, n in ((store.visit_spectra, store.n_visits), (store.star_spectra, store.n_stars)):
+        for idx in (slice(0, n), np.array([n - 1, 0])):
+            full, lean = getter(idx), getter(idx, pixmask=False)
+            assert lean[2] is None
+            np.testing.assert_array_equal(full[0], lean[0])
+            np.testing.assert_array_equal(full[1], lean[1])
