@@ -141,7 +141,8 @@ def _random_batch(batch: int, L: int, n_labels: int, device):
             "label_mask": torch.ones(batch, n_labels, dtype=torch.bool).to(device)}
 
 
-def stage_step(device, preset: str, batches: list[int], steps: int, env: dict, deadline: float) -> dict:
+def stage_step(device, preset: str, batches: list[int], steps: int, env: dict, deadline: float,
+               modes=(False, True), patch_size=None) -> dict:
     """Samples/s of the real optimizer step for eager and compiled tsn_base at the given batch sizes."""
     import contextlib
 
@@ -155,15 +156,16 @@ def stage_step(device, preset: str, batches: list[int], steps: int, env: dict, d
     cuda = device.type == "cuda"
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     tcfg = TrainSection(device=str(device))
-    out = {"preset": preset, "n_model_pix": L, "runs": []}
+    out = {"preset": preset, "patch_size_override": patch_size, "n_model_pix": L, "runs": []}
     peaks = _peaks(env)
-    for compiled in (False, True):
+    for compiled in modes:
         for batch in batches:
             if elapsed() > deadline:
                 out["runs"].append({"compiled": compiled, "batch": batch, "skipped": "time budget"})
                 continue
             try:
-                out["runs"].append(_one_step_run(preset, L, batch, compiled, steps, device, amp, tcfg, peaks, out))
+                out["runs"].append(_one_step_run(preset, L, batch, compiled, steps, device, amp, tcfg, peaks, out,
+                                                 patch_size))
             except Exception as err:  # noqa: BLE001 - e.g. out of memory at the larger batch: keep the others
                 out["runs"].append({"compiled": compiled, "batch": batch, "error": f"{type(err).__name__}: {err}"[:500]})
                 log(f"  step {'compiled' if compiled else 'eager'} batch {batch} failed: {err}")
@@ -172,14 +174,14 @@ def stage_step(device, preset: str, batches: list[int], steps: int, env: dict, d
     return out
 
 
-def _one_step_run(preset, L, batch, compiled, steps, device, amp, tcfg, peaks, out) -> dict:
+def _one_step_run(preset, L, batch, compiled, steps, device, amp, tcfg, peaks, out, patch_size=None) -> dict:
     import torch
 
     from pairspec.models import count_flops, count_parameters, create_model
     from pairspec.train import make_optimizer, train_step
 
     torch.manual_seed(0)
-    model = create_model(preset, L, 4).to(device)
+    model = create_model(preset, L, 4, patch_size=patch_size).to(device)
     out["parameters"], flops = count_parameters(model), count_flops(model)
     out["forward_gflop_per_spectrum"] = flops / 1e9
     runner = torch.compile(model) if compiled else model
@@ -201,6 +203,11 @@ def _one_step_run(preset, L, batch, compiled, steps, device, amp, tcfg, peaks, o
     if device.type == "cuda":
         run["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         torch.cuda.reset_peak_memory_stats(device)
+    if not compiled:  # the eager network's inference speed at this batch (bf16 autocast, as predict)
+        with torch.inference_mode(), amp():
+            model(b["x"])
+            fwd = _timed(lambda: model(b["x"]), device, 5)
+        run["forward_eager_spectra_per_s"] = round(batch / fwd, 1)
     log(f"  step {'compiled' if compiled else 'eager'} batch {batch}: {sps:.0f} samples/s {run}")
     return run
 
@@ -234,7 +241,7 @@ def _emulator_spectra(n: int, n_distinct: int, seed: int = 0):
     return flux, ivar
 
 
-def _untrained_predictor(preset: str, device):
+def _untrained_predictor(preset: str, device, patch_size=None):
     """A LabelPredictor around an untrained model with a checkpoint-like meta (speed only)."""
     from pairspec.data import LabelStats, model_pixels
     from pairspec.grid import APOGEE_GRID
@@ -247,10 +254,10 @@ def _untrained_predictor(preset: str, device):
     stats = LabelStats(np.zeros(K, np.float32), np.ones(K, np.float32), -np.ones(K, np.float32), np.ones(K, np.float32))
     meta = {"schema": APOGEE_DR17_SCHEMA.to_dict(), "grid": APOGEE_GRID.to_dict(), "label_stats": stats.to_dict(),
             "label_lo": [-1.0] * K, "label_hi": [1.0] * K, "n_model_pix": L, "calibration": None}
-    return LabelPredictor(create_model(preset, L, K), meta, device=str(device))
+    return LabelPredictor(create_model(preset, L, K, patch_size=patch_size), meta, device=str(device))
 
 
-def stage_predict(device, preset: str, n: int, batches: list[int], deadline: float) -> dict:
+def stage_predict(device, preset: str, n: int, batches: list[int], deadline: float, patch_size=None) -> dict:
     import torch
 
     from pairspec.models import count_flops
@@ -258,7 +265,7 @@ def stage_predict(device, preset: str, n: int, batches: list[int], deadline: flo
     t = time.perf_counter()
     flux, ivar = _emulator_spectra(n, min(n, 4096))
     out = {"preset": preset, "n_spectra": n, "make_spectra_s": round(time.perf_counter() - t, 1), "predict": []}
-    pred = _untrained_predictor(preset, device)
+    pred = _untrained_predictor(preset, device, patch_size)
     flops = count_flops(pred.model)
     pred.predict(flux[:512], ivar[:512], batch_size=256)  # warm-up
     for bs in batches:
@@ -331,7 +338,7 @@ def stage_train(device, args, store_path: str, run_dir: Path, deadline: float, s
     log(f"  twins loaded: train {len(tr)}, val {len(va)} in {load_s:.1f}s")
     T._load_data = lambda cfg: (tr, va, store.schema, store.grid)
 
-    reserve = 45.0 if not args.toy else 5.0  # calibration, last validation, checkpoint writing
+    reserve = 30.0 if not args.toy else 5.0  # calibration, last validation, checkpoint writing
     budget_s = max(deadline - elapsed() - reserve, 10.0)
     steps_per_epoch = max(1, len(tr) // args.batch_size)
     # epochs so the cosine schedule ends near the time limit (the limit is the guard: a data-bound run is slower)
@@ -397,6 +404,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--loader-workers", type=int, default=6)
+    ap.add_argument("--stages", default="env,step,predict,sim,train,evaluate",
+                    help="stages to run, in this order (the simulation starts at t=0 when sim is listed)")
+    ap.add_argument("--patch-size", type=int, default=None, help="override the preset's patch size (step, predict)")
+    ap.add_argument("--step-batches", default="256,512")
+    ap.add_argument("--step-modes", default="eager,compiled")
+    ap.add_argument("--expect-sps", type=float, default=2500.0,
+                    help="training samples/s assumed to plan epochs when the step stage did not run")
+    ap.add_argument("--train-until", type=float, default=0.88, help="fraction of the budget training may use up to")
     ap.add_argument("--simulate-only", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.simulate_only:
@@ -416,28 +431,38 @@ def main(argv=None) -> dict:
     res.data["args"] = vars(args)
     budget = args.budget_s
 
-    store_dir = work / "sim"
-    with open(out / "sim.log", "w") as simlog:
-        proc = subprocess.Popen(_simulate_cmd(args, store_dir), stdout=simlog, stderr=subprocess.STDOUT)
-    log(f"simulation of {args.stars} stars started (pid {proc.pid}, {args.workers} workers)")
-
-    env = res.stage("env", stage_env, device, args.toy)
-    step = res.stage("step", stage_step, device, args.preset, [args.batch_size] if args.toy else [256, 512],
-                     2 if args.toy else 10, env, 0.35 * budget)
-    res.stage("predict", stage_predict, device, args.preset, 256 if args.toy else 32768,
-              [128] if args.toy else [1024, 4096], 0.45 * budget)
-    sim = res.stage("sim", stage_wait_sim, proc, store_dir, 0.65 * budget)
-    if sim["ok"]:
-        compiled = [r for r in step.get("runs", []) if r.get("compiled") and r.get("batch") == args.batch_size
-                    and "samples_per_s" in r]
-        sps = compiled[0]["samples_per_s"] if compiled else None
-        trained = res.stage("train", stage_train, device, args, str(store_dir / "apogee.zarr"), work / "run",
-                            0.88 * budget, sps)
-        if trained["ok"]:
-            for name in ("metrics.jsonl",):
-                src = work / "run" / name
-                if src.exists():
-                    (out / name).write_text(src.read_text())
+    stages = [x.strip() for x in args.stages.split(",") if x.strip()]
+    store_dir, proc = work / "sim", None
+    if "sim" in stages:
+        with open(out / "sim.log", "w") as simlog:
+            proc = subprocess.Popen(_simulate_cmd(args, store_dir), stdout=simlog, stderr=subprocess.STDOUT)
+        log(f"simulation of {args.stars} stars started (pid {proc.pid}, {args.workers} workers)")
+    env, step, trained = {}, {}, {}
+    modes = [m == "compiled" for m in args.step_modes.split(",")]
+    for name in stages:
+        if name == "env":
+            env = res.stage("env", stage_env, device, args.toy)
+        elif name == "step":
+            step = res.stage("step", stage_step, device, args.preset,
+                             [args.batch_size] if args.toy else [int(b) for b in args.step_batches.split(",")],
+                             2 if args.toy else 10, env,
+                             (0.35 if "train" not in stages[:stages.index("step")] else 0.95) * budget,
+                             modes, args.patch_size)
+        elif name == "predict":
+            res.stage("predict", stage_predict, device, args.preset, 256 if args.toy else 32768,
+                      [128] if args.toy else [1024, 4096], 0.45 * budget, args.patch_size)
+        elif name == "sim":
+            res.stage("sim", stage_wait_sim, proc, store_dir, 0.65 * budget)
+        elif name == "train" and res.data["stages"].get("sim", {}).get("ok"):
+            compiled = [r for r in step.get("runs", []) if r.get("compiled") and r.get("batch") == args.batch_size
+                        and "samples_per_s" in r]
+            sps = compiled[0]["samples_per_s"] if compiled else args.expect_sps
+            trained = res.stage("train", stage_train, device, args, str(store_dir / "apogee.zarr"), work / "run",
+                                args.train_until * budget, sps)
+            src = work / "run" / "metrics.jsonl"
+            if src.exists():
+                (out / "metrics.jsonl").write_text(src.read_text())
+        elif name == "evaluate" and trained.get("ok"):
             res.stage("evaluate", stage_evaluate, trained["checkpoint"], str(store_dir / "apogee.zarr"),
                       str(store_dir / "truth.fits"), out, work, device)
             rep = work / "report" / "report.md"
