@@ -38,7 +38,7 @@ def simulate(
     workers: Annotated[int, typer.Option(help="Worker processes (output does not depend on it).")] = 1,
     store_only: Annotated[bool, typer.Option(
         "--store-only", help="Skip the FITS files: write OUT/apogee.zarr (the pair store `pairspec ingest` would "
-                             "make of them, ~4x faster) and OUT/truth.fits.")] = False,
+                             "make of them, ~2x faster than simulate + ingest) and OUT/truth.fits.")] = False,
 ) -> None:
     """Write a synthetic survey in the survey's REAL file format, with true labels beside it."""
     if survey.lower() != "apogee":

@@ -11,8 +11,9 @@ array); what differs:
 - star order: ingest sorts by the kept file's path; here stars come in the order of their first
   file's path (they differ only for the ~3 % of stars with a second allStar row, when that row wins);
 - no allStar file, no apStar tree, no skipped-files report (rows skipped are counted in the summary);
-- writing FITS is ~3/4 of the simulator's CPU time, so this is ~4x faster per star: the way to make
-  surveys of 10^4-10^5 stars (GPU benchmarks) in minutes.
+- writing FITS is ~3/4 of the simulator's CPU time, and reading it back is the ingest: 300 stars took
+  18 s here against 33 s + 6 s for simulate + ingest (2 processes, 2 cores), and 20k stars 137 s on 12
+  processes of a 16-core machine: the way to make surveys of 10^4-10^5 stars (GPU runs) in minutes.
 
 truth.fits is written beside the store (needs astropy); pass truth=None to skip it.
 """
