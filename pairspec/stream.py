@@ -23,6 +23,8 @@ at read time (no good pixel) are still counted.
 
 from __future__ import annotations
 
+import os
+
 import queue
 import threading
 from typing import Iterator
@@ -118,7 +120,7 @@ class TwinStream:
 
     def __init__(self, store, split: str = "train", mode: str = "loo", min_visits: int = 2,
                  max_stars: int | None = None, chunk_stars: int = 64, shuffle_buffer: int = 4096,
-                 label_cols=None, device=None):
+                 label_cols=None, device=None, read_threads: int | None = None):
         if chunk_stars < 1 or shuffle_buffer < 0:
             raise ValueError(f"chunk_stars must be >= 1 and shuffle_buffer >= 0, got {chunk_stars}, {shuffle_buffer}")
         self.store, self.split, self.mode, self.label_cols = store, split, mode, label_cols
@@ -133,6 +135,7 @@ class TwinStream:
         self.n_pix = int(model_pixels(store.grid).size)
         self.max_held = 0
         self._reader, self.device = None, device  # device: where ChunkReader normalises continua
+        self.read_threads = min(4, os.cpu_count() or 1) if read_threads is None else int(read_threads)
 
     def __repr__(self) -> str:
         return (f"TwinStream(split={self.split!r}, mode={self.mode!r}, twins~{self.n_twins}, "
@@ -164,6 +167,28 @@ class TwinStream:
             chunk["labels"] = chunk["labels"][:, list(self.label_cols)]
         return chunk
 
+    def _read_ahead(self, order: list[int]) -> Iterator[dict]:
+        """self.read(c) for c in order, in order; with read_threads > 1 the next chunks are read on that
+        many threads meanwhile (Zarr decompression and numpy release the GIL; at most 2 x read_threads
+        chunks ahead)."""
+        if self.read_threads <= 1 or len(order) <= 1:
+            for c in order:
+                yield self.read(c)
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._reader is None:  # one reader shared by the threads: build it before they start
+            self._reader = ChunkReader(self.store, self.mode, self.device)
+        with ThreadPoolExecutor(max_workers=self.read_threads) as pool:
+            pending = deque()
+            for c in order:
+                pending.append(pool.submit(self.read, c))
+                if len(pending) >= 2 * self.read_threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
     def batches(self, seed: int, epoch: int, batch_size: int, n_batches: int | None = None,
                 rank: int = 0, world: int = 1) -> Iterator[dict]:
         """This rank's batches (dicts of numpy arrays, KEYS, batch_size // world rows) for one epoch:
@@ -177,8 +202,7 @@ class TwinStream:
         buf, done, order = _Buffer(cap + biggest), 0, mine
         while done < n_batches:
             added = 0
-            for c in order:
-                chunk = self.read(c)
+            for chunk in self._read_ahead(order):
                 buf.add(chunk)
                 added += len(chunk["x"])
                 self.max_held = max(self.max_held, buf.n)
