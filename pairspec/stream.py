@@ -6,9 +6,9 @@ chunks out to the ranks (each chunk to the rank with the fewest twins so far: di
 about one chunk). A rank reads its chunks one at a time (data.ChunkReader: continuum normalisation
 and leave-one-out targets, as TwinData does) into a shuffle buffer, and after each chunk draws random
 batches out of the buffer until at most `shuffle_buffer` twins are left; when its chunks are done it
-empties the buffer in random batches. So a rank never holds more than shuffle_buffer + one chunk of
-twins (`max_held` records the peak), and a single process sees every twin once per epoch (the last
-partial batch is dropped).
+empties the buffer in random batches. So a rank's buffer never holds more than shuffle_buffer + one
+chunk of twins (`max_held` records the peak; up to 2 x read_threads further chunks are being read
+ahead), and a single process sees every twin once per epoch (the last partial batch is dropped).
 
 Steps per epoch are fixed up front from the star table: twins = visits of the selected stars (loo,
 coadd) or stars (direct), steps = twins // batch_size. Every rank yields exactly that many batches of
