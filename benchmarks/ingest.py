@@ -11,6 +11,9 @@
 disk, same bytes read), to show that ingest memory does not grow with the number of stars without
 simulating (and storing) K times more files. The JSON says when this was done.
 All files are read once before the timings, so every rate is for a warm page cache.
+--repeat N runs (a), (a') and (b) N times, interleaved, because a shared 2-core machine drifts by
+tens of percent within a minute: the rates are the medians over the rounds (each round's rates
+and ratios are in "rounds"), and the ratios are of those medians.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import json
 import os
 import platform
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,6 +117,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     ap.add_argument("--replicate", type=int, default=1, help="hard-link --sim-dir K times under new ids")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds of all three timings")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="pairspec-bench-") as tmp:
@@ -130,27 +136,43 @@ def main(argv=None) -> dict:
         if not files:
             sys.exit(f"{root}: no apStar/asStar files under apo25m/, lco25m/ or apo1m/")
         warm_page_cache(files)  # every timing below reads from memory, whatever ran before
-        bare = bare_loop(files)
-        bare_par = bare_pool(files, args.workers)
-        store = str(Path(tmp) / "bench.zarr")
-        child = subprocess.run([sys.executable, "-c", _CHILD, str(root), store, str(args.workers)],
-                               capture_output=True, text=True, check=False)
-        if child.returncode != 0:
-            sys.exit(f"ingest failed:\n{child.stderr[-3000:]}")
-        ing = json.loads(child.stdout.strip().splitlines()[-1])
+        rounds = []
+        for r in range(max(1, args.repeat)):
+            bare = bare_loop(files)
+            bare_par = bare_pool(files, args.workers)
+            store = str(Path(tmp) / f"bench{r}.zarr")
+            child = subprocess.run([sys.executable, "-c", _CHILD, str(root), store, str(args.workers)],
+                                   capture_output=True, text=True, check=False)
+            if child.returncode != 0:
+                sys.exit(f"ingest failed:\n{child.stderr[-3000:]}")
+            ing = json.loads(child.stdout.strip().splitlines()[-1])
+            shutil.rmtree(store, ignore_errors=True)
+            rounds.append({"bare_visits_per_s": bare["visits"] / bare["elapsed_s"],
+                           "bare_pool_visits_per_s": bare_par["visits"] / bare_par["elapsed_s"],
+                           "ingest_visits_per_s": ing["visits"] / ing["elapsed_s"], "ingest": ing})
 
-    bare_rate = bare["visits"] / bare["elapsed_s"]
-    ingest_rate = ing["visits"] / ing["elapsed_s"]
+    def median(key):
+        return statistics.median(r[key] for r in rounds)
+
+    bare_rate, pool_rate, ingest_rate = (median(k) for k in ("bare_visits_per_s", "bare_pool_visits_per_s",
+                                                             "ingest_visits_per_s"))
+    ing = rounds[-1]["ingest"]
     result = {
         "stars": ing["stars"], "visits": ing["visits"], "files": bare["files"], "skipped": ing["skipped"],
         "bare_visits_per_s": round(bare_rate, 1), "ingest_visits_per_s": round(ingest_rate, 1),
         "ratio": round(ingest_rate / bare_rate, 3),
-        "bare_pool_visits_per_s": round(bare_par["visits"] / bare_par["elapsed_s"], 1),
-        "ratio_vs_bare_pool": round(ingest_rate / (bare_par["visits"] / bare_par["elapsed_s"]), 3),
+        "bare_pool_visits_per_s": round(pool_rate, 1),
+        "ratio_vs_bare_pool": round(ingest_rate / pool_rate, 3),
         "replicated": args.replicate,
-        "peak_rss_mb": round(max(ing["writer_rss_mb"], ing["reader_rss_mb"]), 1),
-        "peak_rss_mb_writer": round(ing["writer_rss_mb"], 1), "peak_rss_mb_reader": round(ing["reader_rss_mb"], 1),
+        "peak_rss_mb": round(max(max(r["ingest"]["writer_rss_mb"], r["ingest"]["reader_rss_mb"]) for r in rounds), 1),
+        "peak_rss_mb_writer": round(max(r["ingest"]["writer_rss_mb"] for r in rounds), 1),
+        "peak_rss_mb_reader": round(max(r["ingest"]["reader_rss_mb"] for r in rounds), 1),
         "workers": args.workers,
+        "repeat": len(rounds),
+        "rounds": [{k: round(r[k], 1) for k in ("bare_visits_per_s", "bare_pool_visits_per_s", "ingest_visits_per_s")}
+                   | {"ratio": round(r["ingest_visits_per_s"] / r["bare_visits_per_s"], 3),
+                      "ratio_vs_bare_pool": round(r["ingest_visits_per_s"] / r["bare_pool_visits_per_s"], 3)}
+                   for r in rounds],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "processor": platform.processor() or platform.machine()},
         "self_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

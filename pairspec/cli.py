@@ -68,8 +68,9 @@ def ingest(
     survey: Annotated[str, typer.Argument(help="Survey adapter name (see `pairspec info --surveys`).")],
     source: Annotated[str, typer.Argument(help="Survey data root, laid out as on the survey's servers.")],
     store: Annotated[str, typer.Argument(help="Pair store to create or extend (path or fsspec URL).")],
-    workers: Annotated[Optional[int], typer.Option(help="Reader processes; default: all cores.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Stars per atomic append to the store.")] = 256,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Processes that read and write (local store); default: all cores. 1: this process only.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Units (stars) per atomic batch appended to the store.")] = 256,
     strict: Annotated[bool, typer.Option(help="APOGEE: also treat persistence and sky-line bits as bad.")] = False,
     limit: Annotated[Optional[int], typer.Option(help="Ingest at most this many stars (for trials).")] = None,
 ) -> None:

@@ -1,16 +1,24 @@
-"""`pairspec ingest`: survey files -> pair store. One writer process, parallel readers, resumable.
+"""`pairspec ingest`: survey files -> pair store. Parallel reader-writers, one committer, resumable.
 
-Units are discovered, sorted by unit_id and read in a process pool with ORDERED imap, so the single
-writer appends the same records in the same batches on every run; units already in the store are
-skipped, so a rerun after a crash finishes the job (store.py repairs an interrupted batch).
+Units are discovered and sorted by unit_id; units already in the store are skipped, so a rerun after
+a crash finishes the job (store.py repairs an interrupted batch). On a local store with workers > 1,
+each worker process reads a batch of units AND writes its rows into the store itself (spectra never
+cross processes); this process decides, in batch order, which records are kept (duplicates), where
+each batch's rows go, and commits the batches in order (docs/data-model.md, "Ingest"). Otherwise
+(workers <= 1, or a store URL other processes cannot open, such as memory://) the records are read
+in this process or a reader pool and appended here. Both give the same store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import queue
+import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -64,7 +72,7 @@ def _read_unit(unit: WorkUnit):
     problem = record_problem(record, _ADAPTER.grid.npix, len(_ADAPTER.schema))
     if problem:
         return unit, None, Skip(unit.path, problem, record.star_id), None
-    masked = (int((record.visit_ivar[:, _USABLE] == 0).sum()), record.n_visits * int(_USABLE.sum()))
+    masked = (int(np.count_nonzero((record.visit_ivar == 0) & _USABLE)), record.n_visits * int(_USABLE.sum()))
     return unit, record, None, masked
 
 
@@ -78,22 +86,31 @@ def _resolve_adapter(survey, adapter_options):
     return survey
 
 
-def _open_or_create(store_path: str, adapter, source: str, adapter_options, chunk: int):
-    from pairspec.store import create_store, open_store
+def _open_existing(store_path: str, adapter):
+    """The pair store at `store_path` opened for append, or None when there is none yet (or only a
+    creation cut off before its marker, which create_store may overwrite). ValueError if it holds
+    another survey, grid or label set."""
+    from pairspec.store import open_store
 
     try:
         store = open_store(store_path, mode="a")
     except (FileNotFoundError, ValueError) as err:
         if isinstance(err, ValueError) and "not a pairspec store" not in str(err):
             raise
-        # nothing there, or a creation cut off before its marker (create_store refuses anything else)
-        prov = {"adapter": f"{type(adapter).__module__}.{type(adapter).__qualname__}",
-                "adapter_options": adapter_options or {}, "source": str(source)}
-        return create_store(store_path, adapter.name, adapter.release, adapter.grid, adapter.schema, prov, chunk)
+        return None
     if store.survey != adapter.name or store.grid != adapter.grid or store.schema.names != adapter.schema.names:
         raise ValueError(f"{store_path}: store holds {store.survey} {store.release} on a {store.grid.npix}-px grid "
                          f"with labels {store.schema.names}; the {adapter.name} adapter does not match")
     return store
+
+
+def _create(store_path: str, adapter, source: str, adapter_options, chunk: int):
+    from pairspec.store import create_store
+
+    # create_store refuses to overwrite anything but an unfinished pair store
+    prov = {"adapter": f"{type(adapter).__module__}.{type(adapter).__qualname__}",
+            "adapter_options": adapter_options or {}, "source": str(source)}
+    return create_store(store_path, adapter.name, adapter.release, adapter.grid, adapter.schema, prov, chunk)
 
 
 def ingest(survey, source: str, store_path: str, workers: int | None = None, batch_size: int = 256,
@@ -106,18 +123,75 @@ def ingest(survey, source: str, store_path: str, workers: int | None = None, bat
     """
     t0 = time.perf_counter()
     adapter = _resolve_adapter(survey, adapter_options)
-    discovery = adapter.discover(source)
-    units = sorted(discovery.units, key=lambda u: u.unit_id)
-    if limit is not None:
-        units = units[: int(limit)]
-    store = _open_or_create(str(store_path), adapter, source, adapter_options, chunk)
-    todo = [u for u in units if u.unit_id not in store.sources]
-    report = IngestReport(store=str(store_path), n_pixels=adapter.grid.npix,
-                          skipped=list(discovery.skipped), already_present=len(units) - len(todo))
-    # batches end where the committed count reaches a multiple of `batch` (a multiple of the shard
-    # length): star shards are then written by one batch each, whatever was skipped before
-    batch = max(1, math.ceil(batch_size / store.chunk)) * store.chunk
-    masked = [0, 0]  # ivar == 0 pixels, all pixels, within the usable blocks
+    n_workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    local = _local_path(str(store_path))
+    # parallel writers start before discovery, so that their start-up (imports) overlaps it
+    writers = _Workers(adapter, local, n_workers) if n_workers > 1 and local is not None and _HAS_FCNTL else None
+    with _removed_after(writers and _lock_file(local)), writers or contextlib.nullcontext():
+        discovery = adapter.discover(source)
+        units = sorted(discovery.units, key=lambda u: u.unit_id)
+        if limit is not None:
+            units = units[: int(limit)]
+        existing = _open_existing(str(store_path), adapter)
+        todo = units if existing is None else [u for u in units if u.unit_id not in existing.sources]
+
+        def the_store():  # a new store is created once the parallel workers have their first orders
+            if existing is not None:
+                return existing
+            return _create(str(store_path), adapter, source, adapter_options, chunk)
+
+        report = IngestReport(store=str(store_path), n_pixels=adapter.grid.npix,
+                              skipped=list(discovery.skipped), already_present=len(units) - len(todo))
+        masked = [0, 0]  # ivar == 0 pixels, all pixels, within the usable blocks
+        if writers is not None and len(todo) > 1:
+            store = _ingest_parallel(writers, the_store, todo, max(1, int(batch_size)), report, masked, progress,
+                                     _after_batch)
+        else:
+            store = the_store()
+            # a multiple of the shard length, so that star shards are written by one batch each
+            batch = max(1, math.ceil(batch_size / store.chunk)) * store.chunk
+            _ingest_here(adapter, store, todo, n_workers, batch, report, masked, progress, _after_batch)
+    report.masked_fraction = masked[0] / masked[1] if masked[1] else float("nan")
+    report.store_n_stars, report.store_n_visits = store.n_stars, store.n_visits
+    report.elapsed_s = round(time.perf_counter() - t0, 3)
+    _save_report(store, str(store_path), report)
+    return report
+
+
+try:
+    import fcntl  # noqa: F401 - the parallel writers lock shared chunks with POSIX record locks
+
+    _HAS_FCNTL = True
+except ImportError:
+    _HAS_FCNTL = False
+
+
+def _lock_file(path: str) -> str:
+    from pairspec.store import lock_path
+
+    return lock_path(path)
+
+
+@contextlib.contextmanager
+def _removed_after(path: str | None):
+    try:
+        yield
+    finally:
+        if path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _local_path(store_path: str) -> str | None:
+    """The directory of a local store (writer processes open it themselves), else None."""
+    if "://" not in store_path:
+        return store_path
+    return store_path.removeprefix("file://") if store_path.startswith("file://") else None
+
+
+def _ingest_here(adapter, store, todo, workers, batch, report, masked, progress, _after_batch) -> None:
+    """Single writer: records read here (or in a reader pool) are appended by this process; a batch is
+    flushed whenever the committed count reaches a multiple of `batch` (star shards written whole)."""
 
     def flush(records, n_batches):
         store.append(records, contents_checked=True)
@@ -149,33 +223,257 @@ def ingest(survey, source: str, store_path: str, workers: int | None = None, bat
             bar(report.n_stars + len(pending), report.n_visits + pending_visits)
         if pending:
             flush(pending, n_batches + 1)
-    report.masked_fraction = masked[0] / masked[1] if masked[1] else float("nan")
-    report.store_n_stars, report.store_n_visits = store.n_stars, store.n_visits
-    report.elapsed_s = round(time.perf_counter() - t0, 3)
-    _save_report(store, str(store_path), report)
-    return report
+
+
+def _ingest_parallel(workers: "_Workers", the_store, todo, batch, report, masked, progress, _after_batch):
+    """Parallel writers: consecutive batches of at most `batch` units (`_guided_batches`). A worker
+    reads its batch and sends back a summary (star id, source, visit count, masked counts, or the
+    Skip of each unit); here, strictly in batch order, duplicates are refused, the batch gets its first star and visit rows,
+    the arrays are grown to cover them (`reserve`), and the worker is told to write them
+    (`write_batch`: whole chunks directly, the chunk shared with a neighbouring batch under its
+    lock). Batches are committed in order once written. The kept records, their order and their
+    rows are those of the single-writer path, so the store is the same."""
+    from pairspec.store import _Key
+
+    batches = _guided_batches(todo, batch, workers.n)
+    plans: dict[int, tuple] = {}  # batch -> (first star row, first visit row, keys, n visits)
+    summaries: dict[int, tuple] = {}  # batch -> (worker, summary), waiting for its turn to be planned
+    written: set[int] = set()  # batches on disk, waiting for their turn to be committed
+    seen: dict[str, int] = {}  # star ids and sources of this ingest -> their batch
+    next_read = next_plan = next_commit = n_batches = 0
+    with _progress(progress, len(todo)) as bar:
+        for _ in range(2):  # two read orders per worker: one to read while the other waits to be written
+            for wid in range(workers.n):
+                if next_read < len(batches):
+                    workers.send(wid, ("read", next_read, batches[next_read]))
+                    next_read += 1
+        store = the_store()  # (created, if new, while the workers read)
+        star_end, visit_end = store.n_stars, store.n_visits
+        while next_commit < len(batches):
+            kind, k, wid, payload = workers.receive()
+            if kind == "read":
+                summaries[k] = (wid, payload)
+                while next_plan in summaries:  # plan in batch order: rows follow the unit order
+                    wid_p, summary = summaries.pop(next_plan)
+                    keep, keys, n_visits = [], [], 0
+                    for i, (skip, key, counts) in enumerate(summary):
+                        if key is not None:
+                            star_id, source, nv = key
+                            problem = store.duplicate_problem(_Key(star_id, source))
+                            # as the single writer words it: a star of an earlier batch is in the
+                            # store by the time this one is committed
+                            if problem is None and seen.get(star_id, next_plan) < next_plan:
+                                problem = f"star {star_id} is already in the store"
+                            elif problem is None and seen.get(source, next_plan) < next_plan:
+                                problem = f"source {source} is already in the store"
+                            elif problem is None and (star_id in seen or source in seen):
+                                problem = "star appears twice in this ingest"
+                            if problem:
+                                skip = Skip(batches[next_plan][i].path, problem, star_id)
+                        if skip is not None:
+                            report.skipped.append(skip)
+                            continue
+                        keep.append(i)
+                        keys.append((star_id, source))
+                        n_visits += nv
+                        masked[0], masked[1] = masked[0] + counts[0], masked[1] + counts[1]
+                        seen[star_id] = seen[source] = next_plan
+                    plans[next_plan] = (star_end, visit_end, keys, n_visits)
+                    if keys:  # grown before anyone writes there; with room for a few more batches
+                        store.reserve(star_end + len(keys), visit_end + n_visits, 3 * batch, 3 * n_visits)
+                    workers.send(wid_p, ("write", next_plan, keep, star_end, visit_end, store.chunk))
+                    star_end, visit_end = star_end + len(keys), visit_end + n_visits
+                    next_plan += 1
+            else:  # "done": batch k is on disk
+                written.add(k)
+                if next_read < len(batches):
+                    workers.send(wid, ("read", next_read, batches[next_read]))
+                    next_read += 1
+                while next_commit in written:
+                    written.remove(next_commit)
+                    s0, v0, keys, n_visits = plans.pop(next_commit)
+                    if keys:
+                        store.commit_batch(s0 + len(keys), v0 + n_visits, keys)
+                        report.n_stars += len(keys)
+                        report.n_visits += n_visits
+                        n_batches += 1
+                        if _after_batch is not None:
+                            _after_batch(n_batches)
+                    bar(report.n_stars, report.n_visits, advance=len(batches[next_commit]))
+                    next_commit += 1
+    store.trim()  # the rows reserved past the last batch
+    return store
+
+
+def _guided_batches(units: list, size: int, workers: int) -> list[list]:
+    """Consecutive batches of `size` units, getting smaller towards the end (each at most 1/(2 x
+    workers) of what is left, and at least size/8) so that the workers finish together instead of
+    one waiting for the other's last full batch (guided self-scheduling)."""
+    batches, i, smallest = [], 0, max(1, size // 8)
+    while i < len(units):
+        n = min(size, max(smallest, math.ceil((len(units) - i) / (2 * workers))))
+        batches.append(units[i:i + n])
+        i += n
+    return batches
+
+
+class _Workers:
+    """The reader-writer processes of a parallel ingest (spawn): one inbox each, one shared outbox.
+    A worker that dies or raises stops the ingest with its error; leaving the block stops them all."""
+
+    def __init__(self, adapter, path: str, n: int):
+        self.args, self.n, self.procs = (adapter, path), n, []
+
+    def __enter__(self):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # no fork of a process that may hold torch / zarr threads
+        self.outbox = ctx.Queue()
+        self.inboxes = [ctx.Queue() for _ in range(self.n)]
+        for wid, inbox in enumerate(self.inboxes):
+            proc = ctx.Process(target=_worker_main, args=(*self.args, wid, inbox, self.outbox), daemon=True,
+                               name=f"pairspec-ingest-{wid}")
+            proc.start()
+            self.procs.append(proc)
+        return self
+
+    def send(self, wid: int, message) -> None:
+        self.inboxes[wid].put(message)
+
+    def receive(self):
+        while True:
+            try:
+                kind, k, wid, payload = self.outbox.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in self.procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(f"ingest worker {dead[0].name} died (exit code {dead[0].exitcode})") from None
+                continue
+            if kind == "error":
+                raise RuntimeError(f"ingest worker {wid} failed on batch {k}:\n{payload}")
+            return kind, k, wid, payload
+
+    def __exit__(self, *exc):
+        for inbox in self.inboxes:
+            inbox.put(None)
+        for proc in self.procs:
+            proc.join(timeout=10 if exc[0] is None else 0.5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+        # the workers are gone: messages nobody will read must not hold this process at exit
+        for q in (*self.inboxes, self.outbox):
+            q.cancel_join_thread()
+            q.close()
+        return False
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker the moment the ingest process dies (even by SIGKILL),
+    so no orphan can write into a store that a rerun is repairing."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _worker_main(adapter, path: str, wid: int, inbox, outbox) -> None:
+    """Loop of one parallel-ingest worker. Orders: ("read", k, units) -> ("read", k, wid, summary);
+    ("write", k, keep, star row, visit row, chunk) -> ("done", k, wid, None); None -> exit. Read
+    orders queue up, and a write order is served between two units of the batch being read, so the
+    worker never idles while the coordinator waits for an earlier batch's summary. Exits by itself
+    if the ingest process goes away."""
+    import collections
+    import multiprocessing as mp
+
+    from pairspec.store import write_batch
+
+    _die_with_parent()
+    _init_reader(adapter)
+    parent, k = mp.parent_process(), -1
+    reads: collections.deque = collections.deque()  # [k, units, results so far], in batch order
+    held: dict[int, list] = {}  # read batches waiting for their write order
+    while True:
+        try:
+            message = inbox.get_nowait() if reads else inbox.get(timeout=1.0)
+        except queue.Empty:
+            if not reads:
+                if parent is not None and not parent.is_alive():
+                    return
+                continue
+            message = ()  # nothing new: read the next unit
+        if message is None:
+            return
+        try:
+            if not message:
+                k, units, results = reads[0]
+                results.append(_read_unit(units[len(results)]))
+                if len(results) == len(units):
+                    reads.popleft()
+                    held[k] = results
+                    summary = [(skip, None, None) if record is None else
+                               (None, (record.star_id, record.source, record.n_visits), counts)
+                               for _, record, skip, counts in results]
+                    outbox.put(("read", k, wid, summary))
+            elif message[0] == "read":
+                reads.append((message[1], message[2], []))
+            else:
+                _, k, keep, star_row, visit_row, chunk = message
+                results = held.pop(k)
+                records = [results[i][1] for i in keep]
+                del results
+                if records:
+                    write_batch(path, records, star_row, visit_row, chunk)
+                del records
+                outbox.put(("done", k, wid, None))
+        except BaseException:  # noqa: BLE001 - reported to the ingest process, which stops
+            outbox.put(("error", k, wid, traceback.format_exc()))
+            return
 
 
 class _reader:
-    """Context manager yielding (unit, record, skip) in unit order, in-process or from a spawn pool."""
+    """Context manager yielding (unit, record, skip) in unit order, in-process or from a spawn pool.
+    The pool runs at most `window` units ahead of the consumer, so memory does not grow with the
+    number of units when the consumer (the single writer) is the slower side."""
 
-    def __init__(self, adapter, workers, units):
+    def __init__(self, adapter, workers, units, window: int = 64):
         self.adapter, self.units = adapter, units
         self.workers = (os.cpu_count() or 1) if workers is None else int(workers)
-        self.pool = None
+        self.pool, self.window = None, window
 
     def __enter__(self):
         if self.workers <= 1 or len(self.units) <= 1:
             _init_reader(self.adapter)
             return map(_read_unit, self.units)
         import multiprocessing as mp
+        import threading
 
         # spawn: no fork of a process that may hold torch / zarr threads
         self.pool = mp.get_context("spawn").Pool(self.workers, initializer=_init_reader, initargs=(self.adapter,))
-        return self.pool.imap(_read_unit, self.units, chunksize=2)
+        self.slots, self.stop = threading.Semaphore(self.window), False
+
+        def feed():  # runs in the pool's task-feeding thread
+            for unit in self.units:
+                self.slots.acquire()
+                if self.stop:
+                    return
+                yield unit
+
+        def results():
+            for item in self.pool.imap(_read_unit, feed(), chunksize=2):
+                self.slots.release()
+                yield item
+
+        return results()
 
     def __exit__(self, *exc):
         if self.pool is not None:
+            self.stop = True
+            self.slots.release(self.window + 1)  # unblock the feeder so it can see `stop`
             self.pool.terminate()
             self.pool.join()
         return False
@@ -189,7 +487,7 @@ class _progress:
 
     def __enter__(self):
         if not self.enabled:
-            return lambda stars, visits: None
+            return lambda stars, visits, advance=1: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
@@ -197,8 +495,8 @@ class _progress:
         self.bar.start()
         task = self.bar.add_task("", total=self.total)
 
-        def update(stars, visits):
-            self.bar.update(task, advance=1, description=f"{stars} stars, {visits} visits")
+        def update(stars, visits, advance=1):
+            self.bar.update(task, advance=advance, description=f"{stars} stars, {visits} visits")
 
         return update
 

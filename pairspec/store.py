@@ -7,10 +7,14 @@ interrupted batch, so a rerun gives exactly the store an uninterrupted run would
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import uuid
 import warnings
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -169,6 +173,7 @@ class PairStore:
             self._truncate_uncommitted()
         self._ids = set(_as_str(group["stars/id"][: self.n_stars]).tolist()) if mode == "a" else None
         self._sources: set[str] | None = None
+        self._arrays: _Arrays | None = None  # opened on the first write
 
     def __repr__(self) -> str:
         return f"PairStore({self.path!r}, {self.survey} {self.release}: {self.n_stars} stars, {self.n_visits} visits)"
@@ -241,52 +246,54 @@ class PairStore:
         self._commit(self.n_stars + len(records), self.n_visits + len(visits["star"]), records)
 
     def _columns(self, records: list[StarRecord]) -> tuple[dict, dict]:
-        nv = np.array([r.n_visits for r in records], dtype=np.int64)
-        first = self.n_visits + np.concatenate([[0], np.cumsum(nv)[:-1]])
-        meta = [dict(r.meta or {}) for r in records]
-        rest = [{k: v for k, v in m.items() if k not in _META_COLUMNS} for m in meta]
-        stars = {
-            "id": [r.star_id for r in records], "source": [r.source for r in records],
-            "split": np.array([split_of(r.star_id) for r in records], dtype=np.int8),
-            "snr": np.array([r.snr for r in records], dtype=np.float32),
-            "n_visits": nv, "first_visit": first.astype(np.int64),
-            "ra": np.array([_float(m.get("ra")) for m in meta]),
-            "dec": np.array([_float(m.get("dec")) for m in meta]),
-            "star_flags": np.array([int(r.star_flags) for r in records], dtype=np.int64),
-            "telescope": [str(m.get("telescope", "") or "").strip() for m in meta],
-            "field": [str(m.get("field", "") or "").strip() for m in meta],
-            "meta_json": [json.dumps(m, sort_keys=True, default=_jsonable) for m in rest],
-            "labels": np.stack([r.labels for r in records]), "label_err": np.stack([r.label_err for r in records]),
-            "label_flags": np.stack([r.label_flags for r in records]),
-            "flux": np.stack([r.coadd_flux for r in records]), "ivar": np.stack([r.coadd_ivar for r in records]),
-            "pixmask": np.stack([r.coadd_pixmask for r in records]),
-        }
-        cat = np.concatenate
-        visits = {
-            "star": np.repeat(np.arange(self.n_stars, self.n_stars + len(records), dtype=np.int64), nv),
-            "visit_id": [str(v) for r in records for v in r.visit_id],
-            "mjd": cat([r.visit_mjd for r in records]), "snr": cat([r.visit_snr for r in records]),
-            "snr_survey": cat([r.visit_snr_survey for r in records]), "fiber": cat([r.visit_fiber for r in records]),
-            "flux": cat([r.visit_flux for r in records]), "ivar": cat([r.visit_ivar for r in records]),
-            "pixmask": cat([r.visit_pixmask for r in records]),
-        }
-        return stars, visits
+        return batch_columns(records, self.n_stars, self.n_visits)
 
-    def _write(self, sub: str, start: int, columns: dict) -> None:
-        specs = STAR_ARRAYS if sub == "stars" else VISIT_ARRAYS
-        for name, values in columns.items():
-            arr = self._g[f"{sub}/{name}"]
-            dtype = specs[name][0]
-            values = np.array(values, dtype=object) if dtype is str else np.asarray(values, dtype=dtype)
-            end = start + len(values)
-            arr.resize((end,) + arr.shape[1:])
-            arr[start:end] = values
+    def _write(self, sub: str, start: int, columns: dict, resize: bool = True) -> None:
+        """Write `columns` at row `start` of group `sub`; `resize`: set the arrays' length to the end
+        of these rows first (False: they were grown by `reserve`, which a shrink would undo)."""
+        _write_rows(self._open_arrays(), sub, start, columns, resize)
 
-    def _commit(self, n_stars: int, n_visits: int, records: list[StarRecord]) -> None:
+    def _open_arrays(self) -> "_Arrays":
+        if self._arrays is None:
+            self._arrays = _Arrays(self._g)
+        return self._arrays
+
+    def _commit(self, n_stars: int, n_visits: int, records) -> None:
+        """`records`: what was appended (anything with .star_id and .source)."""
         self._g.attrs.update({"n_stars": int(n_stars), "n_visits": int(n_visits)})  # one write: the commit
         self.n_stars, self.n_visits = n_stars, n_visits
         self._ids.update(r.star_id for r in records)
         self.sources.update(r.source for r in records)
+
+    # ---- parallel writers (pairspec.ingest) -------------------------------------------------
+    def reserve(self, n_stars: int, n_visits: int, spare_stars: int = 0, spare_visits: int = 0) -> None:
+        """Grow every array to at least `n_stars` / `n_visits` rows (never shrinks), so that writer
+        processes can fill rows past the committed counts; rows are visible only once committed.
+        An array that must grow gets `spare_*` more rows, so that it need not grow every batch
+        (`trim` cuts them when the ingest ends)."""
+        self._require_append()
+        arrays = self._open_arrays()
+        for sub, n, spare in (("stars", n_stars, spare_stars), ("visits", n_visits, spare_visits)):
+            for key in arrays.keys(sub):
+                arr = arrays.get(key)
+                if arr.shape[0] < n:
+                    arr.resize((n + spare,) + arr.shape[1:])
+
+    def trim(self) -> None:
+        """Cut every array to the committed rows (after `reserve` grew them past the last batch)."""
+        self._require_append()
+        arrays = self._open_arrays()
+        for sub, n in (("stars", self.n_stars), ("visits", self.n_visits)):
+            for key in arrays.keys(sub):
+                arr = arrays.get(key)
+                if arr.shape[0] > n:
+                    arr.resize((n,) + arr.shape[1:])
+
+    def commit_batch(self, n_stars: int, n_visits: int, keys: list[tuple[str, str]]) -> None:
+        """Commit rows the parallel writers put past the committed counts (`write_batch`), in order:
+        keys = (star_id, source) of each new star."""
+        self._require_append()
+        self._commit(n_stars, n_visits, [_Key(star_id, source) for star_id, source in keys])
 
     # ---- reading ----------------------------------------------------------------------------
     def _column(self, sub: str, name: str, n: int) -> np.ndarray:
@@ -381,7 +388,7 @@ class PairStore:
             return problems
         stars, visits = self.star_table(), self.visit_table()
         nvis, first = stars["n_visits"], stars["first_visit"]
-        expect_first = np.concatenate([[0], np.cumsum(nvis)[:-1]]).astype(np.int64)
+        expect_first = np.concatenate([[0], np.cumsum(nvis)[:-1]])[:ns].astype(np.int64)  # [] when empty
         if (nvis < 1).any():
             problems.append(f"{int((nvis < 1).sum())} stars without visits")
         if int(nvis.sum()) != nv:
@@ -408,6 +415,409 @@ class PairStore:
                     if neg.any():
                         problems.append(f"{sub}/ivar < 0 in rows {(a + np.flatnonzero(neg))[:5].tolist()}")
         return problems
+
+
+class _Key:
+    __slots__ = ("star_id", "source")
+
+    def __init__(self, star_id: str, source: str):
+        self.star_id, self.source = star_id, source
+
+
+class _Rows:
+    """Rows of the per-record spectra arrays, joined only a chunk at a time when written (`__array__`
+    of a slice): a batch's spectra are never copied into one big array. Slicing gives a _Rows."""
+
+    def __init__(self, pieces: list[np.ndarray], ends: np.ndarray | None = None, lo: int = 0,
+                 hi: int | None = None):
+        self.pieces = pieces
+        self.ends = np.cumsum([len(p) for p in pieces]) if ends is None else ends  # row after each piece
+        self.lo, self.hi = lo, (int(self.ends[-1]) if len(pieces) else 0) if hi is None else hi
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def __getitem__(self, sl: slice) -> "_Rows":
+        a, b, step = sl.indices(len(self))
+        if step != 1:
+            raise IndexError("_Rows take contiguous slices only")
+        return _Rows(self.pieces, self.ends, self.lo + a, self.lo + max(a, b))
+
+    def __array__(self, dtype=None, copy=None):
+        i = int(np.searchsorted(self.ends, self.lo, side="right"))  # the piece holding row lo
+        parts, pos = [], self.lo
+        while pos < self.hi:
+            start = int(self.ends[i - 1]) if i else 0
+            parts.append(self.pieces[i][pos - start:min(int(self.ends[i]), self.hi) - start])
+            pos, i = int(self.ends[i]), i + 1
+        if not parts:
+            parts = [self.pieces[0][:0]] if self.pieces else [np.empty(0)]
+        out = np.concatenate(parts) if len(parts) > 1 else (np.array(parts[0]) if copy else parts[0])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def batch_columns(records: list[StarRecord], star_start: int, visit_start: int,
+                  lazy: bool = False) -> tuple[dict, dict]:
+    """The stars/ and visits/ columns of `records` stored from rows star_start / visit_start.
+    lazy: spectra as `_Rows` (joined a chunk at a time when written) rather than arrays."""
+    nv = np.array([r.n_visits for r in records], dtype=np.int64)
+    first = visit_start + np.concatenate([[0], np.cumsum(nv)[:-1]])
+    meta = [dict(r.meta or {}) for r in records]
+    rest = [{k: v for k, v in m.items() if k not in _META_COLUMNS} for m in meta]
+    stars = {
+        "id": [r.star_id for r in records], "source": [r.source for r in records],
+        "split": np.array([split_of(r.star_id) for r in records], dtype=np.int8),
+        "snr": np.array([r.snr for r in records], dtype=np.float32),
+        "n_visits": nv, "first_visit": first.astype(np.int64),
+        "ra": np.array([_float(m.get("ra")) for m in meta]),
+        "dec": np.array([_float(m.get("dec")) for m in meta]),
+        "star_flags": np.array([int(r.star_flags) for r in records], dtype=np.int64),
+        "telescope": [str(m.get("telescope", "") or "").strip() for m in meta],
+        "field": [str(m.get("field", "") or "").strip() for m in meta],
+        "meta_json": [json.dumps(m, sort_keys=True, default=_jsonable) for m in rest],
+        "labels": np.stack([r.labels for r in records]), "label_err": np.stack([r.label_err for r in records]),
+        "label_flags": np.stack([r.label_flags for r in records]),
+    }
+    cat = np.concatenate
+    for name, field in (("flux", "coadd_flux"), ("ivar", "coadd_ivar"), ("pixmask", "coadd_pixmask")):
+        rows = [getattr(r, field) for r in records]
+        stars[name] = _Rows([row[None] for row in rows]) if lazy else np.stack(rows)
+    visits = {
+        "star": np.repeat(np.arange(star_start, star_start + len(records), dtype=np.int64), nv),
+        "visit_id": [str(v) for r in records for v in r.visit_id],
+        "mjd": cat([r.visit_mjd for r in records]), "snr": cat([r.visit_snr for r in records]),
+        "snr_survey": cat([r.visit_snr_survey for r in records]), "fiber": cat([r.visit_fiber for r in records]),
+    }
+    for name, field in (("flux", "visit_flux"), ("ivar", "visit_ivar"), ("pixmask", "visit_pixmask")):
+        blocks = [getattr(r, field) for r in records]
+        visits[name] = _Rows(blocks) if lazy else cat(blocks)
+    return stars, visits
+
+
+def _n_rows(columns: dict) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def _slice_rows(columns: dict, a: int, b: int) -> dict:
+    return {k: v[a:b] for k, v in columns.items()}
+
+
+class _Arrays:
+    """The arrays of a store group, opened once; one is opened again only when a write needs more
+    rows than its cached shape (the ingest coordinator grows them from another process)."""
+
+    def __init__(self, group):
+        self.group, self.cache, self._keys = group, {}, {}
+
+    def keys(self, sub: str) -> list[str]:
+        if sub not in self._keys:
+            self._keys[sub] = [f"{sub}/{name}" for name, _ in self.group[sub].arrays()]
+        return self._keys[sub]
+
+    def get(self, key: str, rows: int = 0):
+        arr = self.cache.get(key)
+        if arr is None or arr.shape[0] < rows:
+            # write_empty_chunks: skip zarr's per-chunk "all fill value?" test (a quarter of the
+            # write cost of a spectrum); an all-zero inner chunk is then stored, as any reader expects
+            arr = self.cache[key] = self.group[key].with_config({"write_empty_chunks": True})
+        return arr
+
+
+def _write_rows(arrays: _Arrays, sub: str, start: int, columns: dict, resize: bool) -> None:
+    specs = STAR_ARRAYS if sub == "stars" else VISIT_ARRAYS
+    for name, values in columns.items():
+        dtype = specs[name][0]
+        if not isinstance(values, _Rows):  # _Rows are joined (and cast) a chunk at a time
+            values = np.array(values, dtype=object) if dtype is str else np.asarray(values, dtype=dtype)
+        end = start + len(values)
+        arr = arrays.get(f"{sub}/{name}", 0 if resize else end)
+        if resize:
+            arr.resize((end,) + arr.shape[1:])
+        elif arr.shape[0] < end:
+            raise ValueError(f"{sub}/{name}: rows {start}:{end} past the reserved length {arr.shape[0]}")
+        _write_array(arr, start, values)
+
+
+def _write_array(arr, start: int, values: np.ndarray) -> None:
+    """arr[start:start + len(values)] = values. Arrays with a layout `_create` gives them go through
+    `_ShardCodec` (spectra) or `_ChunkCodec` (the rest): whole chunks are encoded directly, partial
+    ones merged into the stored chunk; zarr writes anything else."""
+    codec = _ShardCodec.of(arr) or _ChunkCodec.of(arr)
+    if codec is None:
+        arr[start:start + len(values)] = np.asarray(values) if isinstance(values, _Rows) else values
+        return
+    rows, end, items = codec.rows, start + len(values), {}
+    for first in range(start - start % rows, end, rows):
+        a, b = max(start, first), min(end, first + rows)
+        block, key = values[a - start:b - start], codec.key(first // rows)
+        if a == first and b == first + rows:
+            items[key] = codec.encode_whole(block)
+        else:
+            items[key] = codec.merge(_get_key(arr, key), a - first, block)
+    _put_keys(arr, items)
+
+
+def _key(arr, index: int) -> str:
+    key = arr.metadata.encode_chunk_key((index,) + (0,) * (arr.ndim - 1))
+    return f"{arr.path}/{key}" if arr.path else key  # "" for an array opened at its own path
+
+
+class _ChunkCodec:
+    """Row chunks of an unsharded array with the layout `_create` gives it (chunks of whole rows;
+    codecs [bytes little-endian or vlen-utf8, zstd]), encoded here: zarr spends ~1.5 ms of CPU per
+    chunk on its generic path, which for the ingest's 1-D columns cost as much as the spectra. The
+    bytes are zarr's own (tests/test_store.py compares them); None for any other layout."""
+
+    @classmethod
+    def of(cls, arr) -> "_ChunkCodec | None":
+        try:
+            d = arr.metadata.to_dict()
+            first, second = d["codecs"]
+            if (first["name"] not in ("bytes", "vlen-utf8") or second["name"] != "zstd"
+                    or first.get("configuration", {}).get("endian", "little") != "little"
+                    or d["chunk_grid"]["name"] != "regular" or d.get("storage_transformers")
+                    or tuple(arr.chunks[1:]) != tuple(arr.shape[1:])):
+                return None
+            import numcodecs
+
+            z = second["configuration"]
+            return cls(arr, numcodecs.Zstd(level=z.get("level", 0), checksum=z.get("checksum", False)),
+                       first["name"] == "vlen-utf8")
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return None
+
+    def __init__(self, arr, zstd, text: bool):
+        self.arr, self.zstd, self.text, self.rows = arr, zstd, text, arr.chunks[0]
+        self.shape = tuple(arr.chunks)
+        if text:
+            from numcodecs.vlen import VLenUTF8
+
+            self.vlen, self.dtype, self.fill = VLenUTF8(), np.dtype(object), ""
+        else:
+            self.dtype, self.fill = np.dtype(arr.dtype).newbyteorder("<"), arr.metadata.fill_value
+
+    def key(self, index: int) -> str:
+        return _key(self.arr, index)
+
+    def encode_whole(self, block: np.ndarray) -> bytes:
+        if self.text:
+            return self.zstd.encode(self.vlen.encode(np.asarray(block, dtype=object)))
+        return self.zstd.encode(np.ascontiguousarray(block, dtype=self.dtype).reshape(-1).view(np.uint8))
+
+    def merge(self, stored: bytes | None, row0: int, block: np.ndarray) -> bytes:
+        if stored is None:
+            rows = np.full(self.shape, self.fill, dtype=self.dtype)
+        elif self.text:
+            rows = self.vlen.decode(self.zstd.decode(stored)).reshape(self.shape)
+        else:
+            rows = np.frombuffer(self.zstd.decode(stored), dtype=self.dtype).reshape(self.shape).copy()
+        rows[row0:row0 + len(block)] = block
+        return self.encode_whole(rows)
+
+
+_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+_LITTLE = {"name": "bytes", "configuration": {"endian": "little"}}
+_EMPTY = 2**64 - 1  # shard index entry of an absent inner chunk
+
+
+class _ShardCodec:
+    """Shards of a spectra array with the layout `_create` gives it (row-aligned shards of inner
+    chunks spanning all pixels; inner codecs [bytes little-endian, blosc]; index [bytes little-endian,
+    crc32c] at the end), encoded here rather than by zarr, whose generic path fills and copies every
+    inner chunk twice and costs ~3x more CPU: the ingest writers spend most of their time here.
+    The bytes are zarr's own (tests/test_store.py compares them); `of` returns None for any other
+    layout, which zarr then writes."""
+
+    @classmethod
+    def of(cls, arr) -> "_ShardCodec | None":
+        try:
+            (codec,) = arr.metadata.to_dict()["codecs"]
+            conf = codec["configuration"]
+            inner, index = conf["codecs"], conf["index_codecs"]
+            if (codec["name"] != "sharding_indexed" or conf.get("index_location", "end") != "end"
+                    or len(inner) != 2 or inner[0] != _LITTLE or inner[1]["name"] != "blosc"
+                    or [c["name"] for c in index] != ["bytes", "crc32c"] or index[0] != _LITTLE
+                    or arr.ndim != 2 or tuple(arr.chunks[1:]) != tuple(arr.shape[1:])
+                    or tuple(arr.shards[1:]) != tuple(arr.shape[1:]) or arr.shards[0] % arr.chunks[0]):
+                return None
+            import numcodecs
+
+            b = inner[1]["configuration"]
+            blosc = numcodecs.Blosc(cname=b["cname"], clevel=b["clevel"], shuffle=_SHUFFLE[b["shuffle"]],
+                                    blocksize=b.get("blocksize", 0), typesize=b["typesize"])
+            return cls(arr, blosc)
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return None
+
+    def __init__(self, arr, blosc):
+        self.arr, self.blosc = arr, blosc
+        self.dtype = np.dtype(arr.dtype).newbyteorder("<")
+        self.fill = arr.metadata.fill_value
+        self.inner_rows, self.rows, self.npix = arr.chunks[0], arr.shards[0], arr.shape[1]
+        self.n_inner = self.rows // self.inner_rows
+
+    def key(self, shard: int) -> str:
+        return _key(self.arr, shard)
+
+    def _encode(self, rows: np.ndarray) -> bytes:
+        return self.blosc.encode(np.ascontiguousarray(rows, dtype=self.dtype).reshape(-1).view(np.uint8))
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        return np.frombuffer(self.blosc.decode(data), dtype=self.dtype).reshape(self.inner_rows, self.npix).copy()
+
+    def _assemble(self, parts: list) -> bytes:
+        import google_crc32c
+
+        table = np.full((self.n_inner, 2), _EMPTY, dtype="<u8")  # (offset, length) of each inner chunk
+        offset = 0
+        for j, part in enumerate(parts):
+            if part is not None:
+                table[j] = offset, len(part)
+                offset += len(part)
+        raw = table.tobytes()
+        return b"".join([*(p for p in parts if p is not None), raw,
+                         np.array([google_crc32c.value(raw)], dtype="<u4").tobytes()])
+
+    def _split(self, data: bytes | None) -> list:
+        """The encoded inner chunks of a stored shard (None where absent)."""
+        if data is None:
+            return [None] * self.n_inner
+        import google_crc32c
+
+        size = self.n_inner * 16
+        raw, checksum = data[-size - 4:-4], data[-4:]
+        if len(raw) != size or google_crc32c.value(raw) != int.from_bytes(checksum, "little"):
+            raise ValueError(f"{self.arr.path}: a stored shard's index is corrupt")
+        table = np.frombuffer(raw, dtype="<u8").reshape(self.n_inner, 2)
+        return [None if off == _EMPTY else data[int(off):int(off) + int(n)] for off, n in table]
+
+    def encode_whole(self, block: np.ndarray) -> bytes:
+        r = self.inner_rows
+        return self._assemble([self._encode(block[j * r:(j + 1) * r]) for j in range(self.n_inner)])
+
+    def merge(self, stored: bytes | None, row0: int, block: np.ndarray) -> bytes:
+        """The shard `stored` (None: none yet) with rows row0.. of it replaced by `block`: inner
+        chunks outside those rows keep their bytes, a partly covered one is decoded and merged."""
+        parts, r, row1 = self._split(stored), self.inner_rows, row0 + len(block)
+        for j in range(self.n_inner):
+            a, b = max(row0, j * r), min(row1, (j + 1) * r)
+            if a >= b:
+                continue
+            if (a, b) == (j * r, (j + 1) * r):
+                parts[j] = self._encode(block[a - row0:b - row0])
+                continue
+            rows = (self._decode(parts[j]) if parts[j] is not None
+                    else np.full((r, self.npix), self.fill, dtype=self.dtype))
+            rows[a - j * r:b - j * r] = block[a - row0:b - row0]
+            parts[j] = self._encode(rows)
+        return self._assemble(parts)
+
+
+def _local_root(arr):
+    """The directory of a local (zarr LocalStore) array's store, else None."""
+    from zarr.storage import LocalStore
+
+    return Path(arr.store.root) if isinstance(arr.store, LocalStore) else None
+
+
+def _get_key(arr, key: str) -> bytes | None:
+    root = _local_root(arr)
+    if root is not None:  # plain file I/O: zarr's async store API costs ~0.5 ms a call
+        try:
+            return (root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    buf = sync(arr.store.get(key, prototype=default_buffer_prototype()))
+    return None if buf is None else buf.to_bytes()
+
+
+def _put_keys(arr, items: dict[str, bytes]) -> None:
+    """Store encoded chunks under zarr's own keys, each atomically (a temporary file renamed into
+    place, as zarr's LocalStore does; other stores through zarr's store API)."""
+    root = _local_root(arr)
+    if root is not None:
+        for key, data in items.items():
+            path = root / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    buffer = default_buffer_prototype().buffer
+
+    async def put():
+        for key, data in items.items():
+            await arr.store.set(key, buffer.from_bytes(data))
+
+    sync(put())
+
+
+def whole_chunks(start: int, n: int, chunk: int) -> tuple[int, int]:
+    """(h, t): rows [h, t) of the n rows stored from row `start` fill whole chunks (or shards) of
+    `chunk` rows; rows [0, h) share a chunk with the rows before them, rows [t, n) with the rows
+    after them (h = t = n when no whole chunk fits)."""
+    h = min(n, -start % chunk)
+    t = h + (n - h) // chunk * chunk
+    return h, t
+
+
+def lock_path(store_path: str) -> str:
+    """The lock file of a parallel ingest, beside the store (like its ingest report)."""
+    return store_path.rstrip("/") + ".ingest-lock"
+
+
+class ChunkLocks:
+    """Exclusive locks, across the writer processes of one ingest, on the chunk rows two batches
+    share: a POSIX record lock on one byte per (group, chunk index) of the lock file. The kernel
+    drops the locks of a process that dies."""
+
+    def __init__(self, path: str):
+        import fcntl
+
+        self._fcntl, self.fd = fcntl, os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    @contextlib.contextmanager
+    def hold(self, sub: str, chunk_index: int):
+        offset = (1 << 40) * (sub == "visits") + int(chunk_index)
+        self._fcntl.lockf(self.fd, self._fcntl.LOCK_EX, 1, offset)
+        try:
+            yield
+        finally:
+            self._fcntl.lockf(self.fd, self._fcntl.LOCK_UN, 1, offset)
+
+
+_WRITER: dict[str, tuple] = {}  # a writer process's open arrays and locks, by store path
+
+
+def write_batch(path: str, records: list[StarRecord], star_start: int, visit_start: int, chunk: int) -> None:
+    """Writer-process side of a parallel ingest: write `records` at rows star_start / visit_start of
+    the local store at `path`, whose arrays `PairStore.reserve` has grown past them. Whole chunks
+    (shards) belong to this batch alone; the rows before the first and after the last chunk
+    boundary share a chunk with a neighbouring batch, which another process may be writing, so
+    that chunk is read, merged and rewritten under its lock (`ChunkLocks`). Nothing is committed."""
+    if path not in _WRITER:
+        _WRITER[path] = (_Arrays(_zarr().open_group(path, mode="r+")), ChunkLocks(lock_path(path)))
+    arrays, locks = _WRITER[path]
+    for sub, start, cols in zip(("stars", "visits"), (star_start, visit_start),
+                                batch_columns(records, star_start, visit_start, lazy=True)):
+        n = _n_rows(cols)
+        h, t = whole_chunks(start, n, chunk)
+        if t > h:
+            _write_rows(arrays, sub, start + h, _slice_rows(cols, h, t), resize=False)
+        for a, b in ((0, h), (t, n)):
+            if b > a:
+                with locks.hold(sub, (start + a) // chunk):
+                    _write_rows(arrays, sub, start + a, _slice_rows(cols, a, b), resize=False)
 
 
 def create_spectra_store(path: str, grid: LogLinearGrid, n_pix: int, attrs: dict | None = None,

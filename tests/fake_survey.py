@@ -1,7 +1,8 @@
 """A tiny deterministic survey adapter for store/ingest tests (64 pixels, no files to read).
 
 `source` is a directory holding `units.txt`: one star id per line; a line "BAD <id>" makes
-read() raise AdapterError, "BOOM <id>" a RuntimeError, "DUP <id>" a second unit of an existing star.
+read() raise AdapterError, "BOOM <id>" a RuntimeError, "DUP <id>" a second unit of an existing star,
+"EXIT <id>" kill the reading process. WideFakeAdapter: the same on 200 pixels (sharded spectra).
 """
 
 from __future__ import annotations
@@ -76,4 +77,16 @@ class FakeAdapter:
             raise AdapterError(unit.unit_id, "corrupt file")
         if kind == "BOOM":
             raise RuntimeError("unexpected failure")
-        return make_record(unit.star_id, unit.unit_id)
+        if kind == "EXIT":  # the reading process dies (only ever read in a worker process)
+            import os
+
+            os._exit(3)
+        return make_record(unit.star_id, unit.unit_id, self.grid.npix)
+
+
+# wide enough (> 64 px) that store spectra are sharded: exercises the whole-shard encoder
+WIDE_GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6 * 40, npix=200, blocks=((4, 90), (110, 190)))
+
+
+class WideFakeAdapter(FakeAdapter):
+    grid = WIDE_GRID

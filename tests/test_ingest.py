@@ -1,4 +1,5 @@
-"""Ingest: skips reported, resume after a crash gives the uninterrupted store, reruns add nothing."""
+"""Ingest: skips reported, resume after a crash gives the uninterrupted store, reruns add nothing,
+parallel writers give the single-writer store."""
 
 import json
 import subprocess
@@ -10,7 +11,7 @@ import numpy as np
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from fake_survey import FakeAdapter, write_units  # noqa: E402
+from fake_survey import FakeAdapter, WideFakeAdapter, write_units  # noqa: E402
 
 from pairspec.ingest import format_report, ingest  # noqa: E402
 from pairspec.store import open_store  # noqa: E402
@@ -101,3 +102,90 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path):
         assert arrays_a[name].tolist() == arrays_b[name].tolist() or np.array_equal(
             arrays_a[name], arrays_b[name], equal_nan=True), name
     assert open_store(crashed).validate() == []
+
+
+# 'BAD'/'BOOM' unit ids sort between the A and C stars: the star rows of later batches are not chunk
+# aligned, so both the stars/ and the visits/ heads of a batch are exercised, and "DUP" at the end.
+WIDE_LINES = ([f"A{i:05d}" for i in range(30)] + ["BAD B0001", "BOOM B0002"] + [f"C{i:05d}" for i in range(60)]
+              + ["DUP A00003"])
+WIDE = dict(batch_size=32, progress=False, chunk=32)  # shards of 32 rows = 2 inner chunks of 16
+
+
+def _assert_same_store(a, b):
+    attrs_a, arrays_a = _snapshot(a)
+    attrs_b, arrays_b = _snapshot(b)
+    assert attrs_a == attrs_b
+    assert arrays_a.keys() == arrays_b.keys()
+    for name in arrays_a:
+        assert arrays_a[name].shape == arrays_b[name].shape, name
+        assert arrays_a[name].tolist() == arrays_b[name].tolist() or np.array_equal(
+            arrays_a[name], arrays_b[name], equal_nan=True), name
+    assert open_store(a).validate() == []
+
+
+def test_parallel_writers_give_the_single_writer_store(tmp_path):
+    src = str(write_units(tmp_path / "src", WIDE_LINES))
+    ref, par, mixed = (str(tmp_path / f"{n}.zarr") for n in ("ref", "par", "mixed"))
+    one = ingest(WideFakeAdapter(), src, ref, workers=1, **WIDE)
+    two = ingest(WideFakeAdapter(), src, par, workers=2, **WIDE)
+    assert (two.n_stars, two.n_visits, two.masked_fraction) == (one.n_stars, one.n_visits, one.masked_fraction)
+    assert two.skipped == one.skipped and len(one.skipped) == 3
+    assert open_store(par).visit_spectra(slice(None))[0].shape[1] == 200
+    _assert_same_store(par, ref)
+    # a store left by a single-writer run at a row count that is not chunk aligned, finished in parallel
+    first = ingest(WideFakeAdapter(), src, mixed, workers=1, limit=37, **WIDE)
+    assert first.n_stars == 35 and open_store(mixed).n_visits % 32
+    rest = ingest(WideFakeAdapter(), src, mixed, workers=3, **WIDE)
+    assert rest.already_present == 35 and rest.n_stars == one.n_stars - 35  # BAD, BOOM are tried again
+    _assert_same_store(mixed, ref)
+
+
+PARALLEL_CRASH = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {here!r})
+    from fake_survey import WideFakeAdapter
+    from pairspec.ingest import ingest
+    def crash(k):
+        if k == 2:  # two batches committed, later ones written (or being written) by the workers
+            os._exit(1)
+    ingest(WideFakeAdapter(), {src!r}, {store!r}, workers=2, batch_size=32, progress=False, chunk=32,
+           _after_batch=crash)
+""")
+
+
+def test_parallel_resume_after_crash_matches_uninterrupted(tmp_path):
+    src = str(write_units(tmp_path / "src", WIDE_LINES))
+    crashed, ref = str(tmp_path / "crashed.zarr"), str(tmp_path / "ref.zarr")
+    run = subprocess.run([sys.executable, "-c", PARALLEL_CRASH.format(here=str(HERE), src=src, store=crashed)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr
+    partial = open_store(crashed)
+    assert partial.n_stars == 40  # batches of 24 and 18 units (_guided_batches); BAD, BOOM in the second
+    resumed = ingest(WideFakeAdapter(), src, crashed, workers=2, **WIDE)
+    assert resumed.already_present == 40 and resumed.n_stars == 50
+    ingest(WideFakeAdapter(), src, ref, workers=1, **WIDE)
+    _assert_same_store(crashed, ref)
+
+
+def test_dead_worker_stops_the_ingest(tmp_path):
+    import pytest
+
+    src = str(write_units(tmp_path / "src", [f"A{i:05d}" for i in range(8)] + ["EXIT B0001"]))
+    with pytest.raises(RuntimeError, match="died"):
+        ingest(FakeAdapter(), src, str(tmp_path / "s.zarr"), workers=2, batch_size=4, chunk=4, progress=False)
+    assert open_store(str(tmp_path / "s.zarr"), mode="a").validate() == []  # what was committed is whole
+
+
+def test_reader_pool_for_a_store_other_processes_cannot_open(tmp_path):
+    """memory:// is private to this process: workers only read (a pool, bounded look-ahead)."""
+    import uuid
+
+    import zarr
+
+    url = f"memory://pairspec-ingest-{uuid.uuid4().hex}/s.zarr"
+    src = write_units(tmp_path / "src", LINES)
+    report = ingest(FakeAdapter(), str(src), url, workers=2, batch_size=8, progress=False, chunk=4)
+    assert (report.n_stars, len(report.skipped)) == (23, 4)
+    store = open_store(url)
+    assert store.validate() == [] and sorted(store.star_table()["id"]) == [f"2M{i:05d}" for i in range(23)]
+    assert zarr.open_group(url, mode="r").attrs["n_stars"] == 23

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pairspec.surveys.base import median_1d
+
 # APOGEE_PIXMASK bits the DRP calls "bad" (level 1): BADPIX..NOSKY (0-7) and NOT_ENOUGH_PSF (14).
 PIXMASK_BAD_BITS = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 14})
 # strict mode also drops persistence (9-11) and significant sky-line (12) pixels.
@@ -40,23 +42,27 @@ def clean_row(flux, err, pixmask, bad_mask: int, usable: np.ndarray):
     flux = np.asarray(flux, dtype=np.float64)
     err = np.asarray(err, dtype=np.float64)
     pixmask = np.asarray(pixmask, dtype=np.int64)
+    # Few passes over the row (this runs for every visit of every star). NaN fails both comparisons
+    # and +inf fails the ceiling, so they also stand for isfinite(err).
+    flux_finite = np.isfinite(flux)
     with np.errstate(invalid="ignore"):
-        good = (
-            np.isfinite(flux)
-            & np.isfinite(err)
-            & (err > 0)
-            & (err < ERR_CEILING)
-            & usable
-            & ((pixmask & bad_mask) == 0)
-        )
+        good = err > 0
+        good &= err < ERR_CEILING
+    good &= flux_finite
+    good &= usable
+    good &= (pixmask & bad_mask) == 0
     if good.any():
-        good &= err <= ERR_OUTLIER_FACTOR * np.median(err[good])
-    ivar = np.zeros(flux.shape, dtype=np.float64)
-    ivar[good] = 1.0 / err[good] ** 2
-    out_flux = np.where(np.isfinite(flux), flux, 0.0).astype(np.float32)
-    out_ivar = ivar.astype(np.float32)
-    # float32 overflow (|flux| > 3e38) would bring inf back: zero it and mask the pixel.
-    overflow = ~np.isfinite(out_flux) | ~np.isfinite(out_ivar)
-    out_flux[overflow] = 0.0
-    out_ivar[overflow] = 0.0
+        good &= err <= ERR_OUTLIER_FACTOR * median_1d(err[good], overwrite=True)
+    out_ivar = np.zeros(flux.shape, dtype=np.float32)
+    good_err = err[good]
+    out_ivar[good] = 1.0 / (good_err * good_err)  # computed in float64, rounded once to float32
+    out_flux = flux.astype(np.float32)
+    if not flux_finite.all():
+        out_flux[~flux_finite] = 0.0
+    # float32 overflow (|flux| > 3e38, err < 5e-20) would bring inf back: zero it and mask the pixel.
+    ok = np.isfinite(out_flux)
+    ok &= np.isfinite(out_ivar)
+    if not ok.all():
+        out_flux[~ok] = 0.0
+        out_ivar[~ok] = 0.0
     return out_flux, out_ivar

@@ -90,15 +90,45 @@ class SurveyAdapter(Protocol):
     def read(self, unit: WorkUnit) -> StarRecord: ...
 
 
+def median_1d(x: np.ndarray, overwrite: bool = False):
+    """``np.median(x)`` of a 1-D array, bit for bit, at a fraction of the cost.
+
+    np.median partitions around the middle element(s) AND the last one (to find NaN), which costs
+    ~7x a single-pivot partition on a spectrum row; here one pivot finds the upper middle value,
+    the lower one (even sizes) is the maximum of the left part, and the result goes through
+    np.mean of those 1 or 2 values in the same order, exactly as np.median does. NaN input and
+    non-float arrays are passed to np.median itself. `overwrite`: x may be reordered in place.
+    """
+    x = np.asarray(x)
+    n = x.size
+    if x.ndim != 1 or n == 0 or x.dtype.kind != "f" or np.isnan(x).any():
+        return np.median(x)
+    k = n // 2
+    if overwrite:
+        x.partition(k)
+        part = x
+    else:
+        part = np.partition(x, k)
+    if n % 2:
+        return np.mean(part[k:k + 1])
+    return np.mean(np.array([part[:k].max(), part[k]], dtype=x.dtype))
+
+
 def recompute_snr(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     """Median of flux*sqrt(ivar) over pixels with ivar > 0, per row (NaN for an all-bad row)."""
     flux = np.atleast_2d(flux)
     ivar = np.atleast_2d(ivar)
     out = np.full(flux.shape[0], np.nan, dtype=np.float32)
     for i in range(flux.shape[0]):
-        good = ivar[i] > 0
+        row_flux, row_ivar = flux[i], ivar[i]  # row views: [i, mask] takes numpy's slow fancy path
+        good = row_ivar > 0
         if good.any():
-            out[i] = np.median(flux[i, good] * np.sqrt(ivar[i, good]))
+            x, w = row_flux[good], row_ivar[good]  # copies, so the products can be made in place
+            if x.dtype == np.result_type(x, w) == w.dtype:
+                x *= np.sqrt(w, out=w)
+            else:
+                x = x * np.sqrt(w)
+            out[i] = median_1d(x, overwrite=True)
     return out
 
 

@@ -7,6 +7,7 @@ read straight into numpy. Anything unusual (scaled integers, tables, groups) is 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -89,12 +90,13 @@ def fits_layout(path: str) -> list[FitsHdu]:
                 block = f.read(_BLOCK)
             naxis = keys.get(b"NAXIS", 0)
             dims = [keys.get(b"NAXIS%d" % k, 0) for k in range(1, naxis + 1)]
-            count = int(np.prod(dims)) if dims else 0
+            count = math.prod(dims) if dims else 0
             pcount, gcount = keys.get(b"PCOUNT", 0), keys.get(b"GCOUNT", 1)
             bitpix = keys.get(b"BITPIX", 8)
             nbytes = abs(bitpix) // 8 * gcount * (pcount + count) if naxis else 0
             xtension = keys.get(b"XTENSION", b"'IMAGE   '").strip(b"' ")
-            unscaled = _number(keys.get(b"BSCALE", b"1")) == 1.0 and _number(keys.get(b"BZERO", b"0")) == 0.0
+            unscaled = ((b"BSCALE" not in keys or _number(keys[b"BSCALE"]) == 1.0)
+                        and (b"BZERO" not in keys or _number(keys[b"BZERO"]) == 0.0))
             image = xtension == b"IMAGE" and unscaled and pcount == 0 and gcount == 1 and bitpix in _BITPIX
             hdus.append(FitsHdu(start, pos, bitpix, tuple(reversed(dims)) if count else (), image))
             pos += -(-nbytes // _BLOCK) * _BLOCK
@@ -105,9 +107,11 @@ def fits_layout(path: str) -> list[FitsHdu]:
 
 def read_image(path: str, hdu: FitsHdu) -> np.ndarray:
     """The data of a plain image HDU, in native byte order."""
-    count = int(np.prod(hdu.shape))
+    count = math.prod(hdu.shape)
     data = np.fromfile(path, dtype=_BITPIX[hdu.bitpix], count=count, offset=hdu.data_offset)
-    return data.reshape(hdu.shape).astype(data.dtype.newbyteorder("="))
+    if not data.dtype.isnative:  # FITS is big-endian: swap in place rather than copy
+        data = data.byteswap(inplace=True).view(data.dtype.newbyteorder())
+    return data.reshape(hdu.shape)
 
 
 _INT = re.compile(rb"[-+]?\d+")
