@@ -227,17 +227,12 @@ def iter_chunks(store, split: str = "train", mode: str = "loo", min_visits: int 
         for part in parts:
             yield read(part)
         return
-    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
+    from pairspec.ordered import ordered_map
+
     with ThreadPoolExecutor(max_workers=int(threads)) as pool:
-        pending = deque()
-        for part in parts:
-            pending.append(pool.submit(read, part))
-            if len(pending) >= 2 * threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        yield from ordered_map(pool, read, parts, 2 * int(threads))
 
 
 class TwinData:

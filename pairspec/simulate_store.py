@@ -21,11 +21,8 @@ truth.fits is written beside the store (needs astropy); pass truth=None to skip 
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from pairspec.simulate import allstar_table, plan_survey
 from pairspec.simulate_apogee_files import header_values, render_star
@@ -84,24 +81,18 @@ def render_record(job: tuple[list[int], list[dict]]):
     return record, skipped
 
 
-def _ordered_map(fn, jobs, workers: int, window: int):
-    """fn over jobs in order; with workers > 1 a process pool with at most `window` jobs in flight
-    (results are big: a bounded window keeps memory flat however many stars)."""
+def _render(jobs, workers: int, initargs):
+    """render_record over jobs in order; with workers > 1 a process pool with at most 4 x workers jobs
+    in flight (results are big: a bounded window keeps memory flat however many stars)."""
     if workers <= 1:
-        for job in jobs:
-            yield fn(job)
+        yield from map(render_record, jobs)
         return
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=_STATE["initargs"]) as pool:
-        pending = deque()
-        it = iter(jobs)
-        for job in it:
-            pending.append(pool.submit(fn, job))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    from pairspec.ordered import ordered_map
+
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=initargs) as pool:
+        yield from ordered_map(pool, render_record, jobs, 4 * workers)
 
 
 def simulate_apogee_store(store_path, n_stars: int = 500, seed: int = 1, workers: int = 1, progress: bool = True,
@@ -133,13 +124,12 @@ def simulate_apogee_store(store_path, n_stars: int = 500, seed: int = 1, workers
     initargs = (stars, [{k: f[k] for k in ("star", "path", "file", "field", "telescope")} for f in files], seed,
                 adapter_options)
     _init(*initargs)
-    _STATE["initargs"] = initargs
     summary = StoreSimulationSummary(0, 0, len(files), str(store_path), None)
     batch = max(1, math.ceil(batch_size / store.chunk)) * store.chunk
     pending: list = []
     with Progress(disable=not progress, transient=False) as bar:
         task = bar.add_task("simulating stars into the store", total=len(order))
-        for record, skipped in _ordered_map(render_record, jobs, int(workers), window=4 * max(1, int(workers))):
+        for record, skipped in _render(jobs, int(workers), initargs):
             summary.skipped.extend(skipped)
             if record is not None:
                 pending.append(record)

@@ -175,19 +175,14 @@ class TwinStream:
             for c in order:
                 yield self.read(c)
             return
-        from collections import deque
         from concurrent.futures import ThreadPoolExecutor
+
+        from pairspec.ordered import ordered_map
 
         if self._reader is None:  # one reader shared by the threads: build it before they start
             self._reader = ChunkReader(self.store, self.mode, self.device)
         with ThreadPoolExecutor(max_workers=self.read_threads) as pool:
-            pending = deque()
-            for c in order:
-                pending.append(pool.submit(self.read, c))
-                if len(pending) >= 2 * self.read_threads:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            yield from ordered_map(pool, self.read, order, 2 * self.read_threads)
 
     def batches(self, seed: int, epoch: int, batch_size: int, n_batches: int | None = None,
                 rank: int = 0, world: int = 1) -> Iterator[dict]:
