@@ -120,6 +120,9 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Spectra per forward pass.")] = 256,
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
     denoised: Annotated[Optional[str], typer.Option(help="Also write denoised spectra to this Zarr store.")] = None,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the network: worth it on a GPU for large inputs.")
+    ] = False,
 ) -> None:
     """Labels, calibrated errors and flags for every visit, and per-star combinations."""
     from pairspec.predict import predict as run_predict
@@ -134,7 +137,7 @@ def predict(
         source = files
     result = run_predict(
         checkpoint, source, out, split=split, batch_size=batch_size, device=_device(device),
-        denoised_path=denoised, progress=True,
+        denoised_path=denoised, progress=True, compile=compile,
     )
     typer.echo(
         f"{result.n_visits} visits, {result.n_stars} stars -> {result.visit_path}"

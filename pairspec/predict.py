@@ -32,12 +32,12 @@ class PredictResult:
     denoised_path: str | None = None
 
 
-def _load_predictor(checkpoint_or_predictor, device):
+def _load_predictor(checkpoint_or_predictor, device, compile=False):
     if hasattr(checkpoint_or_predictor, "predict"):
         return checkpoint_or_predictor
     from pairspec.inference import LabelPredictor
 
-    return LabelPredictor.from_checkpoint(checkpoint_or_predictor, device=device)
+    return LabelPredictor.from_checkpoint(checkpoint_or_predictor, device=device, compile=compile)
 
 
 def _label_units(predictor) -> tuple[list[str], list[str]]:
@@ -226,14 +226,16 @@ def predict(
     snr_low: float = 10.0,
     max_bad_frac: float = 0.3,
     progress: bool = True,
+    compile: bool = False,
 ) -> PredictResult:
     """Predict every visit of a pair store (path/URL/open store) or of apStar files; write the catalogue.
 
     out_path's extension picks the format: .fits (HDUs VISITS and STARS), .parquet or .ecsv
     (<stem>.visits.<ext> and <stem>.stars.<ext>). See docs/catalogue.md for columns and flags.
+    compile: run the network through torch.compile (pays on a GPU over many spectra; see inference.py).
     """
     catalog.catalogue_paths(out_path)  # an unknown format fails before any work is done
-    predictor = _load_predictor(checkpoint_or_predictor, device)
+    predictor = _load_predictor(checkpoint_or_predictor, device, compile)
     names, units = _label_units(predictor)
     chunk = max(1, int(batch_size) * CHUNK_BATCHES)
 
