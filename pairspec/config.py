@@ -49,6 +49,7 @@ class ModelSection:
     patch_size: Union[int, None] = None  # None = the preset's value
     embed_dim: Union[int, None] = None
     depth: Union[int, None] = None
+    num_heads: Union[int, None] = None  # must divide embed_dim
     drop_path: float = 0.0
 
 

@@ -230,7 +230,7 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
 
     m = config.model
     model_kwargs = preset_kwargs(m.preset, n_pix, len(schema), patch_size=m.patch_size, embed_dim=m.embed_dim,
-                                 depth=m.depth, drop_path=m.drop_path)
+                                 depth=m.depth, num_heads=m.num_heads, drop_path=m.drop_path)
     torch.manual_seed(config.run.seed)
     raw_model = TwinSpecNet(**model_kwargs).to(device)
     optimizer = make_optimizer(raw_model, tc.lr, tc.weight_decay)

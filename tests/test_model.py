@@ -57,6 +57,10 @@ def test_presets_and_flops():
     assert len(small.blocks) == 2 and small.embed_dim == 192
     with pytest.raises(KeyError, match="tsn_huge"):
         create_model("tsn_huge", 256, 4)
+    six = create_model("tsn_tiny", n_pix=256, n_labels=4, embed_dim=96, num_heads=6)  # head dimension 16
+    assert six.blocks[0].attn.num_heads == 6 and six.blocks[0].attn.head_dim == 16
+    with pytest.raises(ValueError, match="embed_dim 64 is not divisible by num_heads 3"):
+        create_model("tsn_tiny", n_pix=256, n_labels=4, num_heads=3)
     # FLOPs: about 2 x parameters x tokens for a ViT whose matmuls dominate
     f = count_flops(tiny, 256)
     n_blocks = sum(p.numel() for p in tiny.blocks.parameters())

@@ -47,12 +47,12 @@ class FakeTwins(types.SimpleNamespace):
 GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=L)
 
 
-def config(tmp_path, name="run", **train):
+def config(tmp_path, name="run", model=None, **train):
     tr = dict(epochs=2, batch_size=8, lr=2e-3, warmup_frac=0.1, device="cpu")
     tr.update(train)
     return RunConfig(run=RunSection(name=name, out_dir=str(tmp_path / name), seed=3),
                      data=DataSection(store="fake", labels=("teff", "logg", "fe_h")),
-                     model=ModelSection(preset="tsn_tiny", depth=1),
+                     model=model or ModelSection(preset="tsn_tiny", depth=1),
                      train=TrainSection(**tr))
 
 
@@ -79,6 +79,14 @@ def test_train_writes_run_folder(tmp_path, fake_store):
     assert meta["label_lo"][0] >= 4000 and meta["label_hi"][0] <= 6000
     model, _ = load_checkpoint(best)
     assert model.n_labels == 3 and len(model.blocks) == 1
+
+
+def test_recipe_model_overrides_reach_the_checkpoint(tmp_path, fake_store):
+    shape = ModelSection(preset="tsn_tiny", depth=1, embed_dim=48, num_heads=4, patch_size=16)
+    best = T.train(config(tmp_path, model=shape, epochs=1), progress=False)
+    model, meta = load_checkpoint(best)
+    assert (model.embed_dim, model.patch_size, model.blocks[0].attn.num_heads) == (48, 16, 4)
+    assert meta["model_kwargs"]["num_heads"] == 4
 
 
 def test_resume_gives_the_uninterrupted_weights(tmp_path, fake_store):

@@ -36,6 +36,8 @@ class TwinSpecNet(nn.Module):
         in_chans: int = 2,
     ):
         super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.n_pix, self.n_labels, self.patch_size = int(n_pix), int(n_labels), int(patch_size)
         self.embed_dim, self.in_chans = int(embed_dim), int(in_chans)
         self.n_patches = math.ceil(self.n_pix / self.patch_size)
