@@ -11,8 +11,11 @@ rewritten after every stage:
   step      tsn_base optimizer steps (train.train_step: bf16 autocast, AdamW, grad clip, the loss) on random
             twins, eager and torch.compile: samples/s and MFU = 3 x forward FLOPs (models.count_flops) x
             samples/s over the bf16 dense peak (datasheet, and the matmul measured above)
+  shapes    MFU against model shape: the compiled step and compiled inference of the preset with width,
+            heads and patch overridden (--shapes WIDTH:HEADS:PATCH,...), one batch size
   predict   LabelPredictor.predict (continuum on the GPU + network, bf16) on emulator spectra, by batch size;
-            the network alone, eager and compiled
+            the network alone, eager and compiled; a torch.profiler table of the input preparation; and
+            predict end to end, eager and compile=True, at each of --predict-patches
   train     pairspec.train on the store: tsn_base, bf16, torch.compile, train.time_limit_min set to fit the
             budget; the twins are loaded first (continuum on the GPU) and handed to train
   evaluate  pairspec.evaluate of the trained checkpoint on the test split, against survey labels and truth
@@ -174,14 +177,15 @@ def stage_step(device, preset: str, batches: list[int], steps: int, env: dict, d
     return out
 
 
-def _one_step_run(preset, L, batch, compiled, steps, device, amp, tcfg, peaks, out, patch_size=None) -> dict:
+def _one_step_run(preset, L, batch, compiled, steps, device, amp, tcfg, peaks, out, patch_size=None,
+                  overrides=None) -> dict:
     import torch
 
     from pairspec.models import count_flops, count_parameters, create_model
     from pairspec.train import make_optimizer, train_step
 
     torch.manual_seed(0)
-    model = create_model(preset, L, 4, patch_size=patch_size).to(device)
+    model = create_model(preset, L, 4, **{"patch_size": patch_size, **(overrides or {})}).to(device)
     out["parameters"], flops = count_parameters(model), count_flops(model)
     out["forward_gflop_per_spectrum"] = flops / 1e9
     runner = torch.compile(model) if compiled else model
@@ -203,13 +207,59 @@ def _one_step_run(preset, L, batch, compiled, steps, device, amp, tcfg, peaks, o
     if device.type == "cuda":
         run["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         torch.cuda.reset_peak_memory_stats(device)
-    if not compiled:  # the eager network's inference speed at this batch (bf16 autocast, as predict)
-        with torch.inference_mode(), amp():
-            model(b["x"])
-            fwd = _timed(lambda: model(b["x"]), device, 5)
-        run["forward_eager_spectra_per_s"] = round(batch / fwd, 1)
+    # the network's inference speed at this batch (bf16 autocast, as predict), eager or compiled as the step
+    with torch.inference_mode(), amp():
+        runner(b["x"])
+        fwd = _timed(lambda: runner(b["x"]), device, 5)
+    run[f"forward_{'compiled' if compiled else 'eager'}_spectra_per_s"] = round(batch / fwd, 1)
+    run["forward_tflops"] = round(flops * batch / fwd / 1e12, 1)
     log(f"  step {'compiled' if compiled else 'eager'} batch {batch}: {sps:.0f} samples/s {run}")
     return run
+
+
+def parse_shape(text: str) -> dict:
+    """'384:6:32' -> {'embed_dim': 384, 'num_heads': 6, 'patch_size': 32} (width : heads : patch)."""
+    try:
+        d, h, p = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise SystemExit(f"--shapes: expected WIDTH:HEADS:PATCH, e.g. 384:6:32, got {text!r}") from None
+    return {"embed_dim": d, "num_heads": h, "patch_size": p}
+
+
+def stage_shapes(device, preset: str, shapes: list[dict], batch: int, steps: int, env: dict, deadline: float) -> dict:
+    """MFU against model shape: the compiled optimizer step and compiled inference of `preset` with
+    width / heads / patch overridden (depth kept). The non-matmul work per token (norms, GELU, residuals)
+    scales with the width D and the matmul work with D^2, so MFU should rise with D; the head dimension
+    D / heads sets how well the fused attention kernel runs; the patch sets tokens per spectrum."""
+    import contextlib
+
+    import torch
+
+    from pairspec.config import TrainSection
+    from pairspec.data import model_pixels
+    from pairspec.grid import APOGEE_GRID
+
+    L = int(model_pixels(APOGEE_GRID).size)
+    cuda = device.type == "cuda"
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    tcfg = TrainSection(device=str(device))
+    out = {"preset": preset, "batch": batch, "n_model_pix": L, "runs": []}
+    for shape in shapes:
+        if elapsed() > deadline:
+            out["runs"].append({**shape, "skipped": "time budget"})
+            continue
+        info = {}
+        try:
+            run = _one_step_run(preset, L, batch, cuda, steps, device, amp, tcfg, _peaks(env), info, overrides=shape)
+            out["runs"].append({**shape, "parameters": info["parameters"],
+                                "forward_gflop_per_spectrum": round(info["forward_gflop_per_spectrum"], 2), **run})
+        except Exception as err:  # noqa: BLE001 - e.g. out of memory for a wide shape: keep the others
+            out["runs"].append({**shape, "error": f"{type(err).__name__}: {err}"[:500]})
+            log(f"  shape {shape} failed: {err}")
+        if cuda:
+            torch.cuda.empty_cache()
+            torch._dynamo.reset()
+    return out
 
 
 def _emulator_spectra(n: int, n_distinct: int, seed: int = 0):
@@ -241,7 +291,7 @@ def _emulator_spectra(n: int, n_distinct: int, seed: int = 0):
     return flux, ivar
 
 
-def _untrained_predictor(preset: str, device, patch_size=None):
+def _untrained_predictor(preset: str, device, patch_size=None, compile=False):
     """A LabelPredictor around an untrained model with a checkpoint-like meta (speed only)."""
     from pairspec.data import LabelStats, model_pixels
     from pairspec.grid import APOGEE_GRID
@@ -254,10 +304,11 @@ def _untrained_predictor(preset: str, device, patch_size=None):
     stats = LabelStats(np.zeros(K, np.float32), np.ones(K, np.float32), -np.ones(K, np.float32), np.ones(K, np.float32))
     meta = {"schema": APOGEE_DR17_SCHEMA.to_dict(), "grid": APOGEE_GRID.to_dict(), "label_stats": stats.to_dict(),
             "label_lo": [-1.0] * K, "label_hi": [1.0] * K, "n_model_pix": L, "calibration": None}
-    return LabelPredictor(create_model(preset, L, K, patch_size=patch_size), meta, device=str(device))
+    return LabelPredictor(create_model(preset, L, K, patch_size=patch_size), meta, device=str(device), compile=compile)
 
 
-def stage_predict(device, preset: str, n: int, batches: list[int], deadline: float, patch_size=None) -> dict:
+def stage_predict(device, preset: str, n: int, batches: list[int], deadline: float, patch_size=None,
+                  predict_patches=None) -> dict:
     import torch
 
     from pairspec.models import count_flops
@@ -304,7 +355,50 @@ def stage_predict(device, preset: str, n: int, batches: list[int], deadline: flo
         out[key] = {"batch": bs, "spectra_per_s": round(bs / dt, 1), "warmup_s": round(warm, 1),
                     "tflops": round(flops * bs / dt / 1e12, 1)}
         log(f"  {key}: {bs / dt:.0f} spectra/s")
+
+    # where the input preparation (cleaning, S/N, continuum fit, input tensor) spends its time
+    bs = max(batches)
+    if elapsed() < deadline:
+        out["inputs_profile"] = _profile(lambda: pred._inputs_torch(flux[:bs], ivar[:bs]), device)
+    # LabelPredictor.predict end to end, eager and compile=True, at each patch size, the largest batch
+    out["end_to_end"] = []
+    for patch in predict_patches or [patch_size]:
+        for compiled in (False, True):
+            if elapsed() > deadline:
+                out["end_to_end"].append({"patch_size": patch, "compiled": compiled, "skipped": "time budget"})
+                continue
+            try:
+                p = _untrained_predictor(preset, device, patch, compile=compiled)
+                t = time.perf_counter()
+                p.predict(flux[:bs], ivar[:bs], batch_size=bs)  # warm-up (and compilation)
+                _sync(device)
+                warm = time.perf_counter() - t
+                dt = _timed(lambda: p.predict(flux, ivar, batch_size=bs), device, 2)
+                row = {"patch_size": patch or p.model.patch_size, "compiled": compiled, "batch": bs,
+                       "spectra_per_s": round(n / dt, 1), "warmup_s": round(warm, 1),
+                       "forward_gflop_per_spectrum": round(count_flops(p.model) / 1e9, 2)}
+            except Exception as err:  # noqa: BLE001 - keep the other measurements
+                row = {"patch_size": patch, "compiled": compiled, "error": f"{type(err).__name__}: {err}"[:500]}
+            out["end_to_end"].append(row)
+            log(f"  end to end: {row}")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     return out
+
+
+def _profile(fn, device, rows: int = 15) -> str:
+    """torch.profiler table of one call of fn (after one warm-up call): the top ops by self device time
+    (self CPU time on a CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    fn()
+    _sync(device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        fn()
+        _sync(device)
+    return prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total",
+                                     row_limit=rows)
 
 
 def _simulate_cmd(args, store_dir: Path) -> list[str]:
@@ -408,6 +502,11 @@ def main(argv=None) -> dict:
                     help="stages to run, in this order (the simulation starts at t=0 when sim is listed)")
     ap.add_argument("--patch-size", type=int, default=None, help="override the preset's patch size (step, predict)")
     ap.add_argument("--step-batches", default="256,512")
+    ap.add_argument("--shapes", default="384:8:16,384:6:16,384:6:32,512:8:32,768:12:32,768:12:64",
+                    help="shapes stage: WIDTH:HEADS:PATCH of the preset (depth kept), comma-separated")
+    ap.add_argument("--shape-batch", type=int, default=256, help="shapes stage: batch of the optimizer step")
+    ap.add_argument("--predict-patches", default="16,32",
+                    help="predict stage: patch sizes for the end-to-end eager/compiled comparison")
     ap.add_argument("--step-modes", default="eager,compiled")
     ap.add_argument("--expect-sps", type=float, default=2500.0,
                     help="training samples/s assumed to plan epochs when the step stage did not run")
@@ -432,6 +531,14 @@ def main(argv=None) -> dict:
     budget = args.budget_s
 
     stages = [x.strip() for x in args.stages.split(",") if x.strip()]
+    unknown = set(stages) - {"env", "step", "shapes", "predict", "sim", "train", "evaluate"}
+    if unknown:
+        raise SystemExit(f"--stages: unknown stage(s) {sorted(unknown)}")
+
+    def stage_deadline(name: str, share: float) -> float:
+        """A stage may run until `share` of the budget when training follows it, else to 95 %."""
+        later = stages[stages.index(name) + 1:]
+        return (share if "train" in later else 0.95) * budget
     store_dir, proc = work / "sim", None
     if "sim" in stages:
         with open(out / "sim.log", "w") as simlog:
@@ -450,7 +557,15 @@ def main(argv=None) -> dict:
                              modes, args.patch_size)
         elif name == "predict":
             res.stage("predict", stage_predict, device, args.preset, 256 if args.toy else 32768,
-                      [128] if args.toy else [1024, 4096], 0.45 * budget, args.patch_size)
+                      [64, 128] if args.toy else [1024, 4096], stage_deadline("predict", 0.45), args.patch_size,
+                      [int(p) for p in args.predict_patches.split(",") if p])
+        elif name == "shapes":
+            shapes = [parse_shape(x) for x in args.shapes.split(",") if x]
+            if args.toy:
+                shapes = [{**sh, "embed_dim": sh["embed_dim"] // 8, "num_heads": max(1, sh["num_heads"] // 4)}
+                          for sh in shapes[:3]]
+            res.stage("shapes", stage_shapes, device, args.preset, shapes, 16 if args.toy else args.shape_batch,
+                      2 if args.toy else 8, env, stage_deadline("shapes", 0.55))
         elif name == "sim":
             res.stage("sim", stage_wait_sim, proc, store_dir, 0.65 * budget)
         elif name == "train" and res.data["stages"].get("sim", {}).get("ok"):
@@ -483,9 +598,17 @@ def _summary(data: dict) -> None:
         print(f"train step {'compiled' if r.get('compiled') else 'eager   '} b{r.get('batch')}: "
               f"{r.get('samples_per_s')} samples/s  MFU {r.get('mfu_vs_datasheet')} (datasheet) "
               f"{r.get('mfu_vs_measured_matmul')} (measured matmul)")
+    for r in st.get("shapes", {}).get("runs", []):
+        print(f"shape D{r.get('embed_dim')} h{r.get('num_heads')} p{r.get('patch_size')}: "
+              f"{r.get('samples_per_s')} samples/s  MFU {r.get('mfu_vs_datasheet')}  inference "
+              f"{r.get('forward_compiled_spectra_per_s', r.get('forward_eager_spectra_per_s'))} spectra/s"
+              + (f"  {r['error'][:80]}" if "error" in r else ""))
     p = st.get("predict", {})
     for r in p.get("predict", []):
         print(f"predict b{r.get('batch')}: {r.get('spectra_per_s')} spectra/s")
+    for r in p.get("end_to_end", []):
+        print(f"predict end to end p{r.get('patch_size')} {'compiled' if r.get('compiled') else 'eager'}: "
+              f"{r.get('spectra_per_s')} spectra/s")
     for k in ("network_eager", "network_compiled"):
         if k in p:
             print(f"{k}: {p[k]}")
