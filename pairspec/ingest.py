@@ -436,9 +436,11 @@ def _worker_main(adapter, path: str, wid: int, inbox, outbox) -> None:
 
 
 class _reader:
-    """Context manager yielding (unit, record, skip) in unit order, in-process or from a spawn pool.
-    The pool runs at most `window` units ahead of the consumer, so memory does not grow with the
-    number of units when the consumer (the single writer) is the slower side."""
+    """Context manager yielding (unit, record, skip, masked) in unit order, in-process or from a spawn
+    process pool. The pool runs at most `window` units ahead of the consumer, so memory does not grow
+    with the number of units when the consumer (the single writer) is the slower side. A reader
+    process that dies (killed, out of memory) stops the ingest with a RuntimeError instead of a hang:
+    concurrent.futures marks the pool broken, where multiprocessing.Pool would wait for ever."""
 
     def __init__(self, adapter, workers, units, window: int = 64):
         self.adapter, self.units = adapter, units
@@ -450,32 +452,27 @@ class _reader:
             _init_reader(self.adapter)
             return map(_read_unit, self.units)
         import multiprocessing as mp
-        import threading
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        from pairspec.ordered import ordered_map
 
         # spawn: no fork of a process that may hold torch / zarr threads
-        self.pool = mp.get_context("spawn").Pool(self.workers, initializer=_init_reader, initargs=(self.adapter,))
-        self.slots, self.stop = threading.Semaphore(self.window), False
-
-        def feed():  # runs in the pool's task-feeding thread
-            for unit in self.units:
-                self.slots.acquire()
-                if self.stop:
-                    return
-                yield unit
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                        initializer=_init_reader, initargs=(self.adapter,))
 
         def results():
-            for item in self.pool.imap(_read_unit, feed(), chunksize=2):
-                self.slots.release()
-                yield item
+            try:
+                yield from ordered_map(self.pool, _read_unit, self.units, self.window)
+            except BrokenProcessPool as err:
+                raise RuntimeError(f"an ingest reader process died ({err}); the batches committed so far "
+                                   "are whole, and running the same command again resumes") from None
 
         return results()
 
     def __exit__(self, *exc):
         if self.pool is not None:
-            self.stop = True
-            self.slots.release(self.window + 1)  # unblock the feeder so it can see `stop`
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=True)
         return False
 
 

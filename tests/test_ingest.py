@@ -176,6 +176,30 @@ def test_dead_worker_stops_the_ingest(tmp_path):
     assert open_store(str(tmp_path / "s.zarr"), mode="a").validate() == []  # what was committed is whole
 
 
+READER_POOL_DEATH = textwrap.dedent("""
+    import sys, uuid
+    sys.path.insert(0, {here!r})
+    from fake_survey import FakeAdapter
+    from pairspec.ingest import ingest
+    from pairspec.store import open_store
+    url = f"memory://pairspec-ingest-{{uuid.uuid4().hex}}/s.zarr"
+    try:
+        ingest(FakeAdapter(), {src!r}, url, workers=2, batch_size=4, chunk=4, progress=False)
+    except RuntimeError as err:
+        assert open_store(url, mode="a").validate() == []
+        print("RAISED", err)
+""")
+
+
+def test_dead_reader_in_the_pool_stops_the_ingest(tmp_path):
+    """The reader pool (stores other processes cannot open) used to wait for ever when a reader died."""
+    src = str(write_units(tmp_path / "src", [f"A{i:05d}" for i in range(8)] + ["EXIT B0001"]))
+    run = subprocess.run([sys.executable, "-c", READER_POOL_DEATH.format(here=str(HERE), src=src)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "RAISED an ingest reader process died" in run.stdout, run.stdout + run.stderr
+
+
 def test_reader_pool_for_a_store_other_processes_cannot_open(tmp_path):
     """memory:// is private to this process: workers only read (a pool, bounded look-ahead)."""
     import uuid
