@@ -167,7 +167,7 @@ except ImportError:
 
 
 def _lock_file(path: str) -> str:
-    from pairspec.store import lock_path
+    from pairspec.chunk_io import lock_path
 
     return lock_path(path)
 

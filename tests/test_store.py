@@ -214,12 +214,13 @@ def test_empty_store_validates(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["f4", "i8"])
 def test_shard_codec_writes_zarrs_own_bytes_and_merges(tmp_path, dtype):
-    """Spectra written by store._write_array (its own shard codec: whole shards encoded, partial ones
+    """Spectra written by chunk_io.write_array (its own shard codec: whole shards encoded, partial ones
     merged into the stored shard) are byte for byte what zarr writes for whole shards, and every
     partial write reads back as if zarr had made it."""
     import zarr
 
-    from pairspec.store import _create, _ShardCodec, _write_array
+    from pairspec.chunk_io import ShardCodec, write_array
+    from pairspec.store import _create
 
     rng = np.random.default_rng(3)
     g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
@@ -227,9 +228,9 @@ def test_shard_codec_writes_zarrs_own_bytes_and_merges(tmp_path, dtype):
     values[40:56] = 0  # an all-fill inner chunk is stored too (write_empty_chunks)
     ours, theirs = (_create(g, name, dtype, values.shape, 32, ("row", "pixel")).with_config(
         {"write_empty_chunks": True}) for name in ("ours", "theirs"))
-    assert _ShardCodec.of(ours) is not None
+    assert ShardCodec.of(ours) is not None
     theirs[:] = values
-    _write_array(ours, 0, values)
+    write_array(ours, 0, values)
     for shard in range(5):
         ours_bytes = (tmp_path / f"g.zarr/ours/c/{shard}/0").read_bytes()
         assert ours_bytes == (tmp_path / f"g.zarr/theirs/c/{shard}/0").read_bytes()
@@ -242,13 +243,13 @@ def test_shard_codec_writes_zarrs_own_bytes_and_merges(tmp_path, dtype):
     for start, n in ((3, 5), (11, 4 * 32), (30, 3), (64, 16), (100, 67), (0, 1), (150, 17)):
         block = (rng.normal(5, 1, (n, 300)) * (1 if dtype == "f4" else 1000)).astype(dtype)
         for arr, exp in ((ours, expect), (fresh, fresh_expect)):
-            _write_array(arr, start, block)
+            write_array(arr, start, block)
             exp[start:start + n] = block
             np.testing.assert_array_equal(zarr.open_array(arr.store_path, mode="r")[:], exp)
     # any other layout (here zstd inside the shards) is left to zarr
     other = g.create_array("other", shape=(64, 300), dtype=dtype, chunks=(16, 300), shards=(32, 300))
-    assert _ShardCodec.of(other) is None
-    _write_array(other, 5, values[:50])
+    assert ShardCodec.of(other) is None
+    write_array(other, 5, values[:50])
     np.testing.assert_array_equal(other[5:55], values[:50])
 
 
@@ -257,7 +258,7 @@ def _merge_rows_in_turn(path, lock_file, parity, go):
     shard, each under the lock of its shard, while the other child writes the other blocks."""
     import zarr
 
-    from pairspec.store import ChunkLocks, _write_array
+    from pairspec.chunk_io import ChunkLocks, write_array
 
     arr = zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
     locks = ChunkLocks(lock_file)
@@ -266,7 +267,7 @@ def _merge_rows_in_turn(path, lock_file, parity, go):
         for block in range(parity, 4, 2):
             start = shard * 32 + block * 8
             with locks.hold("visits", shard):
-                _write_array(arr, start, np.full((8, arr.shape[1]), 1 + start, dtype="f4"))
+                write_array(arr, start, np.full((8, arr.shape[1]), 1 + start, dtype="f4"))
 
 
 def test_chunk_locks_serialise_merges_across_processes(tmp_path):
@@ -295,23 +296,24 @@ def test_chunk_locks_serialise_merges_across_processes(tmp_path):
 @pytest.mark.parametrize("dtype,shape", [("f8", (1000,)), ("i4", (1000,)), ("i1", (1000,)), ("f4", (1000, 4)),
                                          ("i8", (1000, 4)), (str, (1000,))])
 def test_chunk_codec_writes_zarrs_own_bytes_and_merges(tmp_path, dtype, shape):
-    """The other columns (store._ChunkCodec: bytes or vlen-utf8, then zstd) likewise."""
+    """The other columns (chunk_io.ChunkCodec: bytes or vlen-utf8, then zstd) likewise."""
     import zarr
 
-    from pairspec.store import _ChunkCodec, _create, _write_array
+    from pairspec.chunk_io import ChunkCodec, write_array
+    from pairspec.store import _create
 
     rng = np.random.default_rng(4)
     g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
     dims = ("row", "label")[:len(shape)]
     ours, theirs = (_create(g, name, dtype, shape, 256, dims).with_config({"write_empty_chunks": True})
                     for name in ("ours", "theirs"))
-    assert _ChunkCodec.of(ours) is not None
+    assert ChunkCodec.of(ours) is not None
     if dtype is str:
         values = np.array([f"2M{i:05d}-" + "x" * int(rng.integers(0, 9)) + "é" for i in range(shape[0])], dtype=object)
     else:
         values = (rng.normal(size=shape) * 100).astype(dtype)
     theirs[:] = values
-    _write_array(ours, 0, values)
+    write_array(ours, 0, values)
     suffix = "/0" if len(shape) > 1 else ""
     for chunk in range(4):  # the last one only partly inside the array: padded with the fill value
         assert (tmp_path / f"g.zarr/ours/c/{chunk}{suffix}").read_bytes() == \
@@ -319,6 +321,6 @@ def test_chunk_codec_writes_zarrs_own_bytes_and_merges(tmp_path, dtype, shape):
     expect = values.copy()
     for start, n in ((3, 5), (250, 20), (600, 400), (0, 1)):
         block = values[:n][::-1].copy()
-        _write_array(ours, start, block)
+        write_array(ours, start, block)
         expect[start:start + n] = block
     assert np.asarray(zarr.open_array(str(tmp_path / "g.zarr/ours"), mode="r")[:]).tolist() == expect.tolist()
