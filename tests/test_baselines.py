@@ -7,7 +7,7 @@ import torch
 
 from pairspec import baselines as B
 from pairspec import metrics as M
-from pairspec.grid import APOGEE_GRID, aspcap7214_index
+from pairspec.grid import aspcap7214_index
 
 torch.set_num_threads(1)
 

@@ -58,6 +58,7 @@ def test_train_predict_evaluate(tiny_survey, tmp_path):
         "--set", "train.epochs=1", "--set", "train.batch_size=16",
     )
     assert (run / "best.pt").exists() and (run / "config.yaml").exists()
+    assert f"best checkpoint: {run / 'best.pt'}" in out
     assert "tsn_mini" in invoke("info", run / "best.pt")
 
     invoke("predict", run / "best.pt", store, "-o", tmp_path / "labels.fits", "--device", "cpu")
