@@ -73,6 +73,9 @@ def test_train_predict_evaluate(tiny_survey, tmp_path):
     files = sorted(str(p) for p in (tiny_survey / "sim").glob("*/*/a?Star-*.fits"))[:3]
     invoke("predict", run / "best.pt", *files, "-o", tmp_path / "files.ecsv", "--device", "cpu")
     assert (tmp_path / "files.visits.ecsv").exists() and (tmp_path / "files.stars.ecsv").exists()
+    invoke("predict", run / "best.pt", *files, "-o", tmp_path / "compiled.ecsv", "--device", "cpu", "--compile")
+    eager, compiled = (Table.read(tmp_path / f"{n}.visits.ecsv") for n in ("files", "compiled"))
+    assert len(compiled) == len(eager) and np.allclose(compiled["teff"], eager["teff"], rtol=1e-4)
 
     invoke("evaluate", run / "best.pt", store, "--split", "all", "--truth", tiny_survey / "sim" / "truth.fits",
            "-o", tmp_path / "report")
