@@ -221,18 +221,10 @@ def iter_chunks(store, split: str = "train", mode: str = "loo", min_visits: int 
     at most 2 x threads chunks in memory."""
     selected = (select_stars(store, split, mode, min_visits, max_stars) if stars is None
                 else np.asarray(stars, dtype=np.int64))
-    read = ChunkReader(store, mode, device)
+    from pairspec.ordered import thread_map
+
     parts = [selected[start:start + chunk_stars] for start in range(0, selected.size, chunk_stars)]
-    if threads <= 1 or len(parts) <= 1:
-        for part in parts:
-            yield read(part)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pairspec.ordered import ordered_map
-
-    with ThreadPoolExecutor(max_workers=int(threads)) as pool:
-        yield from ordered_map(pool, read, parts, 2 * int(threads))
+    yield from thread_map(ChunkReader(store, mode, device), parts, threads)
 
 
 class TwinData:
@@ -303,7 +295,6 @@ class _TwinTorchDataset:
             "label_mask": torch.from_numpy(self.label_mask[i]),
             "snr": torch.tensor(self.snr[i], dtype=torch.float32),
         }
-
 
     def batch(self, indices) -> dict:
         """The items at `indices`, stacked (what default collation of __getitem__ items gives), by one

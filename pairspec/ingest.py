@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from pairspec.chunk_io import lock_path
 from pairspec.surveys.base import AdapterError, Skip, WorkUnit
 
 _ADAPTER = None  # the adapter inside a reader process (set by _init_reader)
@@ -127,7 +128,7 @@ def ingest(survey, source: str, store_path: str, workers: int | None = None, bat
     local = _local_path(str(store_path))
     # parallel writers start before discovery, so that their start-up (imports) overlaps it
     writers = _Workers(adapter, local, n_workers) if n_workers > 1 and local is not None and _HAS_FCNTL else None
-    with _removed_after(writers and _lock_file(local)), writers or contextlib.nullcontext():
+    with _removed_after(writers and lock_path(local)), writers or contextlib.nullcontext():
         discovery = adapter.discover(source)
         units = sorted(discovery.units, key=lambda u: u.unit_id)
         if limit is not None:
@@ -164,12 +165,6 @@ try:
     _HAS_FCNTL = True
 except ImportError:
     _HAS_FCNTL = False
-
-
-def _lock_file(path: str) -> str:
-    from pairspec.chunk_io import lock_path
-
-    return lock_path(path)
 
 
 @contextlib.contextmanager

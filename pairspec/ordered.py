@@ -1,4 +1,4 @@
-"""An ordered map over an executor with a bounded number of jobs in flight."""
+"""Ordered maps with a bounded number of jobs in flight: over any executor, or over threads."""
 
 from __future__ import annotations
 
@@ -16,3 +16,17 @@ def ordered_map(executor, fn: Callable, items: Iterable, window: int) -> Iterato
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
+
+
+def thread_map(fn: Callable, items: Iterable, threads: int) -> Iterator:
+    """fn(item) for each item, yielded in item order; with threads > 1 on that many threads, at most
+    2 x threads items ahead of the consumer (for work that releases the GIL: Zarr decompression,
+    numpy). threads <= 1, or a single item: run here, one at a time."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=int(threads)) as pool:
+        yield from ordered_map(pool, fn, items, 2 * int(threads))

@@ -24,7 +24,6 @@ at read time (no good pixel) are still counted.
 from __future__ import annotations
 
 import os
-
 import queue
 import threading
 from typing import Iterator
@@ -171,18 +170,11 @@ class TwinStream:
         """self.read(c) for c in order, in order; with read_threads > 1 the next chunks are read on that
         many threads meanwhile (Zarr decompression and numpy release the GIL; at most 2 x read_threads
         chunks ahead)."""
-        if self.read_threads <= 1 or len(order) <= 1:
-            for c in order:
-                yield self.read(c)
-            return
-        from concurrent.futures import ThreadPoolExecutor
+        from pairspec.ordered import thread_map
 
-        from pairspec.ordered import ordered_map
-
-        if self._reader is None:  # one reader shared by the threads: build it before they start
+        if self.read_threads > 1 and self._reader is None:  # one reader shared by the threads: build it first
             self._reader = ChunkReader(self.store, self.mode, self.device)
-        with ThreadPoolExecutor(max_workers=self.read_threads) as pool:
-            yield from ordered_map(pool, self.read, order, 2 * self.read_threads)
+        yield from thread_map(self.read, order, self.read_threads)
 
     def batches(self, seed: int, epoch: int, batch_size: int, n_batches: int | None = None,
                 rank: int = 0, world: int = 1) -> Iterator[dict]:
