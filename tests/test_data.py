@@ -136,6 +136,38 @@ def test_loo_twins_from_store(store):
     assert err_tgt < 0.7 * err_in
 
 
+def test_twins_read_on_threads_equal_one_thread(store):
+    """TwinData reads star chunks on threads (ordered.thread_map): same twins, same order."""
+    one = data.TwinData(store, "all", mode="loo", chunk_stars=1, threads=1)
+    many = data.TwinData(store, "all", mode="loo", chunk_stars=1, threads=3)
+    for name in ("x", "target", "target_w", "labels", "snr", "star_index", "visit_index"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(many, name), err_msg=name)
+
+
+def test_thread_map_keeps_order_and_bounds_the_look_ahead():
+    import threading
+    import time
+
+    from pairspec.ordered import thread_map
+
+    started, lock = [], threading.Lock()
+
+    def slow(i):
+        with lock:
+            started.append(i)
+        time.sleep(0.01 * (i % 3))  # later items may finish first
+        return i * i
+
+    out = []
+    for value in thread_map(slow, range(20), threads=3):
+        with lock:
+            ahead = len(started) - len(out)
+        assert ahead <= 2 * 3  # never more than 2 x threads submitted and not yet consumed
+        out.append(value)
+    assert out == [i * i for i in range(20)]
+    assert list(thread_map(slow, [4], threads=3)) == [16]
+
+
 def test_splits_partition_and_max_stars(store):
     parts = [data.TwinData(store, s, mode="loo") for s in ("train", "val", "test")]
     assert sum(len(p) for p in parts) == len(data.TwinData(store, "all", mode="loo"))
