@@ -333,7 +333,7 @@ def stage_predict(device, preset: str, n: int, batches: list[int], deadline: flo
     # the network alone on prepared inputs (bf16 autocast as in predict), eager then compiled
     bs = min(batches)
     if device.type == "cuda":
-        x, _, _ = pred._inputs_torch(flux[:bs], ivar[:bs])
+        x = pred._inputs_torch(flux[:bs], ivar[:bs])
         pre = _timed(lambda: pred._inputs_torch(flux[:bs], ivar[:bs]), device, 3)
         out["inputs_on_device_spectra_per_s"] = round(bs / pre, 1)
     else:

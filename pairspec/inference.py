@@ -86,17 +86,13 @@ class LabelPredictor:
         with torch.inference_mode():
             for start in range(0, N, batch_size):
                 rows = slice(start, min(start + batch_size, N))
+                f, iv = _clean(flux[rows], ivar[rows])
+                # one numpy computation for both input paths: S/N picks the calibration bin, so the two
+                # must not disagree in the last bit (torch and numpy kernels differ between CPUs)
+                snr[rows], frac_bad[rows] = visit_snr(f, iv, pix)
                 if self.torch_inputs:
-                    x, frac_bad[rows], snr[rows] = self._inputs_torch(flux[rows], ivar[rows])
+                    x = self._inputs_torch(f, iv)
                 else:
-                    f, iv = _clean(flux[rows], ivar[rows])
-                    good = iv[:, pix] > 0
-                    frac_bad[rows] = 1.0 - good.mean(1)
-                    # flux*sqrt(ivar) is the same before and after continuum normalisation
-                    s2n = np.where(good, f[:, pix] * np.sqrt(iv[:, pix]), np.nan)
-                    with warnings.catch_warnings():  # an all-bad row: NaN S/N is the answer
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        snr[rows] = np.nanmedian(s2n, axis=1)
                     x = torch.from_numpy(np.ascontiguousarray(data.prepare_inputs(f, iv, self.grid),
                                                               dtype=np.float32)).to(self.device)
                 n = x.shape[0]
@@ -117,25 +113,16 @@ class LabelPredictor:
         return result
 
     def _inputs_torch(self, flux: np.ndarray, ivar: np.ndarray):
-        """The numpy branch of predict (_clean, frac_bad, S/N, data.prepare_inputs) on self.device:
-        (x (n, 2, L) float32 on the device, frac_bad (n,) float64, snr (n,) float32) as numpy."""
+        """data.prepare_inputs of cleaned (see _clean) flux/ivar on self.device: x (n, 2, L) float32 there."""
         import torch
 
-        from pairspec.continuum_torch import inputs_from_normalized_torch, normalize_torch, row_median
+        from pairspec.continuum_torch import inputs_from_normalized_torch, normalize_torch
 
         f = torch.from_numpy(np.ascontiguousarray(flux)).to(self.device)
         iv = torch.from_numpy(np.ascontiguousarray(ivar)).to(self.device)
-        bad = ~torch.isfinite(f) | ~torch.isfinite(iv) | (iv <= 0)
-        f, iv = torch.where(bad, 0.0, f), torch.where(bad, 0.0, iv)
         pix = torch.from_numpy(self.model_pixels).to(self.device)
-        fp, ivp = f[:, pix], iv[:, pix]
-        good = ivp > 0
-        frac_bad = 1.0 - good.sum(1).double() / pix.numel()  # = numpy's bool mean, in float64
-        # numpy's nanmedian is the mean of the two middle values, as row_median; all-bad row -> NaN.
-        snr = row_median(fp * torch.sqrt(ivp), good, float("nan"))
         norm_flux, norm_ivar, _ = normalize_torch(f, iv, self.grid)
-        x = inputs_from_normalized_torch(norm_flux[:, pix], norm_ivar[:, pix])
-        return x, frac_bad.cpu().numpy(), snr.cpu().numpy()
+        return inputs_from_normalized_torch(norm_flux[:, pix], norm_ivar[:, pix])
 
     def predict_spectrum(self, spectrum, **kwargs) -> dict:
         """A specutils Spectrum (1-D or (N, npix)) on this grid; uncertainty converted to ivar."""
@@ -153,6 +140,19 @@ class LabelPredictor:
         if spectrum.mask is not None:
             ivar = np.where(np.asarray(spectrum.mask, dtype=bool), 0.0, ivar)
         return self.predict(flux, ivar, **kwargs)
+
+
+def visit_snr(flux: np.ndarray, ivar: np.ndarray, pix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(snr (N,) float32, frac_bad (N,) float32) of cleaned spectra over the model pixels `pix`:
+    median(flux * sqrt(ivar)) over the good pixels (NaN for an all-bad row; flux*sqrt(ivar) is the same
+    before and after continuum normalisation) and the fraction of bad model pixels."""
+    fp, ivp = flux[:, pix], ivar[:, pix]
+    good = ivp > 0
+    s2n = np.where(good, fp * np.sqrt(ivp), np.nan)
+    with warnings.catch_warnings():  # an all-bad row: NaN S/N is the answer
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snr = np.nanmedian(s2n, axis=1).astype(np.float32)
+    return snr, (1.0 - good.mean(1)).astype(np.float32)
 
 
 def _clean(flux: np.ndarray, ivar: np.ndarray):

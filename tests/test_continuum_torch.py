@@ -109,7 +109,8 @@ def test_row_median_matches_numpy(sort_branch):
     mask[3, :] = False
     mask[3, 7] = True  # one value
     got = ct.row_median(torch.from_numpy(values), torch.from_numpy(mask), 0.25).numpy()
-    np.testing.assert_array_equal(got, _row_median(values, mask, 0.25))
+    # two implementations (torch gather vs numpy): equal to float64 rounding, not asserted bit for bit
+    np.testing.assert_allclose(got, _row_median(values, mask, 0.25), rtol=1e-15, atol=0)
 
 
 def test_network_inputs_match_data_module():
@@ -152,8 +153,10 @@ def test_predictor_torch_path_equals_numpy_path(tmp_path):
     ref = pred.predict(flux, ivar, batch_size=3, denoise=True)
     pred.torch_inputs = True
     got = pred.predict(flux, ivar, batch_size=3, denoise=True)
+    # S/N and frac_bad come from one numpy function whatever builds the inputs (S/N picks the
+    # calibration bin, so the paths must agree exactly): the same code on the same rows.
     np.testing.assert_array_equal(got["frac_bad"], ref["frac_bad"])
-    np.testing.assert_array_equal(got["snr"], ref["snr"])  # exact: S/N picks the calibration bin
+    np.testing.assert_array_equal(got["snr"], ref["snr"])
     for key in ("labels", "sigma", "denoised"):
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
@@ -182,13 +185,14 @@ def test_cuda_predictor_builds_inputs_on_device(tmp_path):
     flux[1, :50] = np.nan
     pred = LabelPredictor.from_checkpoint(tmp_path / "m.pt", device="cuda")
     assert pred.torch_inputs
-    ref_x = data.prepare_inputs(*_clean_like_predict(flux, ivar), pred.grid)
-    x, frac_bad, snr = pred._inputs_torch(flux, ivar)
+    clean = _clean_like_predict(flux, ivar)
+    ref_x = data.prepare_inputs(*clean, pred.grid)
+    x = pred._inputs_torch(*clean)
     assert x.device.type == "cuda"
     np.testing.assert_allclose(x.cpu().numpy(), ref_x, rtol=1e-5, atol=1e-6)
     cpu = LabelPredictor.from_checkpoint(tmp_path / "m.pt").predict(flux, ivar)
-    np.testing.assert_array_equal(snr, cpu["snr"])
-    np.testing.assert_array_equal(frac_bad, cpu["frac_bad"])
+    got = pred.predict(flux, ivar)
+    np.testing.assert_array_equal(got["snr"], cpu["snr"])  # one numpy S/N for both paths
 
 
 def _clean_like_predict(flux, ivar):

@@ -280,7 +280,6 @@ REAL_APSTAR = REAL / MULTI
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not REAL_APSTAR.is_file(), reason=f"real APOGEE file not found: {REAL_APSTAR}")
 def test_real_apstar_files_with_a_broken_one(tmp_path):
     from pairspec.grid import APOGEE_GRID
 
