@@ -1,4 +1,4 @@
-"""Continuum normalisation throughput: numpy `continuum.normalize` vs `continuum_torch.normalize_torch`
+"""Continuum normalisation throughput: the numpy and the torch backend of `pairspec.preprocess.normalize`
 on CPU (and CUDA when present). Prints JSON.
 
     python benchmarks/continuum.py [--n 256] [--threads 1] [--repeat 3] [--cont-pixels]
@@ -19,7 +19,7 @@ import time
 def _spectra(n: int, seed: int = 0):
     import numpy as np
 
-    from pairspec.grid import APOGEE_GRID
+    from pairspec.surveys.apogee.layout import APOGEE_GRID
 
     rng = np.random.default_rng(seed)
     npix = APOGEE_GRID.npix
@@ -61,9 +61,9 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from pairspec.continuum import apogee_continuum_pixels, normalize
-    from pairspec.continuum_torch import normalize_torch
-    from pairspec.grid import APOGEE_GRID
+    from pairspec.preprocess import normalize
+    from pairspec.preprocess.torch_backend import normalize as normalize_torch
+    from pairspec.surveys.apogee.layout import APOGEE_GRID, apogee_continuum_pixels
 
     torch.set_num_threads(args.threads)
     flux, ivar = _spectra(args.n)

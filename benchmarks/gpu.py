@@ -153,7 +153,7 @@ def stage_step(device, preset: str, batches: list[int], steps: int, env: dict, d
 
     from pairspec.config import TrainSection
     from pairspec.data import model_pixels
-    from pairspec.grid import APOGEE_GRID
+    from pairspec.surveys.apogee.layout import APOGEE_GRID
 
     L = int(model_pixels(APOGEE_GRID).size)
     cuda = device.type == "cuda"
@@ -237,7 +237,7 @@ def stage_shapes(device, preset: str, shapes: list[dict], batch: int, steps: int
 
     from pairspec.config import TrainSection
     from pairspec.data import model_pixels
-    from pairspec.grid import APOGEE_GRID
+    from pairspec.surveys.apogee.layout import APOGEE_GRID
 
     L = int(model_pixels(APOGEE_GRID).size)
     cuda = device.type == "cuda"
@@ -267,8 +267,8 @@ def _emulator_spectra(n: int, n_distinct: int, seed: int = 0):
     a smooth continuum, with Gaussian noise at S/N 5-100 and a few bad pixels (the prediction workload)."""
     import torch
 
-    from pairspec.emulator import KuruczEmulator
-    from pairspec.grid import APOGEE_GRID
+    from pairspec.surveys.apogee.emulator import KuruczEmulator
+    from pairspec.surveys.apogee.layout import APOGEE_GRID
 
     emu = KuruczEmulator.load()
     rng = np.random.default_rng(seed)
@@ -294,10 +294,9 @@ def _emulator_spectra(n: int, n_distinct: int, seed: int = 0):
 def _untrained_predictor(preset: str, device, patch_size=None, compile=False):
     """A LabelPredictor around an untrained model with a checkpoint-like meta (speed only)."""
     from pairspec.data import LabelStats, model_pixels
-    from pairspec.grid import APOGEE_GRID
     from pairspec.inference import LabelPredictor
     from pairspec.models import create_model
-    from pairspec.schema import APOGEE_DR17_SCHEMA
+    from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA, APOGEE_GRID
 
     L = int(model_pixels(APOGEE_GRID).size)
     K = len(APOGEE_DR17_SCHEMA)
@@ -419,7 +418,13 @@ def stage_wait_sim(proc, store_dir: Path, deadline: float) -> dict:
 
 def stage_train(device, args, store_path: str, run_dir: Path, deadline: float, step_sps: float | None) -> dict:
     from pairspec import train as T
-    from pairspec.config import DataSection, ModelSection, RunConfig, RunSection, TrainSection
+    from pairspec.config import (
+        DataSection,
+        ModelSection,
+        RunConfig,
+        RunSection,
+        TrainSection,
+    )
     from pairspec.data import TwinData
     from pairspec.store import open_store
 
@@ -472,7 +477,7 @@ def stage_evaluate(checkpoint: str, store_path: str, truth: str, out: Path, work
 
 
 def simulate_only(store_dir: Path, stars: int, seed: int, workers: int) -> None:
-    from pairspec.simulate_store import simulate_apogee_store
+    from pairspec.surveys.apogee.store_sim import simulate_apogee_store
 
     store_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()

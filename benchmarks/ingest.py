@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="pairspec-bench-") as tmp:
         root = args.sim_dir
         if root is None:
-            from pairspec.simulate import simulate_apogee
+            from pairspec.surveys.apogee.simulate import simulate_apogee
 
             root = Path(tmp) / "sim"
             simulate_apogee(root, n_stars=args.stars, seed=args.seed)

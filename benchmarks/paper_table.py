@@ -26,7 +26,13 @@ SIZES = {  # stars, epochs, model preset, emulator-fit visits, max_steps per run
 
 
 def base_recipe(store: str, out_root: Path, size: dict):
-    from pairspec.config import DataSection, ModelSection, RunConfig, RunSection, TrainSection
+    from pairspec.config import (
+        DataSection,
+        ModelSection,
+        RunConfig,
+        RunSection,
+        TrainSection,
+    )
 
     return RunConfig(
         run=RunSection(name="tsn", out_dir=str(out_root / "tsn"), seed=SEED % 1000),
@@ -53,7 +59,7 @@ def main(argv=None) -> dict:
     from pairspec.baselines import baseline_recipes
     from pairspec.evaluate import evaluate, format_table
     from pairspec.ingest import ingest
-    from pairspec.simulate import simulate_apogee
+    from pairspec.surveys.apogee.simulate import simulate_apogee
     from pairspec.train import train
 
     t0 = time.perf_counter()

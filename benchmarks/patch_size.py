@@ -31,7 +31,13 @@ SIZES = {
 
 def recipe(store: str, out_dir: Path, patch: int, k: int, args):
     """Run k of a patch size: the training seed (weights, batch order) is SEED % 1000 + k; same survey."""
-    from pairspec.config import DataSection, ModelSection, RunConfig, RunSection, TrainSection
+    from pairspec.config import (
+        DataSection,
+        ModelSection,
+        RunConfig,
+        RunSection,
+        TrainSection,
+    )
 
     return RunConfig(
         run=RunSection(name=f"p{patch}_s{k}", out_dir=str(out_dir / f"p{patch}_s{k}"), seed=SEED % 1000 + k),
@@ -81,7 +87,7 @@ def main(argv=None) -> dict:
     from pairspec.evaluate import _jsonable, evaluate, format_table
     from pairspec.models import create_model
     from pairspec.models.tsn import count_flops, count_parameters
-    from pairspec.simulate_store import simulate_apogee_store
+    from pairspec.surveys.apogee.store_sim import simulate_apogee_store
     from pairspec.train import train
 
     work = Path(args.work) / tag

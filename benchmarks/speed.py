@@ -25,8 +25,8 @@ def _peak_rss_mb() -> float:
 def _spectra(n: int, seed: int = 0):
     import torch
 
-    from pairspec.emulator import KuruczEmulator
-    from pairspec.grid import APOGEE_GRID
+    from pairspec.surveys.apogee.emulator import KuruczEmulator
+    from pairspec.surveys.apogee.layout import APOGEE_GRID
 
     emu = KuruczEmulator.load()
     rng = np.random.default_rng(seed)
@@ -69,8 +69,8 @@ def bench_train_step(preset: str, device: str, steps: int, batch_size: int, n_la
     import torch
 
     from pairspec.data import model_pixels
-    from pairspec.grid import APOGEE_GRID
     from pairspec.models import create_model
+    from pairspec.surveys.apogee.layout import APOGEE_GRID
 
     L = len(model_pixels(APOGEE_GRID))
     model = create_model(preset, L, n_labels).to(device)
@@ -105,8 +105,8 @@ def bench_forward(checkpoint, flux, ivar, device) -> dict:
     import torch
 
     from pairspec.checkpoint import load_checkpoint
-    from pairspec.data import prepare_inputs
-    from pairspec.grid import APOGEE_GRID
+    from pairspec.preprocess import prepare_inputs
+    from pairspec.surveys.apogee.layout import APOGEE_GRID
 
     model, _ = load_checkpoint(checkpoint, map_location=device)
     model.eval()
@@ -126,7 +126,13 @@ def bench_forward(checkpoint, flux, ivar, device) -> dict:
 def bench_train(store, preset, device, steps: int, batch_size: int, workdir) -> dict:
     """train.train on a store for a fixed number of steps, end to end: loading and normalising the
     twins, the steps, validation and calibration. Wall time, not a throughput of the model."""
-    from pairspec.config import DataSection, ModelSection, RunConfig, RunSection, TrainSection
+    from pairspec.config import (
+        DataSection,
+        ModelSection,
+        RunConfig,
+        RunSection,
+        TrainSection,
+    )
     from pairspec.train import train
 
     cfg = RunConfig(run=RunSection(name="speed", out_dir=str(workdir)), data=DataSection(store=store),

@@ -29,63 +29,75 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _surveys(kind: str) -> str:
+    """Registered survey names for --help (entry points are read, nothing is imported)."""
+    from pairspec.surveys import available, simulators
+
+    return ", ".join(simulators() if kind == "simulate" else available())
+
+
 @app.command()
 def simulate(
-    survey: Annotated[str, typer.Argument(help="Survey whose file format to write (apogee).")],
-    out: Annotated[Path, typer.Argument(help="Output folder; gets an allStar file, apStar tree and truth.fits.")],
-    stars: Annotated[int, typer.Option(help="Number of distinct stars to simulate.")] = 500,
+    survey: Annotated[str, typer.Argument(help=f"Survey whose file format to write: {_surveys('simulate')}.")],
+    out: Annotated[Path, typer.Argument(help="Output folder: the survey's file tree and truth.fits (true labels, "
+                                             "noiseless spectra).")],
+    stars: Annotated[int, typer.Option(help="Number of distinct stars to simulate (at least 1).")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 1,
     workers: Annotated[int, typer.Option(help="Worker processes (output does not depend on it).")] = 1,
     store_only: Annotated[bool, typer.Option(
-        "--store-only", help="Skip the FITS files: write OUT/apogee.zarr (the pair store `pairspec ingest` would "
-                             "make of them, ~2x faster than simulate + ingest) and OUT/truth.fits.")] = False,
+        "--store-only", help="Skip the survey files: write OUT/<survey>.zarr (the pair store `pairspec ingest` "
+                             "would make of them, ~2x faster than simulate + ingest) and OUT/truth.fits.")] = False,
 ) -> None:
     """Write a synthetic survey in the survey's REAL file format, with true labels beside it."""
-    if survey.lower() != "apogee":
-        _fail(f"no simulator for survey {survey!r}; available: apogee")
-    if store_only:
-        from pairspec.simulate_store import simulate_apogee_store
+    from pairspec.surveys import get_simulator
 
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            res = simulate_apogee_store(str(out / "apogee.zarr"), n_stars=stars, seed=seed, workers=workers,
-                                        progress=True, truth=str(out / "truth.fits"))
-        except ValueError as err:
-            _fail(str(err))
-        typer.echo(f"wrote {res.n_stars} stars, {res.n_visits} visits to {res.store} ({len(res.skipped)} allStar "
-                   f"row(s) left out, as ingest would) and {res.truth}")
-        return
-    from pairspec.simulate import simulate_apogee
-
-    summary = simulate_apogee(out, n_stars=stars, seed=seed, workers=workers, progress=True)
-    typer.echo(
-        f"wrote {summary.n_stars} stars, {summary.n_visits} visits in {summary.n_files} files under {out}"
-    )
+    if stars < 1:
+        _fail(f"--stars must be at least 1, got {stars}")
+    if workers < 1:
+        _fail(f"--workers must be at least 1, got {workers}")
+    try:
+        simulator = get_simulator(survey)
+        result = simulator.simulate(out, n_stars=stars, seed=seed, workers=workers, store_only=store_only,
+                                    progress=True)
+    except (KeyError, ValueError, FileExistsError) as err:
+        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
+    typer.echo(result["text"])
 
 
 @app.command()
 def ingest(
-    survey: Annotated[str, typer.Argument(help="Survey adapter name (see `pairspec info --surveys`).")],
+    survey: Annotated[str, typer.Argument(help=f"Survey adapter: {_surveys('ingest')}.")],
     source: Annotated[str, typer.Argument(help="Survey data root, laid out as on the survey's servers.")],
     store: Annotated[str, typer.Argument(help="Pair store to create or extend (path or fsspec URL).")],
     workers: Annotated[Optional[int], typer.Option(
         help="Processes that read and write (local store); default: all cores. 1: this process only.")] = None,
     batch_size: Annotated[int, typer.Option(help="Units (stars) per atomic batch appended to the store.")] = 256,
-    strict: Annotated[bool, typer.Option(help="APOGEE: also treat persistence and sky-line bits as bad.")] = False,
-    limit: Annotated[Optional[int], typer.Option(help="Ingest at most this many stars (for trials).")] = None,
+    option: Annotated[Optional[list[str]], typer.Option(
+        "--option", help="Adapter option KEY=VALUE, repeatable (e.g. APOGEE: --option strict=true also treats "
+                         "persistence and sky-line bits as bad; see docs/surveys.md).")] = None,
+    strict: Annotated[bool, typer.Option(help="Shorthand for --option strict=true.")] = False,
+    limit: Annotated[Optional[int], typer.Option(help="Ingest at most this many stars (for trials; >= 1).")] = None,
 ) -> None:
     """Read a survey's files into the pair store. Resumable: rerun after a crash to finish the job."""
     from pairspec.ingest import format_report
     from pairspec.ingest import ingest as run_ingest
+    from pairspec.surveys import parse_options
     from pairspec.surveys.base import AdapterError
 
+    if limit is not None and limit < 1:
+        _fail(f"--limit must be at least 1, got {limit}")
+    if batch_size < 1:
+        _fail(f"--batch-size must be at least 1, got {batch_size}")
     try:
+        options = parse_options(option)
+        if strict:
+            options["strict"] = True
         report = run_ingest(
             survey, source, store, workers=workers, batch_size=batch_size, progress=True,
-            adapter_options={"strict": strict} if strict else None, limit=limit,
+            adapter_options=options or None, limit=limit,
         )
     except (AdapterError, KeyError, FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
     typer.echo(format_report(report))
 
 
@@ -112,7 +124,8 @@ def train(
 @app.command()
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `pairspec train` (best.pt).")],
-    inputs: Annotated[list[str], typer.Argument(help="A pair store, or apStar/asStar FITS files (globs ok).")],
+    inputs: Annotated[list[str], typer.Argument(
+        help="A pair store, or spectrum files of the model's survey (e.g. apStar/asStar FITS; globs ok).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Catalogue: .fits, .parquet or .ecsv.")] = Path(
         "labels.fits"
     ),
@@ -127,18 +140,25 @@ def predict(
     """Labels, calibrated errors and flags for every visit, and per-star combinations."""
     from pairspec.predict import predict as run_predict
 
+    if batch_size < 1:
+        _fail(f"--batch-size must be at least 1, got {batch_size}")
     if len(inputs) == 1 and not inputs[0].lower().endswith((".fits", ".fits.gz", ".fit")):
         source: str | list[str] = inputs[0]
     else:
         files: list[str] = []
         for pattern in inputs:
             matched = sorted(glob.glob(pattern))
-            files.extend(matched if matched else [pattern])
+            if not matched:
+                _fail(f"{pattern}: no such file" if not glob.has_magic(pattern) else f"{pattern}: no file matches")
+            files.extend(matched)
         source = files
-    result = run_predict(
-        checkpoint, source, out, split=split, batch_size=batch_size, device=_device(device),
-        denoised_path=denoised, progress=True, compile=compile,
-    )
+    try:
+        result = run_predict(
+            checkpoint, source, out, split=split, batch_size=batch_size, device=_device(device),
+            denoised_path=denoised, progress=True, compile=compile,
+        )
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
     typer.echo(
         f"{result.n_visits} visits, {result.n_stars} stars -> {result.visit_path}"
         + (f" and {result.star_path}" if result.star_path != result.visit_path else "")

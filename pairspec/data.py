@@ -1,7 +1,7 @@
 """Training data: network inputs from spectra, and twins (input visit, high-S/N target, labels) from a store.
 
 Inputs and targets live on the model pixels (the grid's usable blocks; APOGEE: 7514 px) and are
-continuum-normalised per spectrum with `pairspec.continuum.normalize`, the same call at training and
+continuum-normalised per spectrum with `pairspec.preprocess.normalize`, the same call at training and
 at inference. Targets are normalised flux (continuum ~ 1); the model predicts target - 1.
 """
 
@@ -13,53 +13,16 @@ from typing import Iterator
 
 import numpy as np
 
-from pairspec.continuum import normalize
-from pairspec.grid import LogLinearGrid
 from pairspec.pairs import leave_one_out, select_twins
+from pairspec.preprocess import (
+    inputs_from_normalized,
+    model_pixels,
+    normalize,
+    target_from_normalized,
+)
 
-# Channel-0 clip (normalised flux - 1): deep lines reach -1, unmasked cosmic rays cannot blow up the net.
-INPUT_CLIP = (-1.5, 1.0)
-# Weight channel w = snr_pix / (snr_pix + WEIGHT_SNR_HALF): 0.33 at S/N 5, 0.5 at 10, 0.91 at 100.
-WEIGHT_SNR_HALF = 10.0
 MODES = ("loo", "coadd", "direct")
 SPLITS = {"train": 0, "val": 1, "test": 2}
-
-
-def model_pixels(grid: LogLinearGrid) -> np.ndarray:
-    """Indices (int64, increasing) of the grid pixels the network sees: its usable blocks."""
-    return np.flatnonzero(grid.usable()).astype(np.int64)
-
-
-def pixel_weight(norm_ivar: np.ndarray) -> np.ndarray:
-    """Smooth monotone map of the normalised ivar to [0, 1): per-pixel S/N / (S/N + 10); 0 for bad pixels."""
-    s = np.sqrt(np.maximum(np.nan_to_num(norm_ivar, nan=0.0, posinf=0.0), 0.0))
-    return (s / (s + WEIGHT_SNR_HALF)).astype(np.float32)
-
-
-def inputs_from_normalized(norm_flux: np.ndarray, norm_ivar: np.ndarray) -> np.ndarray:
-    """(N, 2, L) float32 from normalised flux/ivar already on the model pixels (see prepare_inputs)."""
-    good = (norm_ivar > 0) & np.isfinite(norm_flux) & np.isfinite(norm_ivar)
-    x = np.empty((norm_flux.shape[0], 2, norm_flux.shape[1]), dtype=np.float32)
-    x[:, 0] = np.where(good, np.clip(np.nan_to_num(norm_flux - 1.0), *INPUT_CLIP), 0.0)
-    x[:, 1] = np.where(good, pixel_weight(np.where(good, norm_ivar, 0.0)), 0.0)
-    return x
-
-
-def prepare_inputs(flux: np.ndarray, ivar: np.ndarray, grid: LogLinearGrid, cont_pixels=None) -> np.ndarray:
-    """Network input (N, 2, L) float32 from raw spectra (N, npix): channel 0 = normalised flux - 1,
-    clipped to [-1.5, 1.0], 0 on bad pixels; channel 1 = pixel_weight(normalised ivar), 0 on bad pixels."""
-    norm_flux, norm_ivar, _ = normalize(flux, ivar, grid, cont_pixels=cont_pixels)
-    pix = model_pixels(grid)
-    return inputs_from_normalized(norm_flux[:, pix], norm_ivar[:, pix])
-
-
-def target_from_normalized(norm_flux: np.ndarray, norm_ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(target, target_w) float32: normalised flux and its ivar; bad or out-of-clip pixels -> (1, 0)."""
-    lo, hi = INPUT_CLIP[0] + 1.0, INPUT_CLIP[1] + 1.0
-    good = (norm_ivar > 0) & np.isfinite(norm_flux) & np.isfinite(norm_ivar)
-    good &= (norm_flux >= lo) & (norm_flux <= hi)  # a spike in the target is not signal to learn
-    target = np.where(good, norm_flux, 1.0).astype(np.float32)
-    return target, np.where(good, norm_ivar, 0.0).astype(np.float32)
 
 
 @dataclass
@@ -135,21 +98,19 @@ def select_stars(store, split: str, mode: str, min_visits: int = 2, max_stars: i
 
 
 def normalizer(device=None):
-    """continuum.normalize, or (device a CUDA device) the same maths run on it by continuum_torch.normalize_torch
-    (float64 there too, so the same numbers to float32 rounding: tests/test_continuum_torch.py), with numpy
-    in and out. numpy does ~300 spectra/s per core; a GPU takes the continuum off the data-loading path.
-    (device "cpu" runs the torch port on the CPU: for tests; numpy is faster there.)"""
+    """pairspec.preprocess.normalize with numpy in and out, run on `device` when it is given (the torch
+    backend, float64 there too, so the same numbers to float32 rounding: tests/test_preprocess.py). numpy does
+    ~300 spectra/s per core; a GPU takes the continuum off the data-loading path. (device "cpu" runs the
+    torch backend on the CPU: for tests; numpy is faster there.)"""
     if device is None:
         return normalize
 
     def on_device(flux, ivar, grid):
         import torch
 
-        from pairspec.continuum_torch import normalize_torch
-
         f = torch.from_numpy(np.ascontiguousarray(flux)).to(device)
         iv = torch.from_numpy(np.ascontiguousarray(ivar)).to(device)
-        return tuple(t.cpu().numpy() for t in normalize_torch(f, iv, grid))
+        return tuple(t.cpu().numpy() for t in normalize(f, iv, grid))
 
     return on_device
 

@@ -1,4 +1,4 @@
-"""`pairspec demo`: the whole chain on a small synthetic APOGEE DR17 survey, on the CPU.
+"""`pairspec demo`: the whole chain on a small synthetic survey (the default: pairspec.surveys.DEMO_SURVEY), on the CPU.
 
 simulate (real DR17 file format) -> ingest -> train TSN -> train a direct-regression baseline
 (same backbone, combined spectra only) -> evaluate both against the survey labels and the truth
@@ -31,27 +31,29 @@ def demo_config(store: Path, runs: Path, epochs: int | None, seed: int):
     return config
 
 
-def run_demo(out: Path, n_stars: int = 600, epochs: int | None = None, seed: int = 1) -> dict:
+def run_demo(out: Path, n_stars: int = 600, epochs: int | None = None, seed: int = 1,
+             survey: str | None = None) -> dict:
     from pairspec.baselines import baseline_recipes
     from pairspec.evaluate import evaluate, format_table
     from pairspec.ingest import format_report, ingest
     from pairspec.predict import predict
-    from pairspec.simulate import simulate_apogee
+    from pairspec.surveys import DEMO_SURVEY, get_simulator
     from pairspec.train import train
 
+    survey = survey or DEMO_SURVEY
     console = Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sim, store, runs = out / "sim_dr17", out / "apogee.zarr", out / "runs"
+    sim, store, runs = out / "sim", out / "store.zarr", out / "runs"
     t0 = time.perf_counter()
 
-    console.rule("1/5 simulate an APOGEE DR17-format survey")
-    if not (sim / "allStar-dr17-synspec_rev1.fits").exists():
-        simulate_apogee(sim, n_stars=n_stars, seed=seed, workers=2, progress=True)
+    console.rule(f"1/5 simulate a {survey} survey in its real file format")
+    if not (sim / "truth.fits").exists():  # the simulators write truth.fits last
+        get_simulator(survey).simulate(sim, n_stars=n_stars, seed=seed, workers=2, progress=True)
     console.print(f"synthetic survey in {sim} (truth in {sim / 'truth.fits'})")
 
     console.rule("2/5 ingest into the pair store")
-    report = ingest("apogee", str(sim), str(store), workers=2, progress=True)
+    report = ingest(survey, str(sim), str(store), workers=2, progress=True)
     console.print(format_report(report), markup=False, highlight=False)
 
     console.rule("3/5 train TwinSpecNet and the direct-regression baseline")

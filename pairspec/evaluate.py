@@ -30,25 +30,47 @@ def _load_predictor(checkpoint, device="auto"):
     return LabelPredictor.from_checkpoint(checkpoint, device=device)
 
 
-def read_truth(path, star_ids, names) -> np.ndarray:
-    """True labels (n_star, K) of `star_ids` from a truth.fits (APOGEE_ID + lower-case columns); NaN
-    where a star or a column is missing. Also returns the cluster column (str) if present."""
+TRUTH_ID = "star_id"
+
+
+def read_truth(path, star_ids, names) -> tuple[np.ndarray, np.ndarray | None]:
+    """True labels (n_star, K) of `star_ids` (the store's star ids) from a truth file: a FITS/ECSV/Parquet
+    table with a `star_id` column and one column per label name (lower-case catalogue names), as the
+    simulators write it. Also returns its `cluster` column (str) if it has one.
+
+    A truth file that cannot serve is a ValueError naming the file: unreadable, no `star_id`, none of the
+    labels, or no star of the store in it. A label the file lacks, or a star it lacks, is NaN (and the
+    report says how many stars matched)."""
     from astropy.table import Table
 
-    tab = Table.read(str(path), hdu=1)
-    if "APOGEE_ID" not in tab.colnames:
-        raise ValueError(f"{path}: truth table has no APOGEE_ID column")
-    ids = np.char.strip(np.asarray(tab["APOGEE_ID"]).astype(str))
+    path = str(path)
+    try:
+        tab = Table.read(path, hdu=1) if path.lower().endswith((".fits", ".fit", ".fits.gz")) else Table.read(path)
+    except FileNotFoundError as err:
+        raise ValueError(f"{path}: no such truth file") from err
+    except Exception as err:  # noqa: BLE001 - astropy raises many kinds for a file that is not a table
+        raise ValueError(f"{path}: not a readable truth table ({type(err).__name__}: {err})") from err
+    cols = {c.lower(): c for c in tab.colnames}
+    if TRUTH_ID not in cols:
+        raise ValueError(f"{path}: truth table has no {TRUTH_ID!r} column (columns: {', '.join(tab.colnames[:12])})")
+    have = [n for n in names if n in cols]
+    if not have:
+        raise ValueError(f"{path}: truth table has none of the model's labels {list(names)} "
+                         f"(columns: {', '.join(tab.colnames[:12])}); is it the truth of another survey?")
+    ids = np.char.strip(np.asarray(tab[cols[TRUTH_ID]]).astype(str))
     row = {sid: i for i, sid in enumerate(ids)}
     idx = np.array([row.get(str(s).strip(), -1) for s in star_ids])
+    if not (idx >= 0).any():
+        raise ValueError(f"{path}: no star of the store is in this truth table (e.g. store star "
+                         f"{str(star_ids[0]) if len(star_ids) else '?'!r}, truth star {ids[0] if ids.size else '?'!r})")
     out = np.full((len(star_ids), len(names)), np.nan)
     for k, name in enumerate(names):
-        if name in tab.colnames:
-            col = np.asarray(tab[name], dtype=np.float64)
+        if name in cols:
+            col = np.asarray(tab[cols[name]], dtype=np.float64)
             out[idx >= 0, k] = col[idx[idx >= 0]]
     cluster = None
-    if "cluster" in tab.colnames:
-        col = np.asarray(tab["cluster"]).astype(str)
+    if "cluster" in cols:
+        col = np.asarray(tab[cols["cluster"]]).astype(str)
         cluster = np.where(idx >= 0, col[np.maximum(idx, 0)], "")
     return out, cluster
 
@@ -64,8 +86,8 @@ def _select_stars(stars: dict, split) -> np.ndarray:
 def _loo_targets(flux, ivar, star, grid):
     """Continuum-normalised leave-one-out coadds: for each visit, the ivar-weighted mean of the
     star's OTHER visits (ivar 0 where the star has a single visit), as training builds them."""
-    from pairspec.continuum import normalize
     from pairspec.pairs import leave_one_out, visit_groups
+    from pairspec.preprocess import normalize
 
     nf, ni, _ = normalize(flux, ivar, grid)
     tf, ti = np.ones(nf.shape), np.zeros(ni.shape)
@@ -106,7 +128,7 @@ def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, ba
         bar.start()
         task = bar.add_task("evaluate", total=len(chunks))
     for rows in chunks:
-        flux, ivar, _ = store.visit_spectra(rows)
+        flux, ivar, pixmask = store.visit_spectra(rows, pixmask=fitter is not None)
         t0 = time.perf_counter()
         out = predictor.predict(flux, ivar, batch_size=batch_size, denoise=True)
         preds["tsn"]["time"] += time.perf_counter() - t0
@@ -128,11 +150,12 @@ def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, ba
             sel = np.isin(rows, fit_rows)
             if sel.any():
                 t0 = time.perf_counter()
-                f = fitter.fit(flux[sel], ivar[sel])
+                f = fitter.fit(flux[sel], ivar[sel], pixmask=pixmask[sel])  # the survey's bits: a strict fit mask
                 fit_parts["time"] += time.perf_counter() - t0
                 fit_parts["rows"].append(rows[sel])
-                fit_parts["labels"].append(_reorder(f["labels"], _fit_names(), names))
-                fit_parts["sigma"].append(_reorder(f["sigma"], _fit_names(), names))
+                fit_names = list(getattr(fitter, "catalogue_names", fitter.label_names))
+                fit_parts["labels"].append(_reorder(f["labels"], fit_names, names))
+                fit_parts["sigma"].append(_reorder(f["sigma"], fit_names, names))
         rows_all.append(rows)
         if bar is not None:
             bar.advance(task)
@@ -153,11 +176,6 @@ def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, ba
         result["emulator_fit"] = {**full, "rate": len(fr) / max(fit_parts["time"], 1e-9)}
     recon = np.concatenate(chi2) if chi2 else np.array([])
     return rows_all, result, recon, examples
-
-
-def _fit_names():
-    # EmulatorFit's [alpha/Fe] stands in for [Mg/Fe] (Mg is an alpha element; the paper's comparison)
-    return ["teff", "logg", "fe_h", "mg_fe"]
 
 
 def _reorder(arr, have, want) -> np.ndarray:
@@ -201,9 +219,11 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
     split_rows = np.concatenate([np.arange(first[s], first[s] + nvis[s]) for s in star_sel])
     fitter, fit_rows = None, np.array([], dtype=np.int64)
     if emulator_fit and max_fit > 0:
-        from pairspec.baselines import EmulatorFit
+        from pairspec.surveys import visit_fitter
 
-        fitter = EmulatorFit()
+        fitter = visit_fitter(store.survey)
+        if fitter is None:
+            raise ValueError(f"{store_path}: survey {store.survey!r} has no visit-level fit baseline")
         rng = np.random.default_rng(0)
         fit_rows = np.sort(rng.choice(split_rows, size=min(max_fit, split_rows.size), replace=False))
     rows, methods, recon, examples = _run_methods(store, predictor, others, fitter, star_sel, fit_rows,

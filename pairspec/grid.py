@@ -54,15 +54,3 @@ class LogLinearGrid:
             frame=d.get("frame", "rest"),
             blocks=tuple(tuple(int(v) for v in b) for b in d.get("blocks", ())),
         )
-
-
-# APOGEE apStar grid (formats.md 1.6): 15100.80 -> 16999.81 A, and the DR13-DR17 chip blocks (7514 px).
-APOGEE_CHIP_BLOCKS = ((246, 3274), (3585, 6080), (6344, 8335))
-APOGEE_GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=8575, blocks=APOGEE_CHIP_BLOCKS)
-# The older 7214-px ASPCAP grid of the shipped emulator (apStar pixel index blocks).
-ASPCAP_7214_BLOCKS = ((322, 3242), (3648, 6048), (6412, 8306))
-
-
-def aspcap7214_index() -> np.ndarray:
-    """apStar pixel indices (into the 8575 grid) of the 7214-px emulator grid, increasing."""
-    return np.concatenate([np.arange(a, b) for a, b in ASPCAP_7214_BLOCKS])

@@ -15,11 +15,11 @@ tsn_base network ran 1.4x faster than eager (benchmarks/results/gpu_h100.md); on
 from __future__ import annotations
 
 import contextlib
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from pairspec import preprocess
 from pairspec.calibration import sigma_scale
 from pairspec.grid import LogLinearGrid
 from pairspec.schema import LabelSchema
@@ -45,12 +45,12 @@ class LabelPredictor:
         self.label_lo = np.asarray(meta["label_lo"], dtype=np.float64)  # training label range
         self.label_hi = np.asarray(meta["label_hi"], dtype=np.float64)
         self.calibration = meta.get("calibration")
-        self.model_pixels = np.asarray(data.model_pixels(self.grid))
+        self.model_pixels = np.asarray(preprocess.model_pixels(self.grid))
         if self.model_pixels.size != int(meta["n_model_pix"]):
             raise ValueError(f"{source or 'checkpoint'}: the model was trained on {meta['n_model_pix']} pixels, "
                              f"but this pairspec selects {self.model_pixels.size} model pixels of its grid")
         # Where the inputs are built: on CUDA the whole preprocessing (cleaning, S/N, continuum, input
-        # tensor) runs on the device (pairspec.continuum_torch, same maths as the numpy path), since numpy
+        # tensor) runs on the device (the torch backend of pairspec.preprocess, same maths as numpy), since numpy
         # normalisation would cap a GPU at a few hundred spectra/s per core. On CPU numpy stays: it is
         # ~1.7x faster than torch there (benchmarks/continuum.py). Setting it True on CPU runs the torch path.
         self.torch_inputs = self.device.type == "cuda"
@@ -70,8 +70,6 @@ class LabelPredictor:
         """flux, ivar (N, npix) on self.grid (bad pixels ivar 0; NaN/inf are treated as bad)."""
         import torch
 
-        from pairspec import data
-
         flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
         ivar = np.atleast_2d(np.asarray(ivar, dtype=np.float32))
         if flux.shape != ivar.shape or flux.shape[1] != self.grid.npix:
@@ -86,14 +84,14 @@ class LabelPredictor:
         with torch.inference_mode():
             for start in range(0, N, batch_size):
                 rows = slice(start, min(start + batch_size, N))
-                f, iv = _clean(flux[rows], ivar[rows])
+                f, iv = preprocess.clean(flux[rows], ivar[rows])
                 # one numpy computation for both input paths: S/N picks the calibration bin, so the two
                 # must not disagree in the last bit (torch and numpy kernels differ between CPUs)
-                snr[rows], frac_bad[rows] = visit_snr(f, iv, pix)
+                snr[rows], frac_bad[rows] = preprocess.visit_snr(f, iv, pix)
                 if self.torch_inputs:
                     x = self._inputs_torch(f, iv)
                 else:
-                    x = torch.from_numpy(np.ascontiguousarray(data.prepare_inputs(f, iv, self.grid),
+                    x = torch.from_numpy(np.ascontiguousarray(preprocess.prepare_inputs(f, iv, self.grid),
                                                               dtype=np.float32)).to(self.device)
                 n = x.shape[0]
                 if self.compiled and n < batch_size:  # one shape for the compiled graph
@@ -113,16 +111,12 @@ class LabelPredictor:
         return result
 
     def _inputs_torch(self, flux: np.ndarray, ivar: np.ndarray):
-        """data.prepare_inputs of cleaned (see _clean) flux/ivar on self.device: x (n, 2, L) float32 there."""
+        """preprocess.prepare_inputs of cleaned flux/ivar run on self.device: x (n, 2, L) float32 there."""
         import torch
-
-        from pairspec.continuum_torch import inputs_from_normalized_torch, normalize_torch
 
         f = torch.from_numpy(np.ascontiguousarray(flux)).to(self.device)
         iv = torch.from_numpy(np.ascontiguousarray(ivar)).to(self.device)
-        pix = torch.from_numpy(self.model_pixels).to(self.device)
-        norm_flux, norm_ivar, _ = normalize_torch(f, iv, self.grid)
-        return inputs_from_normalized_torch(norm_flux[:, pix], norm_ivar[:, pix])
+        return preprocess.prepare_inputs(f, iv, self.grid)
 
     def predict_spectrum(self, spectrum, **kwargs) -> dict:
         """A specutils Spectrum (1-D or (N, npix)) on this grid; uncertainty converted to ivar."""
@@ -140,23 +134,3 @@ class LabelPredictor:
         if spectrum.mask is not None:
             ivar = np.where(np.asarray(spectrum.mask, dtype=bool), 0.0, ivar)
         return self.predict(flux, ivar, **kwargs)
-
-
-def visit_snr(flux: np.ndarray, ivar: np.ndarray, pix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(snr (N,) float32, frac_bad (N,) float32) of cleaned spectra over the model pixels `pix`:
-    median(flux * sqrt(ivar)) over the good pixels (NaN for an all-bad row; flux*sqrt(ivar) is the same
-    before and after continuum normalisation) and the fraction of bad model pixels."""
-    fp, ivp = flux[:, pix], ivar[:, pix]
-    good = ivp > 0
-    s2n = np.where(good, fp * np.sqrt(ivp), np.nan)
-    with warnings.catch_warnings():  # an all-bad row: NaN S/N is the answer
-        warnings.simplefilter("ignore", RuntimeWarning)
-        snr = np.nanmedian(s2n, axis=1).astype(np.float32)
-    return snr, (1.0 - good.mean(1)).astype(np.float32)
-
-
-def _clean(flux: np.ndarray, ivar: np.ndarray):
-    """NaN/inf flux or ivar, and negative ivar, become bad pixels (ivar 0, flux 0)."""
-    bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar <= 0)
-    return np.where(bad, 0.0, flux).astype(np.float32), np.where(bad, 0.0, ivar).astype(np.float32)
-

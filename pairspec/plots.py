@@ -96,7 +96,7 @@ def mgfe_feh(panels: dict, names, path) -> str:
 
 def examples(examples: list, grid, path) -> str:
     """Example visits: continuum-normalised input, denoised output, LOO high-S/N target, residuals."""
-    from pairspec.continuum import normalize
+    from pairspec.preprocess import normalize
 
     plt = _plt()
     wavelength = grid.wavelength()

@@ -92,17 +92,22 @@ def _store_chunks(store, visits, star_sel, chunk: int):
         }
 
 
-def _file_chunks(paths, npix: int, chunk: int, star_ids: list[str], skipped: list, advance):
-    """Visits of the files, grouped into chunks; star_ids grows as new stars are met."""
-    from pairspec.surveys.apogee import read_apstar
-
+def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skipped: list, advance):
+    """Visits of the files (read by the survey adapter `reader`), grouped into chunks; star_ids grows as
+    new stars are met."""
     index: dict[str, int] = {}
     pending: list[dict] = []
     n_pending = 0
     for path in paths:
         advance(1)
+        if not Path(str(path)).is_file():
+            skipped.append((str(path), "no such file"))
+            continue
+        if not reader.can_read(path):
+            skipped.append((str(path), f"not a {reader.name} spectrum file (by its name)"))
+            continue
         try:
-            rec = read_apstar(path)
+            rec = reader.read_file(path)
         except (AdapterError, OSError, ValueError, KeyError, IndexError) as err:
             skipped.append((str(path), getattr(err, "problem", None) or str(err) or type(err).__name__))
             continue
@@ -174,6 +179,20 @@ def _predict_chunks(predictor, chunks, star_ids, batch_size, writer, advance) ->
     return {k: np.concatenate(v) for k, v in cols.items()}
 
 
+def _file_reader(predictor):
+    """The adapter of the predictor's survey (from its label schema) that reads single spectrum files."""
+    reader = getattr(predictor, "file_reader", None)  # tests and notebooks may supply their own
+    if reader is not None:
+        return reader
+    from pairspec.surveys import file_reader
+
+    survey = predictor.schema.survey
+    try:
+        return file_reader(survey)
+    except KeyError as err:
+        raise ValueError(f"the model was trained on survey {survey!r}: {err.args[0]}") from err
+
+
 def _sigma_max(predictor) -> np.ndarray:
     """LARGE_SIGMA threshold: the training label std if the predictor has it, else the range's uniform std."""
     std = getattr(predictor, "label_std", None)
@@ -189,11 +208,18 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress):
         if split is not None:
             raise ValueError("split only applies to a pair store, not to a list of FITS files")
         paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        if not paths:
+            raise ValueError("no input files")
+        reader = _file_reader(predictor)
         star_ids: list[str] = []
         skipped: list[tuple[str, str]] = []
         with _progress(progress, len(paths), "predicting files") as advance:
-            chunks = _file_chunks(paths, predictor.grid.npix, chunk, star_ids, skipped, advance)
+            chunks = _file_chunks(reader, paths, predictor.grid.npix, chunk, star_ids, skipped, advance)
             visits = _predict_chunks(predictor, chunks, star_ids, batch_size, writer, lambda n: None)
+        if not star_ids:  # nothing readable: an empty catalogue would look like success
+            listing = "; ".join(f"{p}: {why}" for p, why in skipped[:5])
+            raise ValueError(f"none of the {len(paths)} input file(s) could be read ({listing}"
+                             f"{'; ...' if len(skipped) > 5 else ''})")
         return visits, star_ids, None, f"{len(paths)} FITS files", skipped
 
     if is_store:

@@ -58,14 +58,3 @@ class LabelSchema:
     @classmethod
     def from_dict(cls, d: dict) -> "LabelSchema":
         return cls(d["survey"], tuple(Label(**lab) for lab in d["labels"]))
-
-
-APOGEE_DR17_SCHEMA = LabelSchema(
-    survey="apogee",
-    labels=(
-        Label("teff", "K", 2500.0, 10000.0, "TEFF", "TEFF_ERR"),
-        Label("logg", "dex", -1.0, 6.0, "LOGG", "LOGG_ERR"),
-        Label("fe_h", "dex", -5.0, 1.5, "FE_H", "FE_H_ERR", "FE_H_FLAG"),
-        Label("mg_fe", "dex", -1.5, 2.0, "MG_FE", "MG_FE_ERR", "MG_FE_FLAG"),
-    ),
-)

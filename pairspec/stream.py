@@ -30,7 +30,13 @@ from typing import Iterator
 
 import numpy as np
 
-from pairspec.data import ChunkReader, LabelStats, model_pixels, select_stars, table_columns
+from pairspec.data import (
+    ChunkReader,
+    LabelStats,
+    model_pixels,
+    select_stars,
+    table_columns,
+)
 
 KEYS = ("x", "target", "target_w", "labels", "snr", "star_index", "visit_index")
 

@@ -13,8 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from pairspec.grid import LogLinearGrid
-from pairspec.schema import APOGEE_DR17_SCHEMA
-from pairspec.surveys.base import AdapterError, Discovery, Skip, StarRecord, WorkUnit, recompute_snr
+from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+from pairspec.surveys.base import (
+    AdapterError,
+    Discovery,
+    Skip,
+    StarRecord,
+    WorkUnit,
+    recompute_snr,
+)
 
 FAKE_GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6 * 128, npix=64, blocks=((4, 30), (34, 60)))
 

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pairspec.grid import APOGEE_GRID
-from pairspec.surveys import get_adapter
 from realdata import MULTI, MULTI_ID, REAL, REQUIRES_REAL, SINGLE, SINGLE_ID  # noqa: F401
 
-from pairspec.surveys.apogee import ApogeeDR17Adapter, apstar_to_spectrum, read_apstar
+from pairspec.surveys import get_adapter
+from pairspec.surveys.apogee.adapter import (
+    ApogeeDR17Adapter,
+    apstar_to_spectrum,
+    read_apstar,
+)
+from pairspec.surveys.apogee.layout import APOGEE_GRID
 from pairspec.surveys.base import SurveyAdapter, recompute_snr
-
 
 pytestmark = REQUIRES_REAL
 

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from realdata import MULTI, MULTI_ID, REAL, REQUIRES_REAL, SINGLE, SINGLE_ID  # noqa: F401
 
-from pairspec.surveys.apogee import ApogeeDR17Adapter
+from pairspec.surveys.apogee.adapter import ApogeeDR17Adapter
 from pairspec.surveys.base import AdapterError
-
 
 pytestmark = REQUIRES_REAL
 LABELS = dict(TEFF=4500.0, TEFF_ERR=80.0, LOGG=2.5, LOGG_ERR=0.05, FE_H=-0.2, FE_H_ERR=0.01,

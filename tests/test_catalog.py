@@ -6,7 +6,12 @@ from astropy.table import Table
 
 from pairspec import catalog
 from pairspec.catalog import (
-    EXTRAPOLATED, LARGE_SIGMA, LOW_SNR, MANY_BAD_PIXELS, NO_GOOD_VISITS, NOT_FINITE,
+    EXTRAPOLATED,
+    LARGE_SIGMA,
+    LOW_SNR,
+    MANY_BAD_PIXELS,
+    NO_GOOD_VISITS,
+    NOT_FINITE,
 )
 
 NAMES, UNITS = ["teff", "logg"], ["K", "dex"]

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from pairspec import data
-from pairspec.continuum import normalize
-from pairspec.grid import APOGEE_GRID, LogLinearGrid
+from pairspec import data, preprocess
+from pairspec.grid import LogLinearGrid
 from pairspec.pairs import leave_one_out
-from pairspec.schema import APOGEE_DR17_SCHEMA
+from pairspec.preprocess import normalize
+from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA, APOGEE_GRID
 from pairspec.surveys.base import StarRecord
 
 GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=400, blocks=((10, 190), (210, 390)))
@@ -75,7 +75,7 @@ def test_prepare_inputs_never_nan():
     ivar[1] = 0.0  # all bad but finite
     flux[2, 50] = 1e30  # overflow-scale spike
     flux[3] = 0.0
-    x = data.prepare_inputs(flux, ivar, GRID)
+    x = preprocess.prepare_inputs(flux, ivar, GRID)
     assert x.shape == (4, 2, 360) and x.dtype == np.float32
     assert np.isfinite(x).all()
     assert (x[1] == 0).all()
@@ -83,7 +83,7 @@ def test_prepare_inputs_never_nan():
     assert x[0, 1].min() > 0 and x[0, 1].max() < 1
     # flux 100 +- 5 with ivar 0.04: per-pixel S/N 20 -> weight 20/30
     assert np.median(x[0, 1]) == pytest.approx(2 / 3, rel=0.05)
-    w = data.pixel_weight(np.array([0.0, 25.0, 100.0, 1e4]))
+    w = preprocess.pixel_weight(np.array([0.0, 25.0, 100.0, 1e4]))
     assert w[0] == 0 and np.all(np.diff(w) > 0) and w[2] == pytest.approx(0.5)
 
 

@@ -11,10 +11,16 @@ import torch.multiprocessing as mp
 
 from pairspec import train as T
 from pairspec.checkpoint import load_checkpoint
-from pairspec.config import DataSection, ModelSection, RunConfig, RunSection, TrainSection
+from pairspec.config import (
+    DataSection,
+    ModelSection,
+    RunConfig,
+    RunSection,
+    TrainSection,
+)
 from pairspec.grid import LogLinearGrid
 from pairspec.models import create_model
-from pairspec.schema import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
 
 L = 128
 

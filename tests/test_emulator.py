@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pairspec.emulator import KuruczEmulator
-from pairspec.grid import aspcap7214_index
+from pairspec.surveys.apogee.emulator import KuruczEmulator
+from pairspec.surveys.apogee.layout import aspcap7214_index
 
 DWARF = [5800.0, 4.4, 0.0, 0.0]
 GIANT = [4750.0, 2.5, 0.0, 0.0]

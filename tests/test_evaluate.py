@@ -5,9 +5,12 @@ import pytest
 import torch
 
 from pairspec import evaluate as E
-from pairspec.grid import APOGEE_GRID, aspcap7214_index
-from pairspec.schema import APOGEE_DR17_SCHEMA
 from pairspec.store import create_store
+from pairspec.surveys.apogee.layout import (
+    APOGEE_DR17_SCHEMA,
+    APOGEE_GRID,
+    aspcap7214_index,
+)
 from pairspec.surveys.base import StarRecord
 
 torch.set_num_threads(1)
@@ -53,7 +56,7 @@ def _build(tmp_path, emulator_spectra=False):
     store = create_store(str(tmp_path / "store.zarr"), "apogee", "dr17", APOGEE_GRID, APOGEE_DR17_SCHEMA)
     clean = None
     if emulator_spectra:
-        from pairspec.baselines import EmulatorFit
+        from pairspec.surveys.apogee.fit import EmulatorFit
 
         emu = EmulatorFit().emulator
         alpha = truth.copy()
@@ -77,7 +80,7 @@ def _build(tmp_path, emulator_spectra=False):
             visit_id=[f"v{i}-{k}" for k in range(N_VISIT)], visit_fiber=np.zeros(N_VISIT, np.int32),
             snr=100.0, meta={"ra": 1.0, "dec": 2.0}))
     store.append(recs)
-    tab = Table({"APOGEE_ID": [r.star_id for r in recs], "teff": truth[:, 0], "logg": truth[:, 1],
+    tab = Table({"star_id": [r.star_id for r in recs], "teff": truth[:, 0], "logg": truth[:, 1],
                  "fe_h": truth[:, 2], "mg_fe": truth[:, 3], "alpha_fe": truth[:, 3], "cluster": cluster})
     tab.write(tmp_path / "truth.fits")
     return truth, survey

@@ -6,7 +6,13 @@ import warnings
 import numpy as np
 import pytest
 
-from pairspec.surveys.apogee_bits import ERR_CEILING, ERR_OUTLIER_FACTOR, PIXMASK_BAD_BITS, bits_value, clean_row
+from pairspec.surveys.apogee.bits import (
+    ERR_CEILING,
+    ERR_OUTLIER_FACTOR,
+    PIXMASK_BAD_BITS,
+    bits_value,
+    clean_row,
+)
 from pairspec.surveys.base import median_1d, recompute_snr
 
 

@@ -5,7 +5,12 @@ import pytest
 from astropy.io import fits
 
 from pairspec.surveys.base import AdapterError
-from pairspec.surveys.fitsutil import fits_layout, header_values, read_header, read_image
+from pairspec.surveys.fitsutil import (
+    fits_layout,
+    header_values,
+    read_header,
+    read_image,
+)
 
 
 def _write(path, n_images=3):

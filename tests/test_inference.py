@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from pairspec import data
+from pairspec import data, preprocess
 from pairspec.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from pairspec.grid import LogLinearGrid
 from pairspec.inference import LabelPredictor
 from pairspec.models import create_model, preset_kwargs
-from pairspec.schema import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
 
 torch.set_num_threads(1)
 GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=300, blocks=((10, 140), (160, 290)))
@@ -50,7 +50,7 @@ def test_round_trip_matches_the_model(tmp_path):
     flux, ivar, snr = spectra(7)
     out = pred.predict(flux, ivar, batch_size=3)
     with torch.no_grad():
-        ref = model.eval()(torch.from_numpy(data.prepare_inputs(flux, ivar, GRID)))
+        ref = model.eval()(torch.from_numpy(preprocess.prepare_inputs(flux, ivar, GRID)))
     assert np.allclose(out["labels"], ref["mean"].numpy() * stats.std + stats.mean, rtol=1e-5)
     assert np.allclose(out["sigma"], np.exp(0.5 * ref["log_var"].numpy()) * stats.std, rtol=1e-5)
     again = LabelPredictor.from_checkpoint(tmp_path / "m.pt").predict(flux, ivar, batch_size=3)

@@ -17,7 +17,7 @@ from astropy.table import Table
 from pairspec import catalog
 from pairspec.grid import LogLinearGrid
 from pairspec.predict import predict
-from pairspec.schema import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
 from pairspec.surveys.base import StarRecord, recompute_snr
 
 NPIX = 32
@@ -178,14 +178,27 @@ def _write_star(path, star, n_visits, level):
     return str(path)
 
 
-@pytest.fixture
-def fake_apogee(monkeypatch):
-    mod = types.ModuleType("pairspec.surveys.apogee")
-    mod.read_apstar = _fake_reader
-    monkeypatch.setitem(sys.modules, "pairspec.surveys.apogee", mod)
+class FakeReader:
+    """A survey file reader as the registry's adapters provide (can_read / read_file)."""
+
+    name = "fake"
+
+    @staticmethod
+    def can_read(path):
+        return str(path).endswith(".fits")
+
+    @staticmethod
+    def read_file(path):
+        return _fake_reader(path)
 
 
-def test_bad_fits_is_reported_and_the_rest_predicted(tmp_path, fake_apogee):
+def reading_predictor(**kw):
+    pred = FakePredictor(**kw)
+    pred.file_reader = FakeReader()
+    return pred
+
+
+def test_bad_fits_is_reported_and_the_rest_predicted(tmp_path):
     good1 = _write_star(tmp_path / "apStar-a.fits", "2M_A", 2, 1.0)
     good2 = _write_star(tmp_path / "apStar-b.fits", "2M_B", 3, 1.2)
     again = _write_star(tmp_path / "asStar-a.fits", "2M_A", 1, 1.0)  # same star, other telescope
@@ -193,7 +206,7 @@ def test_bad_fits_is_reported_and_the_rest_predicted(tmp_path, fake_apogee):
     bad.write_bytes(b"this is not FITS at all" * 10)
     out = tmp_path / "out" / "cat.fits"
     with pytest.warns(UserWarning, match=r"(?s)1 file\(s\).*apStar-bad\.fits: No SIMPLE card"):
-        res = predict(FakePredictor(), [good1, str(bad), good2, again], out, batch_size=1, progress=False)
+        res = predict(reading_predictor(), [good1, str(bad), good2, again], out, batch_size=1, progress=False)
     assert [p for p, _ in res.skipped] == [str(bad)]
     assert (res.n_visits, res.n_stars) == (6, 2)
     visits, stars = _read(out, "VISITS"), _read(out, "STARS")
@@ -203,7 +216,10 @@ def test_bad_fits_is_reported_and_the_rest_predicted(tmp_path, fake_apogee):
     assert stars["e_teff"][1] == pytest.approx(50 * 10 / 24 / np.sqrt(3))  # 3 visits of S/N 1.2 * 20
     assert "teff_survey" not in stars.colnames
     with pytest.raises(ValueError, match="split only applies"):
-        predict(FakePredictor(), [good1], out, split="test", progress=False)
+        predict(reading_predictor(), [good1], out, split="test", progress=False)
+    with pytest.raises(ValueError, match="none of the 2 input file"):  # nothing readable is an error, not a catalogue
+        predict(reading_predictor(), [str(bad), str(tmp_path / "missing.fits")], tmp_path / "x.fits", progress=False)
+    assert not (tmp_path / "x.fits").exists()
 
 
 def test_predictor_crash_leaves_old_catalogue_untouched(tmp_path):
@@ -281,7 +297,7 @@ REAL_APSTAR = REAL / MULTI
 
 @pytest.mark.realdata
 def test_real_apstar_files_with_a_broken_one(tmp_path):
-    from pairspec.grid import APOGEE_GRID
+    from pairspec.surveys.apogee.layout import APOGEE_GRID
 
     good = tmp_path / REAL_APSTAR.name
     shutil.copy(REAL_APSTAR, good)

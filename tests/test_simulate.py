@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from pairspec.simulate import simulate_apogee
+from pairspec.surveys.apogee.simulate import simulate_apogee
 
 N_STARS = 14
 
@@ -89,7 +89,7 @@ def test_allstar_has_no_truth_and_labels_match_errors(sim):
     truth = fits.getdata(out / "truth.fits", 1)
     assert {"teff", "logg", "fe_h", "mg_fe", "alpha_fe", "mass", "age", "population", "cluster"} <= set(truth.columns.names)
     np.testing.assert_array_equal(truth["mg_fe"], truth["alpha_fe"])
-    row = {s: i for i, s in enumerate(truth["APOGEE_ID"])}
+    row = {s: i for i, s in enumerate(truth["star_id"])}
     idx = np.array([row[s] for s in allstar["APOGEE_ID"]])
     z = []
     for col, t in (("TEFF", "teff"), ("LOGG", "logg"), ("FE_H", "fe_h"), ("MG_FE", "mg_fe")):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pairspec.ingest import ingest
-from pairspec.simulate import simulate_apogee
-from pairspec.simulate_store import simulate_apogee_store
 from pairspec.store import open_store
+from pairspec.surveys.apogee.simulate import simulate_apogee
+from pairspec.surveys.apogee.store_sim import simulate_apogee_store
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,6 @@ def test_truth_written_and_store_not_overwritten(pair, tmp_path):
     from astropy.table import Table
 
     truth = Table.read(summary.truth)
-    assert len(truth) == 40 and set(direct.star_table()["id"]) <= set(truth["APOGEE_ID"])
+    assert len(truth) == 40 and set(direct.star_table()["id"]) <= set(truth["star_id"])
     with pytest.raises(ValueError, match="already exists"):
         simulate_apogee_store(direct.path, n_stars=5, seed=1, progress=False)

@@ -10,9 +10,15 @@ import torch
 from pairspec import data, stream
 from pairspec import train as T
 from pairspec.checkpoint import load_checkpoint, read_meta
-from pairspec.config import DataSection, ModelSection, RunConfig, RunSection, TrainSection
+from pairspec.config import (
+    DataSection,
+    ModelSection,
+    RunConfig,
+    RunSection,
+    TrainSection,
+)
 from pairspec.grid import LogLinearGrid
-from pairspec.schema import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
 
 torch.set_num_threads(1)
 NPIX = 300

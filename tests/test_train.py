@@ -10,10 +10,16 @@ import torch
 from pairspec import train as T
 from pairspec.calibration import apply_calibration, fit_calibration, robust_std
 from pairspec.checkpoint import load_checkpoint, read_meta
-from pairspec.config import DataSection, ModelSection, RunConfig, RunSection, TrainSection
+from pairspec.config import (
+    DataSection,
+    ModelSection,
+    RunConfig,
+    RunSection,
+    TrainSection,
+)
 from pairspec.grid import LogLinearGrid
 from pairspec.models import create_model
-from pairspec.schema import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
 
 torch.set_num_threads(1)
 L = 256

@@ -1,29 +1,120 @@
-"""Survey adapters and their registry (entry-point group "pairspec.surveys")."""
+"""Survey adapters and simulators, and their registries.
+
+A survey is one sub-package (pairspec/surveys/<name>/, or a package of its own) that registers
+- an adapter class under the entry-point group "pairspec.surveys" (`pairspec ingest NAME ...`), and
+- a simulator object under "pairspec.simulators" (`pairspec simulate NAME ...`).
+The built-in surveys are listed here as well, so a source checkout works without installed metadata.
+Nothing is imported until a survey is asked for (no import-time side effects, no heavy imports).
+
+Optional hooks an adapter class may define, found by name:
+- `can_read(path) -> bool` and `read_file(path) -> StarRecord` (classmethod / method): `pairspec predict`
+  on the survey's own spectrum files;
+- `visit_fitter() -> object with .fit(flux, ivar, pixmask=None) and .label_names`: the visit-level
+  pipeline baseline of `pairspec evaluate --emulator-fit`.
+"""
 
 from __future__ import annotations
 
 from importlib import import_module
 from importlib.metadata import entry_points
 
-# Built-in adapters, so the registry works from a source checkout without installed metadata.
-_BUILTIN = {"apogee": "pairspec.surveys.apogee:ApogeeDR17Adapter"}
+# the survey `pairspec demo` simulates unless told otherwise
+DEMO_SURVEY = "apogee"
+ADAPTER_GROUP = "pairspec.surveys"
+SIMULATOR_GROUP = "pairspec.simulators"
+_BUILTIN_ADAPTERS = {
+    "apogee": "pairspec.surveys.apogee:ApogeeDR17Adapter",
+}
+_BUILTIN_SIMULATORS = {
+    "apogee": "pairspec.surveys.apogee.simulator:SIMULATOR",
+}
+
+
+def _load(spec: str):
+    module, _, attr = spec.partition(":")
+    obj = import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _registry(group: str, builtin: dict) -> dict:
+    """name -> loader (an entry point or a builtin spec) of one group; installed entry points win."""
+    found = {name: spec for name, spec in builtin.items()}
+    for ep in entry_points(group=group):
+        found[ep.name.lower()] = ep
+    return found
+
+
+def _get(group: str, builtin: dict, name: str, what: str):
+    reg = _registry(group, builtin)
+    key = str(name).lower()
+    if key not in reg:
+        raise KeyError(f"unknown survey {name!r} for {what}; available: {', '.join(sorted(reg)) or 'none'}")
+    item = reg[key]
+    return item.load() if hasattr(item, "load") else _load(item)
 
 
 def available() -> list[str]:
-    names = set(_BUILTIN)
-    names.update(ep.name for ep in entry_points(group="pairspec.surveys"))
-    return sorted(names)
+    """Names of the registered survey adapters."""
+    return sorted(_registry(ADAPTER_GROUP, _BUILTIN_ADAPTERS))
+
+
+def simulators() -> list[str]:
+    """Names of the registered survey simulators."""
+    return sorted(_registry(SIMULATOR_GROUP, _BUILTIN_SIMULATORS))
+
+
+def adapter_class(name: str):
+    return _get(ADAPTER_GROUP, _BUILTIN_ADAPTERS, name, "ingest")
 
 
 def get_adapter(name: str, **options):
-    """Instantiate the adapter registered as `name` (case-insensitive) with its options."""
-    key = name.lower()
-    eps = {ep.name: ep for ep in entry_points(group="pairspec.surveys")}
-    if key in eps:
-        cls = eps[key].load()
-    elif key in _BUILTIN:
-        mod, attr = _BUILTIN[key].split(":")
-        cls = getattr(import_module(mod), attr)
-    else:
-        raise KeyError(f"unknown survey {name!r}; available: {', '.join(available())}")
-    return cls(**options)
+    """Instantiate the adapter registered as `name` (case-insensitive) with its options; an option the
+    adapter does not take is a ValueError naming the option and the ones it does take."""
+    cls = adapter_class(name)
+    try:
+        return cls(**options)
+    except TypeError as err:
+        import inspect
+
+        params = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+        raise ValueError(f"survey {name!r}: {err}; its options are: {', '.join(params) or 'none'}") from err
+
+
+def get_simulator(name: str):
+    """The simulator registered as `name`: an object with `.name` and `.simulate(out, n_stars, seed,
+    workers, store_only, progress) -> dict` (see surveys/base.py, Simulator)."""
+    return _get(SIMULATOR_GROUP, _BUILTIN_SIMULATORS, name, "simulate")
+
+
+def visit_fitter(name: str):
+    """The survey's visit-level fit baseline (None if its adapter has no `visit_fitter` hook)."""
+    try:
+        cls = adapter_class(name)
+    except KeyError:
+        return None
+    hook = getattr(cls, "visit_fitter", None)
+    return hook() if hook is not None else None
+
+
+def file_reader(name: str, **options):
+    """An adapter of survey `name` that reads its spectrum files (`can_read`/`read_file`), or a KeyError
+    saying the survey has none."""
+    adapter = get_adapter(name, **options)
+    if not (hasattr(adapter, "can_read") and hasattr(adapter, "read_file")):
+        raise KeyError(f"survey {name!r} has no reader for single spectrum files")
+    return adapter
+
+
+def parse_options(items) -> dict:
+    """`--option KEY=VALUE` strings -> dict; VALUE parsed as YAML (true, 3, [9, 12], text)."""
+    import yaml
+
+    out = {}
+    for item in items or ():
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option {item!r}: expected KEY=VALUE, e.g. --option strict=true")
+        out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+    return out

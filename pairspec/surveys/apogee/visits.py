@@ -7,7 +7,7 @@ One visit, as the DRP would see and then write it into an apStar row:
    stellar continuum, a per-visit smooth flux-calibration polynomial and per-chip throughputs, in
    1e-17 erg/s/cm2/A;
 3. Gaussian noise from an error array (photon-like, larger near chip edges), sky-line residuals, cosmic
-   rays; fixed detector defects, sky lines, telluric lines and persistence live at OBSERVED pixels;
+   rays (a quarter of them left unflagged, as a pipeline's rejection misses some); fixed detector defects, sky lines, telluric lines and persistence live at OBSERVED pixels;
 4. flagged bad pixels (bits 0-7, 14) replaced by a smoothed continuum with huge errors, as the DRP does;
 5. resampled back to the rest frame with the measured RV; errors inflated for persistence and sky lines
    (DRP step 3); flux 0 / err 0 outside detector coverage; 1e5-1e10 error spikes next to chip edges.
@@ -20,7 +20,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from pairspec.grid import APOGEE_GRID
+from pairspec.surveys import simtools
+from pairspec.surveys.apogee.layout import APOGEE_GRID
 
 NPIX = APOGEE_GRID.npix
 C_KMS = 299792.458
@@ -31,63 +32,17 @@ SIG_SKYLINE, SIG_TELLURIC, NOT_ENOUGH_PSF = 1 << 12, 1 << 13, 1 << 14
 BAD_BITS = 0xFF | NOT_ENOUGH_PSF  # DRP "bad" level: 16639
 # Detector coverage in observed apStar pixels (real DR17 files: ~201-3320, 3537-6126, 6295-8378).
 OBS_CHIPS = ((201, 3320), (3537, 6126), (6295, 8378))
+CR_FLAGGED = 0.75  # fraction of cosmic rays the pipeline flags (CRPIX); the rest stay in the flux unflagged
 PERSIST_FACTOR = ((PERSIST_HIGH, np.sqrt(5.0)), (PERSIST_MED, 2.0), (PERSIST_LOW, np.sqrt(3.0)))
 
 
 def velocity_to_pixels(v_kms: float) -> float:
     """Shift in apStar pixels of a Doppler velocity (positive = receding = redward)."""
-    return float(np.log10(1.0 + v_kms / C_KMS) / APOGEE_GRID.cdelt1)
-
-
-def lanczos_shift(x: np.ndarray, d: float, a: int = 5) -> np.ndarray:
-    """y[i] = x(i - d): windowed-sinc resampling (keeps white-noise variance, local, edge-clamped)."""
-    n = int(np.floor(d))
-    f = d - n
-    m = np.arange(-a, a + 1)
-    w = np.sinc(m - f) * np.sinc((m - f) / a)
-    w[np.abs(m - f) >= a] = 0.0
-    w /= w.sum()
-    pad = a + abs(n) + 1
-    xp = np.pad(x, pad, mode="edge")
-    i = np.arange(x.size) + pad - n
-    return sum(wk * xp[i - mk] for wk, mk in zip(w, m) if wk != 0.0)
-
-
-def _shift_linear(x: np.ndarray, d: float) -> np.ndarray:
-    n = int(np.floor(d))
-    f = d - n
-    xp = np.pad(x, abs(n) + 2, mode="edge")
-    i = np.arange(x.size) + abs(n) + 2 - n
-    return (1.0 - f) * xp[i] + f * xp[i - 1]
-
-
-def _shift_mask(mask: np.ndarray, d: float) -> np.ndarray:
-    """OR of the two observed pixels that feed each resampled pixel."""
-    n = int(np.floor(d))
-    mp = np.pad(mask, abs(n) + 2)
-    i = np.arange(mask.size) + abs(n) + 2 - n
-    return mp[i] | mp[i - 1]
+    return simtools.velocity_to_pixels(v_kms, APOGEE_GRID.cdelt1)
 
 
 def coverage(blocks) -> np.ndarray:
-    cov = np.zeros(NPIX, dtype=bool)
-    for a, b in blocks:
-        cov[max(a, 0):min(b, NPIX)] = True
-    return cov
-
-
-def smooth_continuum(flux: np.ndarray, good: np.ndarray, block: int = 50) -> np.ndarray:
-    """Cheap stand-in for the DRP's 501-px median + 100-px Gaussian: block medians, interpolated, smoothed."""
-    nblock = -(-flux.size // block)
-    vals = np.full(nblock * block, np.nan)
-    vals[:flux.size] = np.where(good, flux, np.nan)
-    vals = vals.reshape(nblock, block)
-    enough = np.isfinite(vals).sum(1) >= block // 5
-    if enough.sum() < 2:
-        return np.full_like(flux, np.median(flux[good]) if good.any() else 0.0)
-    centres = np.nanmean(np.where(np.isfinite(vals), np.arange(nblock * block).reshape(nblock, block), np.nan)[enough], 1)
-    meds = np.nanmedian(vals[enough], axis=1)
-    return gaussian_filter1d(np.interp(np.arange(flux.size), centres, meds), 25.0, mode="nearest")
+    return simtools.coverage(blocks, NPIX)
 
 
 @lru_cache(maxsize=1)
@@ -123,18 +78,36 @@ def instrument() -> dict:
 
 def planck_shape(teff: float) -> np.ndarray:
     """B_lambda(Teff) on the apStar grid, normalised to 1 at the middle pixel."""
-    lam_cm = APOGEE_GRID.wavelength() * 1e-8
-    b = 1.0 / (lam_cm**5 * np.expm1(1.4387769 / (lam_cm * teff)))
-    return b / b[NPIX // 2]
+    return simtools.planck_shape(APOGEE_GRID.wavelength(), teff)
 
 
 def chip_coordinate(cov: np.ndarray) -> np.ndarray:
-    """Each covered pixel's position in its own covered block, mapped onto [-1, 1] (0 elsewhere)."""
-    x = np.zeros(NPIX)
-    edges = np.flatnonzero(np.diff(np.r_[0, cov.astype(np.int8), 0]))
-    for a, b in zip(edges[::2], edges[1::2]):
-        x[a:b] = np.linspace(-1.0, 1.0, b - a)
-    return x
+    return simtools.block_coordinate(cov)
+
+
+LSF_SIGMA_RANGE = (0.2, 0.9)  # per-visit Gaussian LSF sigma in apStar pixels, uniform (plan_visits)
+
+
+def truth_spectra(models: np.ndarray, index: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """The noiseless spectrum every visit of a star scatters around, as the pipeline sees it: float32 (N, NPIX).
+
+    `models` (N, n_model) are the rest-frame normalised emulator spectra on the apStar pixels `index`
+    (1.0 elsewhere, as render_star builds them). Each is broadened by the visits' LSF averaged over its
+    distribution (the mean of Gaussians with sigma uniform in LSF_SIGMA_RANGE, 8 steps) and normalised by
+    pairspec.preprocess.normalize as a visit is, so it compares directly with normalised visits, their
+    coadds and denoised spectra on the grid's usable pixels."""
+    from pairspec.preprocess import normalize
+
+    models = np.atleast_2d(models)
+    lo, hi = LSF_SIGMA_RANGE
+    sigmas = lo + (hi - lo) * (np.arange(8) + 0.5) / 8
+    out = np.empty((models.shape[0], NPIX), dtype=np.float32)
+    for a in range(0, models.shape[0], chunk):
+        rest = np.ones((min(chunk, models.shape[0] - a), NPIX))
+        rest[:, index] = models[a:a + chunk]
+        mean = np.mean([gaussian_filter1d(rest, s, axis=1, mode="nearest") for s in sigmas], axis=0)
+        out[a:a + chunk] = normalize(mean, np.ones_like(mean), APOGEE_GRID)[0]
+    return out
 
 
 def render_visit(rest_model: np.ndarray, star: dict, visit: dict, rng: np.random.Generator) -> dict:
@@ -147,7 +120,7 @@ def render_visit(rest_model: np.ndarray, star: dict, visit: dict, rng: np.random
     obs_cov = coverage([(a + jitter[2 * k], b + jitter[2 * k + 1]) for k, (a, b) in enumerate(OBS_CHIPS)])
     x_chip = chip_coordinate(obs_cov)
 
-    model = lanczos_shift(gaussian_filter1d(rest_model, visit["lsf_sigma"], mode="nearest"), d_true)
+    model = simtools.lanczos_shift(gaussian_filter1d(rest_model, visit["lsf_sigma"], mode="nearest"), d_true)
     xs = np.linspace(-1.0, 1.0, NPIX)
     fluxcal = np.polynomial.legendre.legval(xs, np.r_[1.0, rng.normal(0.0, 0.03, 3)])
     chip_gain = np.select([np.arange(NPIX) < 3400, np.arange(NPIX) < 6200], rng.normal(1.0, 0.03, 2),
@@ -167,7 +140,8 @@ def render_visit(rest_model: np.ndarray, star: dict, visit: dict, rng: np.random
     for p in rng.choice(np.flatnonzero(obs_cov), size=n_cr, replace=False):
         w = int(rng.integers(1, 3))
         flux[p:p + w] += rng.uniform(5, 50) * sig0
-        mask[p:p + w] |= CRPIX
+        if rng.random() < CR_FLAGGED:  # the DRP's cosmic-ray rejection misses some
+            mask[p:p + w] |= CRPIX
     for _ in range(rng.poisson(2)):  # undersampled PSF clumps
         p = int(rng.choice(np.flatnonzero(obs_cov)))
         mask[p:p + int(rng.integers(3, 15))] |= NOT_ENOUGH_PSF
@@ -177,25 +151,25 @@ def render_visit(rest_model: np.ndarray, star: dict, visit: dict, rng: np.random
     mask[~obs_cov] = 0
 
     bad = (mask & BAD_BITS) != 0
-    repl = smooth_continuum(flux, obs_cov & ~bad)  # DRP: flagged pixels carry smooth flux, huge error
+    repl = simtools.smooth_continuum(flux, obs_cov & ~bad)  # DRP: flagged pixels carry smooth flux, huge error
     flux[bad] = repl[bad]
     err[bad] = 10.0 ** rng.uniform(10.0, 13.0, bad.sum())
     flux[~obs_cov], err[~obs_cov] = 0.0, 0.0
 
     # back to the rest frame with the measured RV
-    cov = _shift_mask(obs_cov.astype(np.int64), -d_meas) == 1
-    cov &= _shift_mask((~obs_cov).astype(np.int64), -d_meas) == 0
-    out_flux = lanczos_shift(flux, -d_meas)
-    out_err = _shift_linear(err, -d_meas)
-    out_mask = _shift_mask(mask, -d_meas)
+    cov = simtools.shift_mask(obs_cov.astype(np.int64), -d_meas) == 1
+    cov &= simtools.shift_mask((~obs_cov).astype(np.int64), -d_meas) == 0
+    out_flux = simtools.lanczos_shift(flux, -d_meas)
+    out_err = simtools.shift_linear(err, -d_meas)
+    out_mask = simtools.shift_mask(mask, -d_meas)
     for bit, factor in PERSIST_FACTOR:
         hit = (out_mask & bit) != 0
         out_err[hit] *= factor
         if hit.any():
             break  # PERSIST_HIGH, else MED, else LOW
     out_err[(out_mask & SIG_SKYLINE) != 0] *= 10.0
-    out_sky = _shift_linear(sky, -d_meas)
-    out_tell = _shift_linear(inst["telluric"], -d_meas)
+    out_sky = simtools.shift_linear(sky, -d_meas)
+    out_tell = simtools.shift_linear(inst["telluric"], -d_meas)
     _edge_spikes(out_err, out_mask, cov, rng)
     out = {"flux": out_flux, "err": out_err, "mask": out_mask, "sky": out_sky, "sky_err": np.sqrt(np.abs(out_sky)),
            "telluric": out_tell, "telluric_err": np.full(NPIX, 5e-4), "cov": cov}
@@ -231,7 +205,7 @@ def combine_visits(visits: list[dict]) -> tuple[np.ndarray, ...]:
     conts = []
     for v in visits:
         good = v["cov"] & ((v["mask"] & BAD_BITS) == 0) & (v["err"] < 1e4)
-        conts.append(np.maximum(smooth_continuum(v["flux"], good), 1e-6))
+        conts.append(np.maximum(simtools.smooth_continuum(v["flux"], good), 1e-6))
     cont = np.stack(conts)
     with np.errstate(divide="ignore", invalid="ignore"):  # uncovered pixels: 0/0, set to NaN below
         return _combine(flux, err, cont, cov, visits)
@@ -242,7 +216,7 @@ def _combine(flux, err, cont, cov, visits):
     w0 = 1.0 / nerr**2
     row0 = (w0 * norm).sum(0) / w0.sum(0)
     err0 = 1.0 / np.sqrt(w0.sum(0))
-    smooth_err = np.stack([np.maximum(smooth_continuum(ne, np.isfinite(ne) & (ne < 1e3), block=100), 1e-12)
+    smooth_err = np.stack([np.maximum(simtools.smooth_continuum(ne, np.isfinite(ne) & (ne < 1e3), block=100), 1e-12)
                            for ne in np.where(np.isfinite(nerr), nerr, 0.0)])
     w1 = np.where(np.isfinite(nerr), 1.0 / smooth_err**2, 0.0)
     w1 = np.where(nerr > 1e3, w1 * 1e-12, w1)  # a junk pixel still must not dominate

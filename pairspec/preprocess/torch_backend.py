@@ -1,7 +1,7 @@
-"""Torch port of `pairspec.continuum.normalize` (and of the network-input maths of `pairspec.data`), so
+"""The torch backend of pairspec.preprocess: the numpy backend's maths on tensors, so
 that prediction can normalise whole batches on the GPU instead of ~10 ms per spectrum of numpy.
 
-The algorithm is the numpy one step for step (see continuum.py for the why of each rule); only the
+The algorithm is the numpy one step for step (see numpy_backend.py for the why of each rule); only the
 layout differs: the grid's blocks are stacked as a (B, N, L) tensor, L the longest block, padded with
 pixels that are simply "not good", so one batched solve per iteration serves every block. Padding never
 enters a result: a pixel that is not good has weight 0, is outside every median's mask and outside the
@@ -27,9 +27,9 @@ import math
 import numpy as np
 import torch
 
-from pairspec.continuum import _FLOOR
-from pairspec.data import INPUT_CLIP, WEIGHT_SNR_HALF, model_pixels
 from pairspec.grid import LogLinearGrid
+from pairspec.preprocess.common import CONTINUUM_FLOOR as _FLOOR
+from pairspec.preprocess.common import INPUT_CLIP, WEIGHT_SNR_HALF, model_pixels
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 # torch's CPU sort is ~6x slower than numpy's SIMD sort (the bulk of the CPU time), so CPU tensors are
@@ -38,7 +38,7 @@ NUMPY_SORT_ON_CPU = True
 
 
 def row_median(values: torch.Tensor, mask: torch.Tensor, default: float) -> torch.Tensor:
-    """continuum._row_median over the last dim: mean of the two middle values of values[mask] (masked
+    """numpy_backend.row_median over the last dim: mean of the two middle values of values[mask] (masked
     entries sorted as +inf), `default` for an empty row."""
     count = mask.sum(-1)
     masked = torch.where(mask, values, math.inf)
@@ -52,7 +52,7 @@ def row_median(values: torch.Tensor, mask: torch.Tensor, default: float) -> torc
 
 
 def _clip_bias(lower: float, upper: torch.Tensor) -> torch.Tensor:
-    """Mean of a unit normal truncated to [-lower, upper] (continuum._clip_bias)."""
+    """Mean of a unit normal truncated to [-lower, upper] (numpy_backend._clip_bias)."""
     pdf_lower = math.exp(-0.5 * lower * lower) / _SQRT_2PI
     pdf_upper = torch.exp(-0.5 * upper * upper) / _SQRT_2PI
     ndtr_lower = torch.special.ndtr(torch.tensor(-lower, dtype=upper.dtype, device=upper.device))
@@ -60,7 +60,7 @@ def _clip_bias(lower: float, upper: torch.Tensor) -> torch.Tensor:
 
 
 def _noise_scale(f: torch.Tensor, sigma: torch.Tensor, good: torch.Tensor) -> torch.Tensor:
-    """continuum._noise_scale: true / nominal noise per row from the scatter of second differences."""
+    """numpy_backend._noise_scale: true / nominal noise per row from the scatter of second differences."""
     ok = good[..., :-2] & good[..., 1:-1] & good[..., 2:]
     d2 = f[..., :-2] - 2 * f[..., 1:-1] + f[..., 2:]
     norm = torch.sqrt(sigma[..., :-2] ** 2 + 4 * sigma[..., 1:-1] ** 2 + sigma[..., 2:] ** 2)
@@ -89,7 +89,7 @@ def _layout(blocks: tuple, npix: int, degree: int, device: str):
 
 
 def fit_blocks(flux, ivar, good, fitmask, design, outer, degree=3, n_iter=8, lower=1.0, upper=3.0):
-    """continuum.fit_block for all blocks at once: inputs (B, N, L) float64 / bool, `good` already
+    """numpy_backend.fit_block for all blocks at once: inputs (B, N, L) float64 / bool, `good` already
     excluding padding. Returns (continuum (B, N, L) float64 in flux units, usable (B, N) bool)."""
     min_pixels = max(4 * (degree + 1), 10)
     d = degree + 1
@@ -134,9 +134,9 @@ def fit_blocks(flux, ivar, good, fitmask, design, outer, degree=3, n_iter=8, low
     return cont * scale, usable
 
 
-def normalize_torch(flux, ivar, grid: LogLinearGrid, degree: int = 3, n_iter: int = 8, lower: float = 1.0,
+def normalize(flux, ivar, grid: LogLinearGrid, degree: int = 3, n_iter: int = 8, lower: float = 1.0,
                     upper: float = 3.0, cont_pixels=None):
-    """continuum.normalize on torch tensors (N, npix), on their device: (norm_flux, norm_ivar, continuum)
+    """numpy_backend.normalize on torch tensors (N, npix), on their device: (norm_flux, norm_ivar, continuum)
     float32. Same rules: outside the usable blocks flux 1, ivar 0, continuum 1; never NaN."""
     flux, ivar = torch.atleast_2d(torch.as_tensor(flux)), torch.atleast_2d(torch.as_tensor(ivar))
     if flux.shape != ivar.shape or flux.shape[1] != grid.npix:
@@ -181,22 +181,22 @@ def normalize_torch(flux, ivar, grid: LogLinearGrid, degree: int = 3, n_iter: in
     return norm_flux, norm_ivar, continuum
 
 
-def pixel_weight_torch(norm_ivar: torch.Tensor) -> torch.Tensor:
-    """data.pixel_weight on a float32 tensor: per-pixel S/N / (S/N + 10), 0 for bad pixels."""
+def pixel_weight(norm_ivar: torch.Tensor) -> torch.Tensor:
+    """numpy_backend.pixel_weight on a float32 tensor: per-pixel S/N / (S/N + 10), 0 for bad pixels."""
     s = torch.sqrt(torch.clamp_min(torch.nan_to_num(norm_ivar, nan=0.0, posinf=0.0), 0.0))
     return (s / (s + WEIGHT_SNR_HALF)).float()
 
 
-def inputs_from_normalized_torch(norm_flux: torch.Tensor, norm_ivar: torch.Tensor) -> torch.Tensor:
-    """data.inputs_from_normalized on float32 tensors already on the model pixels: (N, 2, L) float32."""
+def inputs_from_normalized(norm_flux: torch.Tensor, norm_ivar: torch.Tensor) -> torch.Tensor:
+    """numpy_backend.inputs_from_normalized on float32 tensors already on the model pixels: (N, 2, L) float32."""
     good = (norm_ivar > 0) & torch.isfinite(norm_flux) & torch.isfinite(norm_ivar)
     x0 = torch.where(good, torch.nan_to_num(norm_flux - 1.0).clamp(*INPUT_CLIP), 0.0)
-    x1 = torch.where(good, pixel_weight_torch(torch.where(good, norm_ivar, 0.0)), 0.0)
+    x1 = torch.where(good, pixel_weight(torch.where(good, norm_ivar, 0.0)), 0.0)
     return torch.stack([x0, x1], dim=1)
 
 
-def prepare_inputs_torch(flux, ivar, grid: LogLinearGrid, cont_pixels=None) -> torch.Tensor:
-    """data.prepare_inputs on tensors, on their device: (N, 2, L) float32 network input."""
-    norm_flux, norm_ivar, _ = normalize_torch(flux, ivar, grid, cont_pixels=cont_pixels)
+def prepare_inputs(flux, ivar, grid: LogLinearGrid, cont_pixels=None) -> torch.Tensor:
+    """numpy_backend.prepare_inputs on tensors, on their device: (N, 2, L) float32 network input."""
+    norm_flux, norm_ivar, _ = normalize(flux, ivar, grid, cont_pixels=cont_pixels)
     pix = torch.from_numpy(model_pixels(grid)).to(norm_flux.device)
-    return inputs_from_normalized_torch(norm_flux[:, pix], norm_ivar[:, pix])
+    return inputs_from_normalized(norm_flux[:, pix], norm_ivar[:, pix])

@@ -1,4 +1,4 @@
-"""Pseudo-continuum normalisation shared by all surveys.
+"""The numpy backend of pairspec.preprocess: pseudo-continuum normalisation and network inputs.
 
 Per usable block of the grid (APOGEE: the three chips), an ivar-weighted Chebyshev polynomial is fitted
 to each spectrum with asymmetric, noise-aware sigma clipping: pixels more than `lower` pixel-sigmas
@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pairspec.grid import APOGEE_GRID, LogLinearGrid, aspcap7214_index
+from pairspec.grid import LogLinearGrid
+from pairspec.preprocess.common import CONTINUUM_FLOOR as _FLOOR
+from pairspec.preprocess.common import INPUT_CLIP, WEIGHT_SNR_HALF, model_pixels
 
-# Continuum floor relative to the block's median flux: keeps flux/continuum finite.
-_FLOOR = 1e-3
 
-
-def _row_median(values: np.ndarray, mask: np.ndarray, default: float) -> np.ndarray:
+def row_median(values: np.ndarray, mask: np.ndarray, default: float) -> np.ndarray:
     """Per-row median of values[mask] (`default` for an empty row); sort-based, much faster than nanmedian."""
     count = mask.sum(axis=1)
     ordered = np.sort(np.where(mask, values, np.inf), axis=1)
@@ -51,13 +50,13 @@ def _noise_scale(f: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> np.ndarr
     d2 = f[:, :-2] - 2 * f[:, 1:-1] + f[:, 2:]
     norm = np.sqrt(sigma[:, :-2] ** 2 + 4 * sigma[:, 1:-1] ** 2 + sigma[:, 2:] ** 2)
     z = np.abs(d2) / np.where(ok, norm, 1.0)
-    out = np.where(ok.sum(axis=1) >= 10, 1.4826 * _row_median(z, ok, 1.0 / 1.4826), 1.0)
+    out = np.where(ok.sum(axis=1) >= 10, 1.4826 * row_median(z, ok, 1.0 / 1.4826), 1.0)
     return np.clip(out, 1e-3, 3.0)
 
 
 def _robust_scale(flux: np.ndarray, good: np.ndarray) -> np.ndarray:
     """Per-row median of the good flux (1 where no good pixel or a non-positive median)."""
-    scale = _row_median(flux, good, 1.0)
+    scale = row_median(flux, good, 1.0)
     scale[~np.isfinite(scale) | (scale <= 0)] = 1.0
     return scale
 
@@ -118,7 +117,7 @@ def fit_block(
         z = (f - cont) * inv_sigma
         # While the fit still sits in the lines, the continuum pixels are many sigma above it (high S/N):
         # shift the upper threshold by how far the typical pixel above the fit exceeds pure noise (0.6745).
-        offset = np.maximum(_row_median(z, fitmask & (z > 0), 0.0) - 0.6745, 0.0)
+        offset = np.maximum(row_median(z, fitmask & (z > 0), 0.0) - 0.6745, 0.0)
         new_keep = fitmask & (z > -lower) & (z < (upper_rel + offset)[:, None])
         # Never clip a row below what the polynomial needs: keep its previous pixel set instead.
         starved = new_keep.sum(axis=1) < min_pixels
@@ -150,8 +149,8 @@ def normalize(
     norm_flux = flux / continuum and norm_ivar = ivar * continuum^2 inside the grid's usable blocks
     (whole grid if it has none). Pixels with ivar 0 keep ivar 0; a block without any good pixel gets
     continuum 1 and ivar 0. Outside the usable blocks nothing is measured: flux 1, ivar 0, continuum 1.
-    `cont_pixels` (bool (npix,)) restricts the fit to known continuum pixels, e.g.
-    `apogee_continuum_pixels()`. Output is never NaN (non-finite input pixels become bad pixels).
+    `cont_pixels` (bool (npix,)) restricts the fit to known continuum pixels (a survey's
+    layout may ship them). Output is never NaN (non-finite input pixels become bad pixels).
     """
     flux = np.atleast_2d(np.asarray(flux))
     ivar = np.atleast_2d(np.asarray(ivar))
@@ -187,14 +186,33 @@ def normalize(
     return norm_flux, norm_ivar, continuum
 
 
-def apogee_continuum_pixels() -> np.ndarray:
-    """Cannon continuum pixels (Ness et al.; shipped 7214-px mask) on the 8575-px apStar grid: bool (8575,)."""
-    from pairspec.emulator import load_npz
+def pixel_weight(norm_ivar: np.ndarray) -> np.ndarray:
+    """Smooth monotone map of the normalised ivar to [0, 1): per-pixel S/N / (S/N + 10); 0 for bad pixels."""
+    s = np.sqrt(np.maximum(np.nan_to_num(norm_ivar, nan=0.0, posinf=0.0), 0.0))
+    return (s / (s + WEIGHT_SNR_HALF)).astype(np.float32)
 
-    cannon = load_npz("cannon_cont_pixels_apogee.npz")["pixels_cannon"].astype(bool)
-    index = aspcap7214_index()
-    if cannon.shape != index.shape:
-        raise ValueError(f"cannon_cont_pixels_apogee.npz: pixels_cannon has shape {cannon.shape}, expected {index.shape}")
-    mask = np.zeros(APOGEE_GRID.npix, dtype=bool)
-    mask[index[cannon]] = True
-    return mask
+
+def inputs_from_normalized(norm_flux: np.ndarray, norm_ivar: np.ndarray) -> np.ndarray:
+    """(N, 2, L) float32 from normalised flux/ivar already on the model pixels (see prepare_inputs)."""
+    good = (norm_ivar > 0) & np.isfinite(norm_flux) & np.isfinite(norm_ivar)
+    x = np.empty((norm_flux.shape[0], 2, norm_flux.shape[1]), dtype=np.float32)
+    x[:, 0] = np.where(good, np.clip(np.nan_to_num(norm_flux - 1.0), *INPUT_CLIP), 0.0)
+    x[:, 1] = np.where(good, pixel_weight(np.where(good, norm_ivar, 0.0)), 0.0)
+    return x
+
+
+def prepare_inputs(flux: np.ndarray, ivar: np.ndarray, grid: LogLinearGrid, cont_pixels=None) -> np.ndarray:
+    """Network input (N, 2, L) float32 from raw spectra (N, npix): channel 0 = normalised flux - 1,
+    clipped to INPUT_CLIP, 0 on bad pixels; channel 1 = pixel_weight(normalised ivar), 0 on bad pixels."""
+    norm_flux, norm_ivar, _ = normalize(flux, ivar, grid, cont_pixels=cont_pixels)
+    pix = model_pixels(grid)
+    return inputs_from_normalized(norm_flux[:, pix], norm_ivar[:, pix])
+
+
+def target_from_normalized(norm_flux: np.ndarray, norm_ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(target, target_w) float32: normalised flux and its ivar; bad or out-of-clip pixels -> (1, 0)."""
+    lo, hi = INPUT_CLIP[0] + 1.0, INPUT_CLIP[1] + 1.0
+    good = (norm_ivar > 0) & np.isfinite(norm_flux) & np.isfinite(norm_ivar)
+    good &= (norm_flux >= lo) & (norm_flux <= hi)  # a spike in the target is not signal to learn
+    target = np.where(good, norm_flux, 1.0).astype(np.float32)
+    return target, np.where(good, norm_ivar, 0.0).astype(np.float32)

@@ -12,8 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pairspec.grid import APOGEE_GRID
-from pairspec.simulate_visits import NPIX, combine_visits, render_visit
+from pairspec.surveys.apogee.layout import APOGEE_GRID
+from pairspec.surveys.apogee.visits import (
+    LSF_SIGMA_RANGE,
+    NPIX,
+    combine_visits,
+    render_visit,
+)
 
 BUNITS = ("Flux (10^-17 erg/s/cm^2/Ang)", "Err (10^-17 erg/s/cm^2/Ang)", "Pixel bitmask",
           "Sky (10^-17 erg/s/cm^2/Ang)", "Sky error (10^-17 erg/s/cm^2/Ang)", "Telluric", "Telluric error")
@@ -53,7 +58,7 @@ def plan_visits(task: dict, rng: np.random.Generator) -> list[dict]:
         visits.append({
             "mjd": int(mjds[k]), "jd": jd, "bc": bc, "fiber": fiber, "snr": snr, "vrad": vrad,
             "vrad_measured": vrad + rng.normal(0.0, verr), "verr": verr,
-            "lsf_sigma": rng.uniform(0.2, 0.9), "throughput": rng.lognormal(0.0, 0.1),
+            "lsf_sigma": rng.uniform(*LSF_SIGMA_RANGE), "throughput": rng.lognormal(0.0, 0.1),
             "sky_level": rng.uniform(0.5, 2.0), "persist": persist, "persist_len": int(rng.integers(300, 2900)),
             "bright_neighbor": rng.random() < 0.03,
         })

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pairspec.grid import APOGEE_GRID, LogLinearGrid
-from pairspec.schema import APOGEE_DR17_SCHEMA
-from pairspec.surveys.apogee_bits import (
+from pairspec.grid import LogLinearGrid
+from pairspec.surveys.apogee.bits import (
     ASPCAPFLAG_STAR_BAD,
     EXTRATARG_DUPLICATE,
     PIXMASK_BAD_BITS,
@@ -24,7 +23,15 @@ from pairspec.surveys.apogee_bits import (
     clean_row,
     has_bit,
 )
-from pairspec.surveys.base import AdapterError, Discovery, Skip, StarRecord, WorkUnit, recompute_snr
+from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA, APOGEE_GRID
+from pairspec.surveys.base import (
+    AdapterError,
+    Discovery,
+    Skip,
+    StarRecord,
+    WorkUnit,
+    recompute_snr,
+)
 from pairspec.surveys.fitsutil import fits_layout, header_values, read_image
 
 TELESCOPES = ("apo25m", "apo1m", "lco25m")
@@ -270,6 +277,24 @@ class ApogeeDR17Adapter:
                 lost = [n for n, v in zip(self.schema.names, labels) if np.isnan(v)]
                 return f"missing labels: {', '.join(lost)}"
         return None
+
+    # ---- hooks of the survey registry (pairspec.surveys) -------------------------------------
+    @classmethod
+    def can_read(cls, path) -> bool:
+        """An apStar/asStar file (by name; the reader checks the content)."""
+        name = Path(str(path)).name
+        return name.startswith(("apStar-", "asStar-")) and name.endswith((".fits", ".fits.gz"))
+
+    def read_file(self, path) -> StarRecord:
+        """A lone apStar/asStar file (no allStar row: labels NaN)."""
+        return self.read_apstar(path)
+
+    @staticmethod
+    def visit_fitter():
+        """The visit-level baseline: the Kurucz emulator fitted to each visit (surveys/apogee/fit.py)."""
+        from pairspec.surveys.apogee.fit import EmulatorFit
+
+        return EmulatorFit()
 
     # ---- reading ---------------------------------------------------------------------------
     def read(self, unit: WorkUnit) -> StarRecord:

@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from pairspec.continuum import apogee_continuum_pixels, normalize
-from pairspec.grid import APOGEE_GRID, LogLinearGrid, aspcap7214_index
+from pairspec.grid import LogLinearGrid
+from pairspec.preprocess import normalize
+from pairspec.surveys.apogee.layout import (
+    APOGEE_GRID,
+    apogee_continuum_pixels,
+    aspcap7214_index,
+)
 
 GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=3000, blocks=((0, 1500), (1500, 3000)))
 

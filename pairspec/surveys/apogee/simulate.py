@@ -1,18 +1,9 @@
 """A synthetic APOGEE DR17 survey written in the real file formats: allStar + apStar/asStar tree + truth.fits.
 
-Stars (this module) -> spectra of their visits (simulate_visits) -> apStar files (simulate_apogee_files).
+Stars (this module) -> spectra of their visits (visits.py) -> apStar files (files.py).
 
-Galactic mix: thin disc, alpha-rich thick disc, metal-poor halo, bulge, and a few open clusters whose
-members share [Fe/H], [alpha/Fe], age and RV. Stellar parameters follow a simple documented
-parameterisation, NOT isochrones. With t_MS(M) = 10 Gyr * M^-2.5 the turn-off mass is
-M_to = (age / 10 Gyr)^-0.4 * (1 + 0.1 [Fe/H]);
-- dwarfs: M ~ U(0.65, min(1.3, M_to)), tau = age / t_MS, Teff = 5772 M^0.55 10^(-0.06 [Fe/H]) (1 - 0.05 tau),
-  R = M^0.85 (1 + 0.5 tau^2), log g = 4.438 + log M - 2 log R;
-- RGB: M = M_to, log g = 1 + 2.5 sqrt(u), Teff = 4600 + 280 (log g - 2.5) - 350 [Fe/H] + 120 (M - 1.2);
-- red clump ([Fe/H] > -0.8 only): M = M_to - 0.1, log g = 2.45 + 0.3 log(M/1.2), Teff = 4700 - 300 [Fe/H] + 150 (M - 1.2);
-each with small Gaussian scatter. Everything is clipped into the emulator's range (Teff 3529-6983,
-log g 0.335-5.218, [Fe/H] -0.988..0.518, [alpha/Fe] -0.559..0.908): in particular the halo
-metallicity distribution (mean -1.3) is clipped at [Fe/H] = -0.98. [Mg/Fe] truth = [alpha/Fe] truth.
+Stars come from the survey-agnostic Galactic mix of pairspec.surveys.population (its docstring has the
+parameterisation), placed in APOGEE-like fields; everything lies inside the Kurucz emulator's range.
 
 Survey ("ASPCAP") labels in allStar = truth + S/N-dependent noise (sigma_Teff = hypot(1500/SNR, 8) K,
 sigma_logg = hypot(3/SNR, 0.02), sigma_[Fe/H] = hypot(1/SNR, 0.01), sigma_[Mg/Fe] = hypot(1.5/SNR, 0.015))
@@ -30,25 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pairspec.simulate_apogee_files import render_star_file
+from pairspec.surveys.apogee.files import render_star_file
+from pairspec.surveys.population import draw_population
 
-POPULATIONS = ("thin", "thick", "halo", "bulge")
-POP_FRACTIONS = (0.58, 0.20, 0.09, 0.13)
 # (name, telescope, glon, glat, kind)
 FIELDS = (("120+12", "apo25m", 120.0, 12.0, "disc"), ("K04_083+13", "apo25m", 83.5, 13.0, "disc"),
           ("060+00", "apo25m", 60.0, 0.0, "disc"), ("180+04", "apo25m", 180.0, 4.0, "disc"),
           ("300+05", "lco25m", 300.0, 5.0, "disc"), ("090+60", "apo25m", 90.0, 60.0, "halo"),
           ("293-37-C", "lco25m", 293.0, -37.0, "halo"), ("000+02", "apo25m", 0.0, 2.0, "bulge"),
           ("004-04", "lco25m", 4.0, -4.0, "bulge"))
-# (name, MEMBERFLAG bit (DR17 numbering as recalled, unverified), glon, glat, [Fe/H], age Gyr, vhelio)
-CLUSTERS = (("M67", 18, 215.7, 31.9, 0.0, 4.0, 34.0), ("N7789", 19, 115.5, -5.4, -0.02, 1.6, -54.0),
-            ("N6819", 21, 74.0, 8.5, 0.05, 2.4, 2.8), ("N6791", 23, 70.0, 10.9, 0.3, 8.0, -47.0),
-            ("N188", 17, 122.8, 22.4, 0.1, 6.0, -42.0), ("N2420", 16, 198.1, 19.6, -0.2, 2.0, 74.0))
+# MEMBERFLAG bit of each population.CLUSTERS cluster (DR17 numbering as recalled, unverified)
+MEMBERFLAG_BIT = {"M67": 18, "N7789": 19, "N6819": 21, "N6791": 23, "N188": 17, "N2420": 16}
 STAR_BAD, SN_WARN, EXTRATARG_DUPLICATE = 1 << 23, 1 << 11, 1 << 4
-# Galactic -> ICRS rotation (transpose of the ICRS -> Galactic matrix, Hipparcos convention)
-GAL_TO_ICRS = np.array([[-0.0548755604, -0.8734370902, -0.4838350155],
-                        [0.4941094279, -0.4448296300, 0.7469822445],
-                        [-0.8676661490, -0.1980763734, 0.4559837762]]).T
 
 
 @dataclass
@@ -58,12 +42,6 @@ class SimulationSummary:
     n_visits: int
     out_dir: Path
     paths: dict = field(default_factory=dict)  # allstar, truth, apstar (list of files)
-
-
-def galactic_to_icrs(glon: np.ndarray, glat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    l, b = np.radians(glon), np.radians(glat)
-    v = GAL_TO_ICRS @ np.stack([np.cos(b) * np.cos(l), np.cos(b) * np.sin(l), np.sin(b)])
-    return np.degrees(np.arctan2(v[1], v[0])) % 360.0, np.degrees(np.arcsin(np.clip(v[2], -1, 1)))
 
 
 def apogee_id(ra: float, dec: float) -> str:
@@ -77,68 +55,11 @@ def apogee_id(ra: float, dec: float) -> str:
     return f"2M{hh:02d}{mm:02d}{ss:04d}{sign}{dd:02d}{dm:02d}{ds:03d}"
 
 
-def kiel(stage: np.ndarray, age: np.ndarray, feh: np.ndarray, rng: np.random.Generator):
-    """(mass, teff, logg) from evolutionary stage, age and [Fe/H] (parameterisation in the module doc)."""
-    n = stage.size
-    m_to = np.clip((age / 10.0) ** -0.4 * (1 + 0.1 * feh), 0.75, 3.0)
-    mass = np.where(stage == "rc", np.maximum(m_to - 0.1, 0.7), m_to)
-    dwarf = stage == "dwarf"
-    m_d = rng.uniform(0.65, np.minimum(1.3, m_to))
-    tau = np.clip(age / (10.0 * m_d**-2.5), 0.0, 1.0)
-    radius = m_d**0.85 * (1 + 0.5 * tau**2)
-    t_d = 5772.0 * m_d**0.55 * 10 ** (-0.06 * feh) * (1 - 0.05 * tau) + rng.normal(0, 40, n)
-    g_d = 4.438 + np.log10(m_d) - 2 * np.log10(radius) + rng.normal(0, 0.03, n)
-    g_rgb = 1.0 + 2.5 * np.sqrt(rng.random(n))
-    t_rgb = 4600 + 280 * (g_rgb - 2.5) - 350 * feh + 120 * (mass - 1.2) + rng.normal(0, 40, n)
-    g_rc = 2.45 + 0.3 * np.log10(mass / 1.2) + rng.normal(0, 0.05, n)
-    t_rc = 4700 - 300 * feh + 150 * (mass - 1.2) + rng.normal(0, 40, n)
-    teff = np.select([dwarf, stage == "rc"], [t_d, t_rc], t_rgb)
-    logg = np.select([dwarf, stage == "rc"], [g_d, g_rc], g_rgb)
-    mass = np.where(dwarf, m_d, mass)
-    return mass, np.clip(teff, 3560.0, 6950.0), np.clip(logg, 0.4, 5.2)
-
-
 def draw_stars(n_stars: int, rng: np.random.Generator) -> dict:
-    """True parameters, positions, photometry and visit counts of n_stars distinct stars."""
-    n_clusters = min(len(CLUSTERS), max(1, round(n_stars / 150)))
-    sizes = rng.integers(10, 21, n_clusters)
-    sizes = np.minimum(sizes, max(2, n_stars // (3 * n_clusters)))
-    n_field = n_stars - int(sizes.sum())
-    pop = rng.choice(POPULATIONS, size=n_field, p=POP_FRACTIONS)
-    cluster = np.array([""] * n_field + [CLUSTERS[c][0] for c in range(n_clusters) for _ in range(sizes[c])], dtype=object)
-    pop = np.concatenate([pop, np.array(["cluster"] * int(sizes.sum()))])
-    n = n_stars
-    feh = np.select([pop == "thin", pop == "thick", pop == "halo"],
-                    [rng.normal(-0.05, 0.2, n), rng.normal(-0.45, 0.25, n), rng.normal(-1.3, 0.35, n)],
-                    np.where(rng.random(n) < 0.5, rng.normal(0.25, 0.15, n), rng.normal(-0.4, 0.25, n)))
-    alpha = np.select([pop == "thin", pop == "thick", pop == "halo"],
-                      [0.02 - 0.15 * feh, 0.30 - 0.1 * (feh + 0.5), np.where(rng.random(n) < 0.3, 0.1, 0.3)],
-                      np.clip(0.12 - 0.3 * feh, -0.05, 0.35)) + rng.normal(0, 0.03, n)
-    age = np.select([pop == "thin", pop == "thick", pop == "halo"],
-                    [rng.uniform(0.5, 10, n), rng.uniform(8, 12.5, n), rng.uniform(10, 13, n)], rng.uniform(7, 12, n))
-    vhelio = rng.normal(0, np.select([pop == "halo", pop == "bulge"], [150.0, 120.0], 40.0))
-    glon, glat = np.zeros(n), np.zeros(n)
-    field_name, telescope = np.empty(n, dtype=object), np.empty(n, dtype=object)
-    for i in range(n):
-        if cluster[i]:
-            c = next(c for c in CLUSTERS if c[0] == cluster[i])
-            feh[i], alpha[i], age[i], vhelio[i] = c[4], 0.0, c[5], c[6] + rng.normal(0, 1.0)
-            field_name[i], telescope[i], l0, b0, radius = c[0], "apo25m", c[2], c[3], 0.3
-        else:
-            kind = {"thin": "disc", "thick": "disc", "halo": "halo", "bulge": "bulge"}[pop[i]]
-            if pop[i] == "thick" and rng.random() < 0.3:
-                kind = "halo"
-            opts = [f for f in FIELDS if f[4] == kind]
-            f = opts[int(rng.integers(len(opts)))]
-            field_name[i], telescope[i], l0, b0, radius = f[0], f[1], f[2], f[3], 1.5
-        glon[i] = (l0 + rng.uniform(-radius, radius) / max(np.cos(np.radians(b0)), 0.2)) % 360
-        glat[i] = b0 + rng.uniform(-radius, radius)
-    # cluster members share [Fe/H], [alpha/Fe], age exactly (set above, after the field draws)
-    feh, alpha = np.clip(feh, -0.98, 0.51), np.clip(alpha, -0.2, 0.5)
-    stage = rng.choice(["dwarf", "rgb", "rc"], size=n, p=[0.3, 0.5, 0.2])
-    stage[(stage == "rc") & (feh < -0.8)] = "rgb"  # no red clump for metal-poor stars
-    mass, teff, logg = kiel(stage, age, feh, rng)
-    ra, dec = galactic_to_icrs(glon, glat)
+    """True parameters, positions, photometry and visit counts of n_stars distinct stars (the Galactic mix of
+    pairspec.surveys.population in APOGEE's fields, then 2MASS designations, H, J, K and NVISITS)."""
+    stars = draw_population(n_stars, rng, FIELDS)
+    n, ra, dec, teff = n_stars, stars["ra"], stars["dec"], stars["teff"]
     ids, seen = [], set()
     for i in range(n):
         sid = apogee_id(ra[i], dec[i])
@@ -150,10 +71,8 @@ def draw_stars(n_stars: int, rng: np.random.Generator) -> dict:
     h = np.clip(rng.normal(11.2, 1.0, n), 7.5, 13.5)
     jk = np.clip(0.45 + (5000 - teff) / 2500.0, 0.2, 1.4) + 0.1 * rng.random(n)
     nvis = rng.choice(np.arange(1, 13), size=n, p=np.array([18, 20, 20, 12, 8, 6, 5, 4, 3, 2, 1, 1]) / 100)
-    return {"apogee_id": np.array(ids), "population": pop, "cluster": cluster, "stage": stage,
-            "teff": teff, "logg": logg, "fe_h": feh, "alpha_fe": alpha, "mg_fe": alpha.copy(), "mass": mass,
-            "age": age, "vhelio": vhelio, "ra": ra, "dec": dec, "glon": glon, "glat": glat, "field": field_name,
-            "telescope": telescope, "h": h, "j": h + 0.75 * jk, "k": h - 0.25 * jk, "nvisits": nvis}
+    stars["telescope"] = stars.pop("site")
+    return {"apogee_id": np.array(ids), **stars, "h": h, "j": h + 0.75 * jk, "k": h - 0.25 * jk, "nvisits": nvis}
 
 
 def plan_files(stars: dict, seed: int, rng: np.random.Generator) -> list[dict]:
@@ -239,8 +158,7 @@ def allstar_table(stars: dict, files: list[dict], results: list[dict], seed: int
     for k in duplicate_rows(idx, snr):
         extratarg[k] |= EXTRATARG_DUPLICATE
     member = np.array([stars["cluster"][i] for i in idx], dtype=object)
-    bits = {c[0]: c[1] for c in CLUSTERS}
-    memberflag = np.array([(1 << bits[m]) if m else 0 for m in member], dtype=np.int64)
+    memberflag = np.array([(1 << MEMBERFLAG_BIT[m]) if m else 0 for m in member], dtype=np.int64)
     # PARAM order (our HDU3 PARAM_SYMBOL): TEFF LOGG VMICRO M_H C_M N_M ALPHA_M VSINI VMACRO
     param = np.full((n, 9), np.nan, dtype=np.float32)
     for j, k in ((0, "TEFF"), (1, "LOGG"), (3, "M_H"), (6, "ALPHA_M")):
@@ -284,23 +202,34 @@ def write_tables(out_dir: Path, stars: dict, cols: dict) -> tuple[Path, Path]:
 
 
 def write_truth(path: Path, stars: dict) -> Path:
-    """truth.fits: the true labels, masses, ages and populations (never in allStar)."""
+    """truth.fits: HDU1 `star_id` (the APOGEE_ID) and the true labels, masses, ages and populations (never in
+    allStar); HDU2 "SPECTRA" the
+    noiseless normalised spectrum of every star on the apStar grid, in HDU1's row order (float32 (n_star,
+    8575); see simulate_visits.truth_spectra; present when `stars` holds the models, as plan_survey's do)."""
     from astropy.io import fits
     from astropy.table import Table
 
-    t = Table({"APOGEE_ID": stars["apogee_id"]})
+    from pairspec.surveys.apogee.visits import truth_spectra
+
+    t = Table({"star_id": stars["apogee_id"]})  # the store's star id, which `pairspec evaluate` matches
     for k in ("teff", "logg", "fe_h", "mg_fe", "alpha_fe", "mass", "age"):
         t[k] = stars[k]
     for k in ("population", "cluster", "stage"):
         t[k] = np.array([str(v) for v in stars[k]])
     t["vhelio"] = stars["vhelio"]
-    fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(t)]).writeto(path, overwrite=True)
+    hdus = [fits.PrimaryHDU(), fits.table_to_hdu(t)]
+    if "model_7214" in stars:
+        spectra = fits.ImageHDU(truth_spectra(stars["model_7214"], stars["model_index"]), name="SPECTRA")
+        spectra.header["COMMENT"] = ("noiseless normalised model of each star (HDU1 row order) on the apStar grid: "
+                                     "the visits' mean LSF, pairspec's continuum normalisation; 1 outside the model")
+        hdus.append(spectra)
+    fits.HDUList(hdus).writeto(path, overwrite=True)
     return path
 
 
 def plan_survey(n_stars: int, seed: int, out_dir: str = "") -> tuple[dict, list[dict], list[dict]]:
     """(stars, files, tasks): the stars, their apStar files and one render task per file. Deterministic in seed."""
-    from pairspec.emulator import KuruczEmulator
+    from pairspec.surveys.apogee.emulator import KuruczEmulator
 
     if n_stars < 1:
         raise ValueError(f"n_stars must be >= 1, got {n_stars}")
@@ -310,6 +239,7 @@ def plan_survey(n_stars: int, seed: int, out_dir: str = "") -> tuple[dict, list[
     emu = KuruczEmulator.load()
     labels = np.stack([stars[k] for k in ("teff", "logg", "fe_h", "alpha_fe")], axis=1)
     norm = emu.normalized(np.clip(labels, emu.x_min, emu.x_max))
+    stars["model_7214"], stars["model_index"] = norm, emu.apstar_index  # for the truth spectra (write_truth)
     tasks = []
     for f in files:
         i = f["star"]

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from pairspec import continuum_torch as ct
-from pairspec import data
-from pairspec.continuum import _row_median, apogee_continuum_pixels, normalize
-from pairspec.grid import APOGEE_GRID, LogLinearGrid
+from pairspec import preprocess
+from pairspec.grid import LogLinearGrid
+from pairspec.preprocess import normalize
+from pairspec.preprocess import torch_backend as ct
+from pairspec.preprocess.numpy_backend import row_median as _row_median
+from pairspec.surveys.apogee.layout import APOGEE_GRID, apogee_continuum_pixels
 
 torch.set_num_threads(1)
 SMALL = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=820, blocks=((10, 400), (420, 800)))
@@ -71,7 +73,7 @@ def test_apogee_grid_matches_numpy(cont, sort_branch):
     flux, ivar = make_spectra(APOGEE_GRID)
     cp = apogee_continuum_pixels() if cont else None
     ref = normalize(flux, ivar, APOGEE_GRID, cont_pixels=cp)
-    got = ct.normalize_torch(torch.from_numpy(flux), torch.from_numpy(ivar), APOGEE_GRID, cont_pixels=cp)
+    got = ct.normalize(torch.from_numpy(flux), torch.from_numpy(ivar), APOGEE_GRID, cont_pixels=cp)
     assert_same(ref, got)
     assert (got[2][2, 6344:8335] == 1).all() and (got[1][5] == 0).all()  # dead block / row
     assert torch.allclose(got[2][4, 6344:8335], torch.tensor(777.0))  # few-pixel constant
@@ -86,15 +88,15 @@ def test_small_grids_and_options_match_numpy(grid, dtype, sort_branch):
     cp = np.random.default_rng(2).random(grid.npix) < 0.5
     for kwargs in ({}, {"cont_pixels": cp}, {"degree": 2, "n_iter": 3}, {"n_iter": 0},
                    {"lower": 1.5, "upper": 2.5, "degree": 4}):
-        assert_same(normalize(flux, ivar, grid, **kwargs), ct.normalize_torch(tf, ti, grid, **kwargs))
+        assert_same(normalize(flux, ivar, grid, **kwargs), ct.normalize(tf, ti, grid, **kwargs))
 
 
 def test_one_row_alone_equals_the_batch():
     # The early stop is global over the batch; a row's answer must not depend on its neighbours.
     flux, ivar = make_spectra(SMALL, n=12, seed=3)
-    batch = ct.normalize_torch(torch.from_numpy(flux), torch.from_numpy(ivar), SMALL)
+    batch = ct.normalize(torch.from_numpy(flux), torch.from_numpy(ivar), SMALL)
     for i in (0, 3, 7):
-        alone = ct.normalize_torch(torch.from_numpy(flux[i:i + 1]), torch.from_numpy(ivar[i:i + 1]), SMALL)
+        alone = ct.normalize(torch.from_numpy(flux[i:i + 1]), torch.from_numpy(ivar[i:i + 1]), SMALL)
         for a, b in zip(batch, alone):
             assert torch.allclose(a[i:i + 1], b, rtol=1e-6, atol=1e-6)
 
@@ -119,23 +121,23 @@ def test_network_inputs_match_data_module():
     nf[0, :5] = [np.nan, np.inf, -np.inf, 5.0, -3.0]  # garbage the input builder must absorb
     ni[0, 5:9] = [np.nan, np.inf, -1.0, 1e38]
     # float32 maths on both sides; torch's vectorised sqrt may differ from numpy's by 1 ulp (1.2e-7)
-    weight = ct.pixel_weight_torch(torch.from_numpy(ni)).numpy()
-    np.testing.assert_allclose(weight, data.pixel_weight(ni), rtol=1e-6, atol=0)
-    got = ct.inputs_from_normalized_torch(torch.from_numpy(nf), torch.from_numpy(ni)).numpy()
-    ref = data.inputs_from_normalized(nf, ni)
+    weight = ct.pixel_weight(torch.from_numpy(ni)).numpy()
+    np.testing.assert_allclose(weight, preprocess.pixel_weight(ni), rtol=1e-6, atol=0)
+    got = ct.inputs_from_normalized(torch.from_numpy(nf), torch.from_numpy(ni)).numpy()
+    ref = preprocess.inputs_from_normalized(nf, ni)
     assert got.dtype == np.float32 and np.array_equal(got == 0, ref == 0)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
-    x = ct.prepare_inputs_torch(torch.from_numpy(flux), torch.from_numpy(ivar), SMALL).numpy()
-    ref = data.prepare_inputs(flux, ivar, SMALL)
+    x = ct.prepare_inputs(torch.from_numpy(flux), torch.from_numpy(ivar), SMALL).numpy()
+    ref = preprocess.prepare_inputs(flux, ivar, SMALL)
     assert x.dtype == np.float32 and x.shape == ref.shape
     np.testing.assert_allclose(x, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="must both be"):
-        ct.normalize_torch(torch.ones(2, 10), torch.ones(2, 10), SMALL)
+        ct.normalize(torch.ones(2, 10), torch.ones(2, 10), SMALL)
     with pytest.raises(ValueError, match="cont_pixels"):
-        ct.normalize_torch(torch.ones(2, 820), torch.ones(2, 820), SMALL, cont_pixels=np.ones(5, bool))
+        ct.normalize(torch.ones(2, 820), torch.ones(2, 820), SMALL, cont_pixels=np.ones(5, bool))
 
 
 def test_predictor_torch_path_equals_numpy_path(tmp_path):
@@ -167,7 +169,7 @@ def test_predictor_torch_path_equals_numpy_path(tmp_path):
 def test_cuda_matches_numpy(cont):
     flux, ivar = make_spectra(APOGEE_GRID)
     cp = apogee_continuum_pixels() if cont else None
-    got = ct.normalize_torch(torch.from_numpy(flux).cuda(), torch.from_numpy(ivar).cuda(), APOGEE_GRID,
+    got = ct.normalize(torch.from_numpy(flux).cuda(), torch.from_numpy(ivar).cuda(), APOGEE_GRID,
                              cont_pixels=cp)
     assert all(t.device.type == "cuda" for t in got)
     assert_same(normalize(flux, ivar, APOGEE_GRID, cont_pixels=cp), got)
@@ -186,7 +188,7 @@ def test_cuda_predictor_builds_inputs_on_device(tmp_path):
     pred = LabelPredictor.from_checkpoint(tmp_path / "m.pt", device="cuda")
     assert pred.torch_inputs
     clean = _clean_like_predict(flux, ivar)
-    ref_x = data.prepare_inputs(*clean, pred.grid)
+    ref_x = preprocess.prepare_inputs(*clean, pred.grid)
     x = pred._inputs_torch(*clean)
     assert x.device.type == "cuda"
     np.testing.assert_allclose(x.cpu().numpy(), ref_x, rtol=1e-5, atol=1e-6)

@@ -24,8 +24,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pairspec.simulate import allstar_table, plan_survey
-from pairspec.simulate_apogee_files import header_values, render_star
+from pairspec.surveys.apogee.files import header_values, render_star
+from pairspec.surveys.apogee.simulate import allstar_table, plan_survey
 
 _STATE: dict = {}  # per worker process: stars, seed, adapter
 
@@ -41,7 +41,7 @@ class StoreSimulationSummary:
 
 
 def _init(stars: dict, files: list[dict], seed: int, adapter_options: dict) -> None:
-    from pairspec.surveys.apogee import ApogeeDR17Adapter
+    from pairspec.surveys.apogee.adapter import ApogeeDR17Adapter
 
     _STATE.update(stars=stars, files=files, seed=seed, adapter=ApogeeDR17Adapter(**adapter_options))
 
@@ -105,9 +105,9 @@ def simulate_apogee_store(store_path, n_stars: int = 500, seed: int = 1, workers
     The store must not exist yet (ValueError otherwise, as create_store says)."""
     from rich.progress import Progress
 
-    from pairspec.simulate import write_truth
     from pairspec.store import create_store
-    from pairspec.surveys.apogee import ApogeeDR17Adapter
+    from pairspec.surveys.apogee.adapter import ApogeeDR17Adapter
+    from pairspec.surveys.apogee.simulate import write_truth
 
     adapter_options = dict(adapter_options or {})
     adapter = ApogeeDR17Adapter(**adapter_options)

@@ -16,7 +16,7 @@ from importlib import resources
 
 import numpy as np
 
-from pairspec.grid import aspcap7214_index
+from pairspec.surveys.apogee.layout import aspcap7214_index
 
 # Chip blocks of the 7214-pixel array (payne README), half-open.
 CHIPS_7214 = ((0, 2920), (2920, 5320), (5320, 7214))
@@ -24,7 +24,7 @@ CHEB_DEGREE = 4
 
 
 def load_npz(name: str) -> dict[str, np.ndarray]:
-    path = resources.files("pairspec") / "data" / name
+    path = resources.files("pairspec.surveys.apogee") / "data" / name
     try:
         with resources.as_file(path) as p, np.load(p) as d:
             return {k: np.array(d[k]) for k in d.files}
