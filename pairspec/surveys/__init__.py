@@ -24,9 +24,15 @@ ADAPTER_GROUP = "pairspec.surveys"
 SIMULATOR_GROUP = "pairspec.simulators"
 _BUILTIN_ADAPTERS = {
     "apogee": "pairspec.surveys.apogee:ApogeeDR17Adapter",
+    "gaia_rvs": "pairspec.surveys.gaia_rvs:GaiaRvsAdapter",
+    "lamost": "pairspec.surveys.lamost:LamostAdapter",
+    "sdssv": "pairspec.surveys.sdssv:SdssvAdapter",
 }
 _BUILTIN_SIMULATORS = {
     "apogee": "pairspec.surveys.apogee.simulator:SIMULATOR",
+    "gaia_rvs": "pairspec.surveys.gaia_rvs.simulator:SIMULATOR",
+    "lamost": "pairspec.surveys.lamost.simulator:SIMULATOR",
+    "sdssv": "pairspec.surveys.sdssv.simulator:SIMULATOR",
 }
 
 

@@ -90,6 +90,27 @@ class SurveyAdapter(Protocol):
     def read(self, unit: WorkUnit) -> StarRecord: ...
 
 
+@runtime_checkable
+class Simulator(Protocol):
+    """A survey's simulator, registered under the entry-point group "pairspec.simulators".
+
+    simulate() writes a synthetic survey under `out` in the survey's REAL published file format (so the
+    survey's own adapter reads it, through `pairspec ingest NAME out STORE`), plus `out/truth.fits`: HDU1
+    a table with `star_id` (the id the adapter gives the star in the store) and one column per label of
+    the adapter's schema (true values; `cluster` optional), HDU "SPECTRA" the noiseless normalised
+    spectrum of each star on the adapter's grid in HDU1's row order. With store_only=True it writes the
+    pair store `out/<name>.zarr` directly instead of the files (optional: raise ValueError if not
+    supported). Returns {"text": a one-line summary, "truth": path, "source": path (or "store": path)}.
+    The same seed gives the same survey whatever `workers` is.
+    """
+
+    name: str
+    description: str
+
+    def simulate(self, out, n_stars: int = 500, seed: int = 1, workers: int = 1, store_only: bool = False,
+                 progress: bool = True) -> dict: ...
+
+
 def median_1d(x: np.ndarray, overwrite: bool = False):
     """``np.median(x)`` of a 1-D array, bit for bit, at a fraction of the cost.
 
