@@ -115,8 +115,8 @@ def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, ba
     """Predictions of every method on the split's visits, plus recon chi2 and a few examples."""
     stars, visits = store.star_table(), store.visit_table()
     names = list(predictor.schema.names)
-    preds = {"tsn": {"labels": [], "sigma": [], "time": 0.0}}
-    preds.update({n: {"labels": [], "sigma": [], "time": 0.0} for n in others})
+    preds = {"tsn": {"labels": [], "sigma": [], "sigma_visit": [], "time": 0.0}}
+    preds.update({n: {"labels": [], "sigma": [], "sigma_visit": [], "time": 0.0} for n in others})
     fit_parts = {"rows": [], "labels": [], "sigma": [], "time": 0.0}
     rows_all, chi2, examples = [], [], []
     chunks = list(_visit_chunks(stars, star_sel, chunk))
@@ -134,12 +134,14 @@ def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, ba
         preds["tsn"]["time"] += time.perf_counter() - t0
         preds["tsn"]["labels"].append(out["labels"])
         preds["tsn"]["sigma"].append(out["sigma"])
+        preds["tsn"]["sigma_visit"].append(out.get("sigma_visit", out["sigma"]))
         for name, other in others.items():
             t0 = time.perf_counter()
             o = other.predict(flux, ivar, batch_size=batch_size)
             preds[name]["time"] += time.perf_counter() - t0
             preds[name]["labels"].append(_reorder(o["labels"], other.schema.names, names))
             preds[name]["sigma"].append(_reorder(o["sigma"], other.schema.names, names))
+            preds[name]["sigma_visit"].append(_reorder(o.get("sigma_visit", o["sigma"]), other.schema.names, names))
         if "denoised" in out:
             tf, ti = _loo_targets(flux, ivar, np.asarray(visits["star"])[rows], store.grid)
             chi2.append(M.recon_chi2(out["denoised"], tf, ti))
@@ -165,6 +167,7 @@ def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, ba
     result = {}
     for name, p in preds.items():
         result[name] = {"labels": np.concatenate(p["labels"]), "sigma": np.concatenate(p["sigma"]),
+                        "sigma_visit": np.concatenate(p["sigma_visit"]),
                         "rate": len(rows_all) / max(p["time"], 1e-9)}
     if fitter is not None and fit_parts["rows"]:
         fr = np.concatenate(fit_parts["rows"])
@@ -267,6 +270,7 @@ def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star
     low = snr < 60
     for meth, p in methods.items():
         lab, sig = p["labels"], p["sigma"]
+        sig_v = p.get("sigma_visit", sig)  # repeat pairs test the visit part of the error only
         m["timings"][meth] = {"spectra_per_s": float(p["rate"])}
         m["scatter"][meth], m["slope"][meth], cal = {}, {}, {}
         for ref_name, ref in refs.items():
@@ -276,7 +280,7 @@ def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star
                 for k, n in enumerate(names)}
             m["slope"][meth][ref_name] = {n: M.slope(lab[:, k], ref[:, k]) for k, n in enumerate(names)}
             cal[ref_name] = {n: M.zscore_stats(lab[:, k], sig[:, k], ref[:, k]) for k, n in enumerate(names)}
-        cal["repeat_pairs"] = {n: M.pair_zscore_stats(lab[a, k], sig[a, k], lab[b, k], sig[b, k])
+        cal["repeat_pairs"] = {n: M.pair_zscore_stats(lab[a, k], sig_v[a, k], lab[b, k], sig_v[b, k])
                                for k, n in enumerate(names)}
         m["calibration"][meth] = cal
         m["clusters"][meth] = _cluster_block(_star_mean(lab, star, n_star), cluster, names)

@@ -3,6 +3,7 @@
     predictor = LabelPredictor.from_checkpoint("runs/tsn/best.pt")
     out = predictor.predict(flux, ivar)          # flux, ivar: (N, npix) on predictor.grid
     out["labels"], out["sigma"]                  # (N, K) physical units, calibrated sigma
+    out["sigma_visit"], out["sigma_star"]        # its two parts (calibration.py): sigma^2 = visit^2 + star^2
 
 Rows are streamed in batches, so memory is bounded by batch_size whatever N is.
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pairspec import preprocess
-from pairspec.calibration import sigma_scale
+from pairspec.calibration import split_sigma
 from pairspec.grid import LogLinearGrid
 from pairspec.schema import LabelSchema
 
@@ -104,8 +105,9 @@ class LabelPredictor:
                 sigma[rows] = np.exp(0.5 * log_var) * self.label_std
                 if denoise:
                     denoised[rows, pix] = out["recon"][:n].float().cpu().numpy() + 1.0
-        sigma *= sigma_scale(self.calibration, snr, K)
-        result = {"labels": labels, "sigma": sigma, "snr": snr, "frac_bad": frac_bad}
+        sigma, sigma_visit, sigma_star = split_sigma(sigma, snr, self.calibration)
+        result = {"labels": labels, "sigma": sigma, "sigma_visit": sigma_visit, "sigma_star": sigma_star, "snr": snr,
+                  "frac_bad": frac_bad}
         if denoise:
             result["denoised"] = denoised
         return result

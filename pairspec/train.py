@@ -383,6 +383,7 @@ def _finish(best, last, raw_model, meta, val_loader, val_twins, stats, schema, d
     if val["n"]:
         pred, sigma = _physical(val, stats)
         best_meta["calibration"] = fit_calibration(pred, sigma, val_twins.labels, snr=np.asarray(val_twins.snr),
+                                                   star=np.asarray(val_twins.star_index),
                                                    label_names=schema.names)
     save_checkpoint(best, raw_model.state_dict(), best_meta)
 
