@@ -110,21 +110,63 @@ def create_store(path: str, survey: str, release: str, grid: LogLinearGrid, sche
     return PairStore(path, g, mode="a")
 
 
-def open_store(path: str, mode: str = "r") -> "PairStore":
-    """Open a pair store; mode "r" (read) or "a" (append; repairs an interrupted batch)."""
+def open_store(path: str, mode: str = "r", check: bool = True) -> "PairStore":
+    """Open a pair store (a local folder or any fsspec URL: memory://, s3://, ...); mode "r" (read) or
+    "a" (append; repairs an interrupted batch). Object-store endpoints and credentials come from
+    fsspec's configuration (e.g. FSSPEC_S3_ENDPOINT_URL, AWS_* variables), which worker processes
+    inherit.
+
+    check: refuse a store whose committed rows are inconsistent (arrays shorter than the committed
+    counts, visits not owned by exactly one star: what two unlocked writers leave), so that training
+    or an append never starts from one; `pairspec validate` opens with check=False to list problems.
+    Every refusal is a FileNotFoundError or ValueError naming the path."""
     if mode not in ("r", "a", "r+"):
         raise ValueError(f"{path}: mode must be 'r' or 'a', not {mode!r}")
-    zarr = _zarr()
-    try:
-        g = zarr.open_group(path, mode="r" if mode == "r" else "r+")
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{path}: not a pairspec store (no Zarr group there: {err})") from None
-    if "pairspec_store_version" not in g.attrs:
+    g = _open_group(str(path), "r" if mode == "r" else "r+")
+    attrs = g.attrs
+    if "pairspec_store_version" not in attrs:
         raise ValueError(f"{path}: not a pairspec store (Zarr group without 'pairspec_store_version'; "
                          "an unfinished creation or some other data)")
-    if int(g.attrs["pairspec_store_version"]) > STORE_VERSION:
-        raise ValueError(f"{path}: store version {g.attrs['pairspec_store_version']} is newer than this pairspec")
-    return PairStore(path, g, mode="r" if mode == "r" else "a")
+    version = attrs["pairspec_store_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path}: pairspec_store_version is {version!r}, not a store version (1)")
+    if version > STORE_VERSION:
+        raise ValueError(f"{path}: store version {version} is newer than this pairspec reads ({STORE_VERSION}); "
+                         "upgrade pairspec")
+    store = PairStore(path, g, mode="r" if mode == "r" else "a")
+    if check:
+        problems = store.quick_problems()
+        if problems:
+            raise ValueError(f"{path}: the store is inconsistent ({'; '.join(problems[:3])}); "
+                             f"`pairspec validate {path}` lists every problem")
+    return store
+
+
+def _open_group(path: str, mode: str):
+    """zarr.open_group with errors that name the path: FileNotFoundError when nothing (or a plain file) is
+    there, ValueError when what is there is not readable Zarr metadata."""
+    zarr = _zarr()
+    try:
+        return zarr.open_group(path, mode=mode)
+    except FileNotFoundError as err:
+        if _is_file(path):
+            raise FileNotFoundError(f"{path}: is a file, not a pairspec store (a store is a folder or URL "
+                                    "holding a Zarr group)") from None
+        raise FileNotFoundError(f"{path}: not a pairspec store (no Zarr group there: {err})") from None
+    except (NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        raise FileNotFoundError(f"{path}: cannot be opened as a pair store ({type(err).__name__}: {err})") from None
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: Zarr metadata there is not readable ({type(err).__name__}: {err})") from None
+
+
+def _is_file(path: str) -> bool:
+    import fsspec
+
+    try:
+        fs, p = fsspec.core.url_to_fs(path)
+        return fs.isfile(p)
+    except (OSError, ValueError, ImportError):
+        return False
 
 
 def _as_str(a) -> np.ndarray:
@@ -160,18 +202,38 @@ class PairStore:
 
     def __init__(self, path: str, group, mode: str = "r"):
         self.path, self._g, self.mode = str(path), group, mode
-        a = group.attrs
-        self.survey, self.release = a["survey"], a["release"]
-        self.grid = LogLinearGrid.from_dict(a["grid"])
-        self.schema = LabelSchema.from_dict(a["schema"])
-        self.provenance = dict(a.get("provenance", {}))
-        self.chunk = int(a.get("chunk", 256))
-        self.n_stars, self.n_visits = int(a["n_stars"]), int(a["n_visits"])
+        self._read_attrs(dict(group.attrs))
+        for sub in ("stars", "visits"):
+            if sub not in group or not hasattr(group[sub], "arrays"):
+                raise ValueError(f"{self.path}: the group {sub}/ is missing (a creation or copy cut short)")
         if mode == "a":
             self._truncate_uncommitted()
-        self._ids = set(_as_str(group["stars/id"][: self.n_stars]).tolist()) if mode == "a" else None
+        self._ids: set[str] | None = None
         self._sources: set[str] | None = None
         self._arrays: _Arrays | None = None  # opened on the first write
+
+    def _read_attrs(self, a: dict) -> None:
+        """Root attributes -> fields; a missing or malformed one is a ValueError naming it."""
+        key = "?"
+        try:
+            key = "survey"
+            self.survey, self.release = str(a["survey"]), str(a["release"])
+            key = "grid"
+            self.grid = LogLinearGrid.from_dict(a["grid"])
+            key = "schema"
+            self.schema = LabelSchema.from_dict(a["schema"])
+            key = "provenance"
+            self.provenance = dict(a.get("provenance", {}))
+            key = "chunk"
+            self.chunk = _count(a.get("chunk", 256), "chunk", minimum=1)
+            key = "n_stars"
+            self.n_stars = _count(a["n_stars"], "n_stars")
+            key = "n_visits"
+            self.n_visits = _count(a["n_visits"], "n_visits")
+        except KeyError as err:
+            raise ValueError(f"{self.path}: root attribute {err.args[0]!r} is missing") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as err:
+            raise ValueError(f"{self.path}: root attribute {key!r} is malformed ({err})") from None
 
     def __repr__(self) -> str:
         return f"PairStore({self.path!r}, {self.survey} {self.release}: {self.n_stars} stars, {self.n_visits} visits)"
@@ -183,9 +245,17 @@ class PairStore:
 
     @property
     def sources(self) -> set[str]:
+        """The committed sources (unit ids)."""
         if self._sources is None:
             self._sources = set(_as_str(self._g["stars/source"][: self.n_stars]).tolist())
         return self._sources
+
+    @property
+    def star_ids(self) -> set[str]:
+        """The committed star ids."""
+        if self._ids is None:
+            self._ids = set(_as_str(self._g["stars/id"][: self.n_stars]).tolist())
+        return self._ids
 
     @property
     def wavelength(self) -> np.ndarray:
@@ -209,13 +279,11 @@ class PairStore:
                 elif arr.shape[0] < n:
                     raise ValueError(f"{self.path}: {sub}/{name} has {arr.shape[0]} rows but {n} are committed")
 
-    def duplicate_problem(self, rec: StarRecord) -> str | None:
-        """Why `rec` would duplicate what is committed (its star or its source), or None."""
-        if self._ids is not None and rec.star_id in self._ids:
-            return f"star {rec.star_id} is already in the store"
-        if rec.source in self.sources:
-            return f"source {rec.source} is already in the store"
-        return None
+    def duplicate_problem(self, rec) -> str | None:
+        """Why `rec` (anything with .star_id and .source) would duplicate a committed star, or None."""
+        from pairspec.ingest.rules import Admission
+
+        return Admission.of(self).problem(rec.star_id, rec.source)
 
     def check_record(self, rec: StarRecord) -> str | None:
         """Why `rec` cannot be appended (None when it can): duplicates, shapes, NaN, negative ivar."""
@@ -225,19 +293,20 @@ class PairStore:
         """Append one atomic batch. Raises ValueError (naming the star) if any record is refused.
 
         contents_checked: the caller already ran `record_problem` on every record (the ingest does
-        it in its parallel readers); duplicates are always checked here.
+        it in its parallel readers); duplicates are always checked here, by the ingest's own rule.
         """
+        from pairspec.ingest.rules import Admission
+
         self._require_append()
         if not records:
             return
-        seen: set[str] = set()
+        admission = Admission.of(self)  # a new one per batch: the batch's own duplicates
         for rec in records:
-            problem = self.duplicate_problem(rec) if contents_checked else self.check_record(rec)
-            if problem is None and (rec.star_id in seen or rec.source in seen):
-                problem = "appears twice in the batch"
+            problem = admission.admit(rec.star_id, rec.source)
+            if problem is None and not contents_checked:
+                problem = record_problem(rec, self.grid.npix, len(self.schema))
             if problem:
                 raise ValueError(f"{self.path}: refusing star {rec.star_id} from {rec.source}: {problem}")
-            seen.update((rec.star_id, rec.source))
         stars, visits = self._columns(records)
         self._write("stars", self.n_stars, stars)
         self._write("visits", self.n_visits, visits)
@@ -257,11 +326,21 @@ class PairStore:
         return self._arrays
 
     def _commit(self, n_stars: int, n_visits: int, records) -> None:
-        """`records`: what was appended (anything with .star_id and .source)."""
+        """`records`: what was appended (anything with .star_id and .source). Refuses (ConcurrentWrite)
+        when the store's committed counts are no longer the ones this writer last saw: another writer
+        committed meanwhile, and this commit would hide its rows (nothing of this batch is committed)."""
+        ids, sources = self.star_ids, self.sources  # read before the counts move
+        now = _fresh_attrs(self._g)
+        if (now.get("n_stars"), now.get("n_visits")) != (self.n_stars, self.n_visits):
+            raise ConcurrentWrite(
+                f"{self.path}: another process committed to this store while this one was writing "
+                f"(it now has {now.get('n_stars')} stars and {now.get('n_visits')} visits, this writer expected "
+                f"{self.n_stars} and {self.n_visits}); this batch was not committed. Run the ingest again "
+                "once the other writer is done: it resumes")
         self._g.attrs.update({"n_stars": int(n_stars), "n_visits": int(n_visits)})  # one write: the commit
         self.n_stars, self.n_visits = n_stars, n_visits
-        self._ids.update(r.star_id for r in records)
-        self.sources.update(r.source for r in records)
+        ids.update(r.star_id for r in records)
+        sources.update(r.source for r in records)
 
     # ---- parallel writers (pairspec.ingest) -------------------------------------------------
     def reserve(self, n_stars: int, n_visits: int, spare_stars: int = 0, spare_visits: int = 0) -> None:
@@ -368,51 +447,18 @@ class PairStore:
                    for sub in ("stars", "visits") for _, a in self._g[sub].arrays())
 
     def validate(self, spectra: bool = True) -> list[str]:
-        """Problems with the store (empty list when healthy); see docs/data-model.md invariants."""
-        problems, g, ns, nv = [], self._g, self.n_stars, self.n_visits
-        width = {"": (), "pixel": (self.grid.npix,), "label": (len(self.schema),)}
-        for sub, specs, n in (("stars", STAR_ARRAYS, ns), ("visits", VISIT_ARRAYS, nv)):
-            for name, (_, kind) in specs.items():
-                if name not in g[sub]:
-                    problems.append(f"{sub}/{name} is missing")
-                    continue
-                shape = g[sub][name].shape
-                if shape[0] != n:
-                    problems.append(f"{sub}/{name} has {shape[0]} rows, {n} committed"
-                                    + (" (interrupted append; open with mode='a' to repair)" if shape[0] > n else ""))
-                if tuple(shape[1:]) != width[kind]:
-                    problems.append(f"{sub}/{name} has row shape {shape[1:]}, expected {width[kind]}")
-        if problems:
-            return problems
-        stars, visits = self.star_table(), self.visit_table()
-        nvis, first = stars["n_visits"], stars["first_visit"]
-        expect_first = np.concatenate([[0], np.cumsum(nvis)[:-1]])[:ns].astype(np.int64)  # [] when empty
-        if (nvis < 1).any():
-            problems.append(f"{int((nvis < 1).sum())} stars without visits")
-        if int(nvis.sum()) != nv:
-            problems.append(f"stars/n_visits sums to {int(nvis.sum())}, but {nv} visits are committed")
-        elif not np.array_equal(first, expect_first):
-            problems.append("stars/first_visit is not the running sum of n_visits (visits not contiguous)")
-        elif not np.array_equal(visits["star"], np.repeat(np.arange(ns), nvis)):
-            problems.append("visits/star does not match stars/first_visit and n_visits")
-        for col in ("id", "source"):
-            if len(np.unique(stars[col])) != ns:
-                problems.append(f"stars/{col} has {ns - len(np.unique(stars[col]))} duplicates")
-        expect_split = np.array([split_of(s) for s in stars["id"]], dtype=np.int8)
-        if not np.array_equal(stars["split"], expect_split):
-            problems.append(f"stars/split differs from split_of(id) for {int((stars['split'] != expect_split).sum())} stars")
-        if spectra:  # scan in shard-sized blocks so memory stays bounded
-            for sub, n in (("stars", ns), ("visits", nv)):
-                for a in range(0, n, self.chunk):
-                    flux, ivar, _ = self._spectra(sub, slice(a, a + self.chunk), n)
-                    for name, v in (("flux", flux), ("ivar", ivar)):
-                        bad = ~np.isfinite(v).all(axis=1)
-                        if bad.any():
-                            problems.append(f"{sub}/{name} has NaN/inf in rows {(a + np.flatnonzero(bad))[:5].tolist()}")
-                    neg = (ivar < 0).any(axis=1)
-                    if neg.any():
-                        problems.append(f"{sub}/ivar < 0 in rows {(a + np.flatnonzero(neg))[:5].tolist()}")
-        return problems
+        """Problems with the store (empty list when healthy); see docs/data-model.md invariants and
+        pairspec/validate.py. spectra=False skips the scan of every flux and ivar value."""
+        from pairspec.validate import store_problems
+
+        return store_problems(self, spectra=spectra)
+
+    def quick_problems(self) -> list[str]:
+        """The checks `open_store` runs: array lengths against the committed counts and the visit
+        bookkeeping of the committed stars (two 1-D columns read; no spectra)."""
+        from pairspec.validate import quick_problems
+
+        return quick_problems(self)
 
 
 class _Key:
@@ -536,18 +582,24 @@ def _write_rows(arrays: _Arrays, sub: str, start: int, columns: dict, resize: bo
         write_array(arr, start, values)
 
 
-_WRITER: dict[str, tuple] = {}  # a writer process's open arrays and locks, by store path
+_WRITER: dict[tuple, tuple] = {}  # a writer process's open arrays and locks, by (store path, ingest token)
 
 
-def write_batch(path: str, records: list[StarRecord], star_start: int, visit_start: int, chunk: int) -> None:
-    """Writer-process side of a parallel ingest: write `records` at rows star_start / visit_start of
-    the local store at `path`, whose arrays `PairStore.reserve` has grown past them. Whole chunks
-    (shards) belong to this batch alone; the rows before the first and after the last chunk
+def write_batch(path: str, records: list[StarRecord], star_start: int, visit_start: int, chunk: int,
+                locks=None, token: str = "") -> None:
+    """Writer side of a parallel or Dask ingest: write `records` at rows star_start / visit_start of
+    the store at `path` (local or URL), whose arrays `PairStore.reserve` has grown past them. Whole
+    chunks (shards) belong to this batch alone; the rows before the first and after the last chunk
     boundary share a chunk with a neighbouring batch, which another process may be writing, so
-    that chunk is read, merged and rewritten under its lock (`ChunkLocks`). Nothing is committed."""
-    if path not in _WRITER:
-        _WRITER[path] = (_Arrays(_zarr().open_group(path, mode="r+")), ChunkLocks(lock_path(path)))
-    arrays, locks = _WRITER[path]
+    that chunk is read, merged and rewritten under its lock: `locks` (anything with `hold(sub,
+    chunk_index)`; default the POSIX `ChunkLocks` of a local store). Nothing is committed. `token`
+    names the ingest, so that a long-lived worker never reuses arrays opened for an earlier one."""
+    key = (path, token)
+    if key not in _WRITER:
+        _WRITER.clear()  # one ingest at a time per worker: drop the arrays of the last one
+        _WRITER[key] = (_Arrays(_zarr().open_group(path, mode="r+")),
+                        locks if locks is not None else ChunkLocks(lock_path(path)))
+    arrays, locks = _WRITER[key]
     for sub, start, cols in zip(("stars", "visits"), (star_start, visit_start),
                                 batch_columns(records, star_start, visit_start, lazy=True)):
         n = _n_rows(cols)
@@ -612,6 +664,25 @@ def _occupied(path: str) -> bool:
 
     fs, p = fsspec.core.url_to_fs(path)
     return fs.exists(p) and (fs.isfile(p) or bool(fs.ls(p)))
+
+
+class ConcurrentWrite(ValueError):
+    """Another writer committed to the store while this one was writing."""
+
+
+def _fresh_attrs(group) -> dict:
+    """The root attributes as stored now (zarr's group object keeps the ones read at open)."""
+    zarr = _zarr()
+    try:
+        return dict(zarr.open_group(store=group.store, path=group.path, mode="r").attrs)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        raise ValueError(f"cannot re-read the store's attributes before a commit ({err})") from err
+
+
+def _count(v, name: str, minimum: int = 0) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
+        raise ValueError(f"{name} = {v!r} is not an integer >= {minimum}")
+    return int(v)
 
 
 def _float(v) -> float:

@@ -1,0 +1,148 @@
+"""`pairspec validate STORE`: every invariant of docs/data-model.md checked, each broken one named.
+
+Three levels: `quick_problems` (what `open_store` checks before anyone reads or appends: array
+lengths from metadata and the visit bookkeeping of the committed stars, two 1-D columns),
+`store_problems` (everything: tables, duplicates, splits, labels, wavelengths and, with spectra=True,
+every flux and ivar value, read a shard at a time so memory stays bounded), and `validate_path`,
+which also reports a store that cannot even be opened instead of raising.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _widths(store) -> dict:
+    return {"": (), "pixel": (store.grid.npix,), "label": (len(store.schema),)}
+
+
+def _layout_problems(store, allow_longer: bool) -> list[str]:
+    from pairspec.store import STAR_ARRAYS, VISIT_ARRAYS
+
+    problems, g, width = [], store._g, _widths(store)
+    for sub, specs, n in (("stars", STAR_ARRAYS, store.n_stars), ("visits", VISIT_ARRAYS, store.n_visits)):
+        for name, (dtype, kind) in specs.items():
+            if name not in g[sub]:
+                problems.append(f"{sub}/{name} is missing")
+                continue
+            arr = g[sub][name]
+            shape = arr.shape
+            if not shape or (shape[0] > n and not allow_longer) or shape[0] < n:
+                rows = shape[0] if shape else "no"
+                problems.append(f"{sub}/{name} has {rows} rows, {n} committed"
+                                + (" (interrupted append; open with mode='a' to repair)" if shape and shape[0] > n else ""))
+            if tuple(shape[1:]) != width[kind]:
+                problems.append(f"{sub}/{name} has row shape {shape[1:]}, expected {width[kind]}")
+            if dtype is not str and np.dtype(arr.dtype) != np.dtype(dtype):
+                problems.append(f"{sub}/{name} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
+    return problems
+
+
+def _bookkeeping(nvis: np.ndarray, first: np.ndarray, n_visits: int) -> list[str]:
+    problems, ns = [], len(nvis)
+    expect_first = np.concatenate([[0], np.cumsum(nvis)[:-1]])[:ns].astype(np.int64)  # [] when empty
+    if (nvis < 1).any():
+        problems.append(f"{int((nvis < 1).sum())} stars without visits")
+    if int(nvis.sum()) != n_visits:
+        problems.append(f"stars/n_visits sums to {int(nvis.sum())}, but {n_visits} visits are committed")
+    elif not np.array_equal(first, expect_first):
+        problems.append("stars/first_visit is not the running sum of n_visits (visits not contiguous)")
+    return problems
+
+
+def quick_problems(store) -> list[str]:
+    """Problems that make the committed rows unusable (arrays may be longer: an interrupted append that
+    readers ignore and an append repairs)."""
+    problems = _layout_problems(store, allow_longer=True)
+    if problems:
+        return problems
+    n = store.n_stars
+    nvis = np.asarray(store._g["stars/n_visits"][:n], dtype=np.int64)
+    first = np.asarray(store._g["stars/first_visit"][:n], dtype=np.int64)
+    return _bookkeeping(nvis, first, store.n_visits)
+
+
+def store_problems(store, spectra: bool = True) -> list[str]:
+    """Every broken invariant of an opened store (empty list when healthy)."""
+    from pairspec.store import STORE_VERSION, split_of
+
+    problems = []
+    version = store._g.attrs.get("pairspec_store_version")
+    if version != STORE_VERSION:
+        problems.append(f"pairspec_store_version is {version!r}, this pairspec writes {STORE_VERSION}")
+    problems += _layout_problems(store, allow_longer=False)
+    if problems:
+        return problems
+    ns, nv = store.n_stars, store.n_visits
+    stars, visits = store.star_table(), store.visit_table()
+    nvis, first = stars["n_visits"], stars["first_visit"]
+    book = _bookkeeping(nvis, first, nv)
+    problems += book
+    if not book and not np.array_equal(visits["star"], np.repeat(np.arange(ns), nvis)):
+        problems.append("visits/star does not match stars/first_visit and n_visits")
+    for col in ("id", "source"):
+        n_unique = len(np.unique(stars[col]))
+        if n_unique != ns:
+            problems.append(f"stars/{col} has {ns - n_unique} duplicates")
+    codes = np.asarray(stars["split"])
+    if ns and not np.isin(codes, (0, 1, 2)).all():
+        problems.append(f"stars/split has codes other than 0/1/2: {sorted(set(codes.tolist()) - {0, 1, 2})[:5]}")
+    expect_split = np.array([split_of(s) for s in stars["id"]], dtype=np.int8)
+    if not np.array_equal(codes, expect_split):
+        problems.append(f"stars/split differs from split_of(id) for {int((codes != expect_split).sum())} stars")
+    in_splits = {k: set(np.asarray(stars["id"])[codes == k].tolist()) for k in (0, 1, 2)}
+    shared = (in_splits[0] & in_splits[1]) | (in_splits[0] & in_splits[2]) | (in_splits[1] & in_splits[2])
+    if shared:
+        problems.append(f"{len(shared)} star ids are in two splits (e.g. {sorted(shared)[0]})")
+    problems += _meta_problems(store)
+    if spectra:
+        problems += _spectra_problems(store)
+    return problems
+
+
+def _meta_problems(store) -> list[str]:
+    problems, g = [], store._g
+    if "wavelength" not in g:
+        problems.append("wavelength is missing")
+    else:
+        wave = np.asarray(g["wavelength"][:])
+        if wave.shape != (store.grid.npix,) or not np.allclose(wave, store.grid.wavelength(), rtol=1e-9):
+            problems.append("wavelength does not match the grid attribute")
+    if "label" not in g:
+        problems.append("label is missing")
+    else:
+        names = [str(x) for x in np.asarray(g["label"][:]).tolist()]
+        if names != list(store.schema.names):
+            problems.append(f"label names {names} differ from the schema's {list(store.schema.names)}")
+    return problems
+
+
+def _spectra_problems(store) -> list[str]:
+    """NaN/inf in flux or ivar, ivar < 0; scanned in shard-sized blocks so memory stays bounded."""
+    problems = []
+    for sub, n in (("stars", store.n_stars), ("visits", store.n_visits)):
+        for a in range(0, n, store.chunk):
+            flux, ivar, _ = store._spectra(sub, slice(a, a + store.chunk), n, pixmask=False)
+            for name, v in (("flux", flux), ("ivar", ivar)):
+                bad = ~np.isfinite(v).all(axis=1)
+                if bad.any():
+                    problems.append(f"{sub}/{name} has NaN/inf in rows {(a + np.flatnonzero(bad))[:5].tolist()}")
+            neg = (ivar < 0).any(axis=1)
+            if neg.any():
+                problems.append(f"{sub}/ivar < 0 in rows {(a + np.flatnonzero(neg))[:5].tolist()}")
+    return problems
+
+
+def validate_path(path: str, spectra: bool = True) -> list[str]:
+    """Problems of the store at `path`, including that it cannot be opened (never raises for a bad
+    store: a report is what the user asked for)."""
+    from pairspec.store import open_store
+
+    try:
+        store = open_store(str(path), check=False)
+    except (FileNotFoundError, ValueError) as err:
+        return [f"cannot open: {err}"]
+    try:
+        return store_problems(store, spectra=spectra)
+    except (KeyError, ValueError, TypeError, IndexError, OSError) as err:
+        return [f"unreadable content ({type(err).__name__}: {err})"]
