@@ -241,17 +241,22 @@ class LamostAdapter:
         return catalogue.labels[row].copy(), catalogue.errors[row].copy(), f"{catalogue.path} row {row}"
 
     def _orphan_rows(self, catalogue, infos) -> list[Skip]:
-        """Catalogue rows no discovered file matches: a star (spectrum) with no file."""
-        if catalogue.obsid is not None:
-            have = {int(i["key"]) for i in infos if i["key"].isdigit()}
-            lost = [r for r, o in enumerate(catalogue.obsid) if o > 0 and int(o) not in have]
-            what = lambda r: f"OBSID {catalogue.obsid[r]}"  # noqa: E731
-        elif catalogue.designation is not None:
-            have = {i["desig"] for i in infos}
-            lost = [r for r, d in enumerate(catalogue.designation) if d and d not in have]
-            what = lambda r: f"designation {catalogue.designation[r]}"  # noqa: E731
-        else:
+        """Catalogue rows that no discovered file matches by obsid or designation: spectra with no file."""
+        if catalogue.obsid is None and catalogue.designation is None:
             return []
+        have_obsid = {int(i["key"]) for i in infos if i["key"].isdigit()}
+        have_desig = {i["desig"] for i in infos}
+        lost = []
+        for r in range(catalogue.n_rows):
+            by_obsid = catalogue.obsid is not None and int(catalogue.obsid[r]) in have_obsid
+            by_desig = catalogue.designation is not None and catalogue.designation[r] in have_desig
+            if not (by_obsid or by_desig):
+                lost.append(r)
+
+        def what(r):
+            ids = [f"OBSID {catalogue.obsid[r]}"] if catalogue.obsid is not None else []
+            return ", ".join(ids + ([catalogue.designation[r]] if catalogue.designation is not None else []))
+
         out = [Skip(catalogue.path, f"catalogue row {r} ({what(r)}): no spectrum file for it under the source")
                for r in lost[:MAX_ROW_SKIPS]]
         if len(lost) > MAX_ROW_SKIPS:
