@@ -81,18 +81,39 @@ def as_float(value) -> float:
 
 
 def _open(path: str):
-    """astropy HDUList, fully read (truncation shows up here, as an AdapterError)."""
+    """astropy HDUList, fully read. A cut file is an AdapterError: plain files are checked block by block
+    (fitsutil.fits_layout), .gz files are decompressed here, because astropy silently returns the HDUs
+    before the cut of a truncated gzip stream (seen with a real MRS file cut in half)."""
+    import gzip
+    import io
+    import zlib
+
     from astropy.io import fits
 
     try:
+        if path.endswith(".gz"):
+            with open(path, "rb") as f:
+                source = io.BytesIO(gzip.decompress(f.read()))
+        else:
+            from pairspec.surveys.fitsutil import fits_layout
+
+            fits_layout(path)
+            source = path
+    except (OSError, EOFError, zlib.error) as exc:
+        raise AdapterError(path, f"cannot read FITS: corrupt or truncated gzip file ({exc})") from exc
+    try:
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message=".*(truncated|[Cc]orrupt).*")
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+            hdul = fits.open(source, memmap=False, lazy_load_hdus=False)
             for hdu in hdul:
                 _ = hdu.data  # force the read: a cut file fails here, not later
-        return hdul
     except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, UserWarning) as exc:
         raise AdapterError(path, f"cannot read FITS: {exc}") from exc
+    n_exten = hdul[0].header.get("N_EXTEN")
+    if isinstance(n_exten, int) and n_exten > len(hdul):
+        hdul.close()
+        raise AdapterError(path, f"cannot read FITS: file is truncated (N_EXTEN = {n_exten}, {len(hdul)} HDUs found)")
+    return hdul
 
 
 def read_primary(path: str) -> dict:
