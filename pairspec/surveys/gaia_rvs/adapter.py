@@ -123,7 +123,7 @@ class GaiaRvsAdapter:
         self.label_columns = dict(label_columns or {})
         self.twins, self.min_gain, self.twin_seed = int(twins), float(min_gain), int(twin_seed)
         self.correlated_noise, self.trim_edges = bool(correlated_noise), bool(trim_edges)
-        self.edge_px = int(round(float(edge_nm) / STEP_NM))
+        self.edge_px = round(float(edge_nm) / STEP_NM)
         self.require_labels = bool(require_labels)
 
     # ---- discovery -------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def _delimiter(header_lines: list[str]) -> str:
 class BulkFile:
     """One bulk text file in memory: column names, each data line's span, the YAML header text."""
 
-    _last: "BulkFile | None" = None
+    _last: BulkFile | None = None
 
     def __init__(self, path: str):
         self.path = str(path)
@@ -137,7 +137,7 @@ class BulkFile:
         self.index = {c: i for i, c in enumerate(self.names)}
 
     @classmethod
-    def open(cls, path: str) -> "BulkFile":
+    def open(cls, path: str) -> BulkFile:
         """The file, from the one-file cache when it is unchanged on disk."""
         st = os.stat(path)
         key = (str(path), st.st_size, st.st_mtime_ns)

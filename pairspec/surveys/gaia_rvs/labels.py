@@ -84,7 +84,7 @@ def read_columns(path: str, wanted) -> dict[str, np.ndarray]:
         raise
     except FileNotFoundError as exc:
         raise AdapterError(path, "no such catalogue file") from exc
-    except Exception as exc:  # noqa: BLE001 - astropy/pyarrow raise many kinds for a file that is not a table
+    except Exception as exc:
         raise AdapterError(path, f"cannot read catalogue: {type(exc).__name__}: {exc}") from exc
     raise AdapterError(path, "catalogue must be FITS, CSV/ECSV (.gz) or Parquet")
 

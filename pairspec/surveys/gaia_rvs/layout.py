@@ -39,7 +39,7 @@ class LinearGrid(LogLinearGrid):
     step_aa: float = 10 * STEP_NM
 
     @classmethod
-    def linear(cls, start_aa: float, step_aa: float, npix: int, **kw) -> "LinearGrid":
+    def linear(cls, start_aa: float, step_aa: float, npix: int, **kw) -> LinearGrid:
         end = start_aa + step_aa * (npix - 1)
         crval1 = math.log10(start_aa)
         cdelt1 = (math.log10(end) - crval1) / max(npix - 1, 1)
@@ -55,7 +55,7 @@ class LinearGrid(LogLinearGrid):
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LinearGrid":
+    def from_dict(cls, d: dict) -> LinearGrid:
         base = LogLinearGrid.from_dict(d)
         return cls(crval1=base.crval1, cdelt1=base.cdelt1, npix=base.npix, medium=base.medium, frame=base.frame,
                    blocks=base.blocks, start_aa=float(d.get("start_aa", 10 * START_NM)),

@@ -93,7 +93,7 @@ def product_kind(path) -> str | None:
 
 
 def _id_from_name(path: str) -> int | None:
-    stem = re.sub(r"\.(csv|ecsv|fits?|xml|vot|votable)(\.gz|\.bz2)?$", "", Path(path).name, flags=re.I)
+    stem = re.sub(r"\.(csv|ecsv|fits?|xml|vot|votable)(\.gz|\.bz2)?$", "", Path(path).name, flags=re.IGNORECASE)
     m = _ID_IN_NAME.search(stem)
     return int(m.group(1)) if m else None
 
@@ -196,7 +196,7 @@ def _ecsv_meta(yaml_text: str) -> dict:
         return {}
     import yaml
 
-    body = "\n".join(line[1:] if line.startswith(" ") else line for line in yaml_text.splitlines()
+    body = "\n".join(line.removeprefix(" ") for line in yaml_text.splitlines()
                      if not line.lstrip().startswith("%ECSV"))
     try:
         doc = yaml.safe_load(body) or {}
@@ -229,7 +229,7 @@ def _guard(path: str, what, *args):
         raise
     except FileNotFoundError as exc:
         raise AdapterError(path, "no such file") from exc
-    except Exception as exc:  # noqa: BLE001 - astropy/XML/zlib raise many kinds for a file that is not a table
+    except Exception as exc:
         raise AdapterError(path, f"cannot read {product_kind(path) or 'file'}: {type(exc).__name__}: {exc}") from exc
 
 

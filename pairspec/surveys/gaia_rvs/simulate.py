@@ -26,7 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from pairspec.surveys.gaia_rvs import writers
-from pairspec.surveys.gaia_rvs.layout import GAIA_RVS_GRID, NPIX, RESOLVING_POWER, wavelength_nm
+from pairspec.surveys.gaia_rvs.layout import (
+    GAIA_RVS_GRID,
+    NPIX,
+    RESOLVING_POWER,
+    wavelength_nm,
+)
 from pairspec.surveys.gaia_rvs.twins import native_pixel_kernel
 from pairspec.surveys.population import draw_population
 

@@ -76,7 +76,7 @@ def native_pixel_kernel() -> np.ndarray:
 
 def max_transits(n_transits: int, min_gain: float) -> int:
     """Largest subset size k whose copies keep S/N <= mean S/N / min_gain: floor(N / min_gain^2)."""
-    return int(math.floor(n_transits / float(min_gain) ** 2 + 1e-9))
+    return math.floor(n_transits / float(min_gain) ** 2 + 1e-9)
 
 
 def synthetic_visits(flux: np.ndarray, ivar: np.ndarray, n_transits: int, source_id: int, n_twins: int = 4,
