@@ -57,6 +57,12 @@ def _instrument():
     return sky + 0.3, response / response.max(), bright
 
 
+def continuum_shape(teff: float) -> np.ndarray:
+    """The star's continuum as the spectrograph records it, up to a scale: Planck x response (no per-visit
+    calibration); truth.fits normalises the noiseless model times this, as a visit is normalised."""
+    return simtools.planck_shape(wavelength(), teff) * _instrument()[1]
+
+
 def plan_visits(rng, n: int, mjd0: float, snr_scale: float, vhelio: float) -> list[dict]:
     """Dates, S/N, XCSAO velocities and stacking decisions of a star's BOSS visits at one observatory."""
     gaps = np.where(rng.random(n) < 0.6, rng.uniform(1, 20, n), rng.uniform(60, 500, n))
@@ -77,14 +83,14 @@ def plan_visits(rng, n: int, mjd0: float, snr_scale: float, vhelio: float) -> li
 
 def render_visit(rest_norm: np.ndarray, star: dict, visit: dict, vhelio: float, rng) -> dict:
     """flux, ivar, pixel_flags, wresl, continuum of one BOSS visit as astra writes it on the BOSS grid."""
-    sky, response, bright = _instrument()
+    sky, _, bright = _instrument()
     wl = wavelength()
     # in the stack: resampled with the measured RV (residual = error); otherwise left at the true RV
     residual = vhelio - visit["xcsao_v_rad"] if visit["in_stack"] else vhelio
     model = simtools.lanczos_shift(rest_norm, simtools.velocity_to_pixels(residual, BOSS_GRID.cdelt1))
     xs = np.linspace(-1.0, 1.0, NPIX)
     fluxcal = np.polynomial.legendre.legval(xs, np.r_[1.0, rng.normal(0.0, 0.04, 3)])
-    cont = star["flux_scale"] * visit["throughput"] * simtools.planck_shape(wl, star["teff"]) * response * fluxcal
+    cont = star["flux_scale"] * visit["throughput"] * continuum_shape(star["teff"]) * fluxcal
     covered = (wl >= COVERED_AA[0]) & (wl <= COVERED_AA[1])
     signal = model * cont
     sky_v = sky * visit["sky_level"] * np.median(cont[covered]) * 0.05

@@ -14,6 +14,11 @@ from pairspec.surveys.apogee.simulate import LABEL_NAMES, survey_labels
 from pairspec.surveys.sdssv.simulate import TELESCOPE, V
 
 
+def f32(values) -> np.ndarray:
+    """astra's label and S/N columns are float32."""
+    return np.asarray(values, dtype=np.float32)
+
+
 def _rows(stars, results, instrument: str) -> list[tuple]:
     """(star index, site, coadd snr, release) of every coadd, plus DR17-release rows where one exists."""
     out = []
@@ -29,7 +34,6 @@ def _rows(stars, results, instrument: str) -> list[tuple]:
 
 def _base(stars, rows, ids) -> dict:
     idx = np.array([r[0] for r in rows])
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731 - astra's float columns are float32
     return {"sdss_id": np.asarray(ids, dtype=np.int64),
             "sdss4_apogee_id": np.array([stars["apogee_id"][i] for i in idx]),
             "ra": f32(stars["ra"][idx]), "dec": f32(stars["dec"][idx]), "l": f32(stars["glon"][idx]),
@@ -56,7 +60,6 @@ def aspcap_columns(stars: dict, results: list[dict], seed: int, orphan: bool) ->
     z = draws[:, len(LABEL_NAMES):]
     feh = lab["FE_H"]
     cols = _base(stars, rows, ids)
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
     cols.update(teff=f32(lab["TEFF"]), e_teff=f32(lab["TEFF_ERR"]), logg=f32(lab["LOGG"]), e_logg=f32(lab["LOGG_ERR"]),
                 m_h_atm=f32(lab["M_H"]), e_m_h_atm=f32(lab["M_H_ERR"]), alpha_m_atm=f32(lab["ALPHA_M"]),
                 e_alpha_m_atm=f32(lab["ALPHA_M_ERR"]))
@@ -99,7 +102,9 @@ def bossnet_columns(stars: dict, results: list[dict], seed: int) -> dict:
 def write_truth(path: Path, stars: dict) -> Path:
     """truth.fits: HDU1 `star_id` (the sdss_id as the adapter gives it) and the true labels; HDU "SPECTRA" the
     noiseless normalised spectrum of each star on the APOGEE grid (the adapter's default), "SPECTRA_BOSS" on
-    the BOSS grid when BOSS spectra were simulated; both in HDU1's row order."""
+    the BOSS grid when BOSS spectra were simulated; both in HDU1's row order and normalised by pairspec's
+    continuum fit from what a visit records (BOSS: the model times Planck x response, since over 3650-6000 A
+    a cubic pseudo-continuum does not follow that exactly, and the truth must carry the same residual)."""
     from astropy.io import fits
     from astropy.table import Table
 
@@ -118,9 +123,13 @@ def write_truth(path: Path, stars: dict) -> Path:
     spectra.header["COMMENT"] = "noiseless normalised model of each star (HDU1 row order) on the APOGEE apStar grid"
     hdus.append(spectra)
     if "model_boss" in stars:
-        m = stars["model_boss"]
-        boss = fits.ImageHDU(normalize(m, np.ones_like(m), BOSS_GRID)[0], name="SPECTRA_BOSS")
-        boss.header["COMMENT"] = "noiseless normalised model of each star (HDU1 row order) on the BOSS grid"
+        from pairspec.surveys.sdssv.sim_boss import continuum_shape
+
+        seen = np.stack([m * continuum_shape(t) for m, t in zip(stars["model_boss"], stars["teff"])])
+        weight = 1.0 / np.clip(seen, 1e-3 * seen.max(axis=1, keepdims=True), None)  # photon noise, as in a visit
+        boss = fits.ImageHDU(normalize(seen, weight, BOSS_GRID)[0], name="SPECTRA_BOSS")
+        boss.header["COMMENT"] = ("noiseless model of each star (HDU1 row order) on the BOSS grid, times its "
+                                  "recorded continuum and normalised as a visit is")
         hdus.append(boss)
     fits.HDUList(hdus).writeto(path, overwrite=True)
     return path

@@ -42,7 +42,7 @@ def to_rest_frame(flux, ivar, pixmask, v_kms: float, cdelt1: float):
     out_flux = simtools.lanczos_shift(filled.astype(np.float64), -d)
     out_var = simtools.shift_linear(var, -d)
     out_ivar = np.where(out_var < 0.5 * _HUGE_VAR, 1.0 / out_var, 0.0)
-    n_edge = int(math.ceil(abs(d))) + 1
+    n_edge = math.ceil(abs(d)) + 1
     if d > 0:
         out_ivar[-n_edge:] = 0.0
     elif d < 0:
