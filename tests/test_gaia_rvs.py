@@ -185,3 +185,19 @@ def test_ingested_twins_are_marked_synthetic_and_identical_on_reingest(tmp_path)
     # the coadd is the published mean, on the store grid
     cf, ci, _ = sa.star_spectra(slice(0, 3))
     assert np.all(ci > 0) and abs(np.median(cf) - 1) < 0.01
+
+
+def test_twins_zero_makes_the_mean_the_one_visit(tmp_path):
+    cols = mean_columns()
+    cols["combined_transits"][0] = 2  # too few for a twin, but no twin is made here
+    writers.write_bulk_ecsv(tmp_path / "src" / "RvsMeanSpectrum_000000-003111.csv", cols)
+    adapter = GaiaRvsAdapter(twins=0)
+    with pytest.warns(UserWarning, match="no labels table"):
+        disc, recs = read_all(adapter, tmp_path / "src")
+    assert disc.skipped == [] and len(recs) == 3
+    for sid, rec in recs.items():
+        assert rec.n_visits == 1 and rec.visit_id == [f"{sid}:mean"]
+        assert np.array_equal(rec.visit_flux[0], rec.coadd_flux) and np.array_equal(rec.visit_ivar[0], rec.coadd_ivar)
+        assert not rec.star_flags & layout.STAR_SYNTHETIC_TWINS and not (rec.visit_pixmask & layout.PIX_SYNTHETIC).any()
+    with pytest.raises(ValueError, match="cannot be negative"):
+        GaiaRvsAdapter(twins=-1)

@@ -92,7 +92,8 @@ class GaiaRvsAdapter:
     labels: subset of the schema (teff, logg, fe_h, alpha_fe); labels_from: a catalogue (or list) keyed by
     Gaia source id that replaces the AstrophysicalParameters files (e.g. APOGEE DR17 allStar, label
     transfer); label_columns: {label: column} overrides; gaia_source: gaia_source-like table(s);
-    twins: synthetic copies per star; min_gain: each copy has <= 1/min_gain of the mean's S/N;
+    twins: synthetic copies per star (0: the mean itself is the one visit, for labelling the published
+    spectra with `pairspec predict STORE`); min_gain: each copy has <= 1/min_gain of the mean's S/N;
     twin_seed: seed mixed with the source id; correlated_noise: smooth the added noise over the ~2.5
     bins of a native pixel; edge_nm / trim_edges: width of the PIX_EDGE bands, and whether they are bad;
     require_labels: skip sources with any label missing; release: the store's release name;
@@ -105,8 +106,8 @@ class GaiaRvsAdapter:
     def __init__(self, labels=None, labels_from=None, label_columns=None, gaia_source=None, twins: int = 4,
                  min_gain: float = 3.0, twin_seed: int = 0, correlated_noise: bool = True, edge_nm: float = 0.5,
                  trim_edges: bool = False, require_labels: bool = False, release: str = "dr3", grid: str = "log"):
-        if int(twins) < 1:
-            raise ValueError(f"twins={twins}: need at least one synthetic visit per star")
+        if int(twins) < 0:
+            raise ValueError(f"twins={twins}: the number of synthetic visits per star cannot be negative")
         if not float(min_gain) >= 1.0:
             raise ValueError(f"min_gain={min_gain}: must be >= 1 (a copy cannot be less noisy than the mean)")
         if not 0.0 <= float(edge_nm) < 12.0:
@@ -175,7 +176,7 @@ class GaiaRvsAdapter:
             else:
                 uid, path, locator = f"{epochs[sid][0][0].split('#')[0]}#source_id={sid}", eps[0][0], ""
             row = {"source_id": sid, "locator": locator, "epochs": eps, "gaia": gaia.get(sid, {})}
-            if not eps:
+            if not eps and self.twins > 0:
                 problem = self._twin_problem(entry.n_transits, row["gaia"])
                 if problem:
                     skipped.append(Skip(path, f"{entry.locator} (source_id {sid}): no synthetic twin: {problem}", str(sid)))
@@ -265,6 +266,10 @@ class GaiaRvsAdapter:
                 flux, ivar = coadd(vflux, vivar)
                 mask = np.bitwise_and.reduce(vmask, axis=0)
             star_flags, extra = STAR_EPOCH_VISITS, {"twins": "epochs", "dropped_visits": dropped}
+        elif self.twins == 0:  # the published mean is the one visit: a store to label the spectra themselves
+            flux, ivar, mask = self._coadd(mean)
+            vflux, vivar, vmask, ids, mjd = flux[None], ivar[None], mask[None], [f"{sid}:mean"], np.array([np.nan])
+            star_flags, extra = 0, {"twins": "none: the visit is the mean spectrum"}
         else:
             flux, ivar, mask = self._coadd(mean)
             n = as_int(scalars.get("combined_transits"))

@@ -171,12 +171,18 @@ class BulkFile:
 
     def quick(self, k: int, column: str):
         """One scalar column of row k, without parsing the array fields when they come after it."""
-        i = self.index[column]
-        first_array = min((j for j, c in enumerate(self.names) if c in ("flux", "flux_error")), default=len(self.names))
-        if i < first_array:
-            parts = self.line(k).strip().split(self.delimiter, i + 1)
-            if len(parts) > i and '"' not in self.delimiter.join(parts[: i + 1]) and self.delimiter == ",":
-                return _scalar(parts[i])
+        i, n = self.index[column], len(self.names)
+        arrays = [j for j, c in enumerate(self.names) if c in ("flux", "flux_error")]
+        if self.delimiter == "," and arrays:
+            line = self.line(k).strip()
+            if i < arrays[0]:  # before the arrays: split from the left
+                parts = line.split(",", i + 1)
+                if len(parts) > i + 1 and '"' not in ",".join(parts[: i + 1]):
+                    return _scalar(parts[i])
+            elif i > arrays[-1]:  # after them: split from the right
+                parts = line.rsplit(",", n - i)
+                if len(parts) > n - i and '"' not in ",".join(parts[-(n - i):]) and parts[-(n - i) - 1].endswith('"'):
+                    return _scalar(parts[-(n - i)])
         return _scalar(self.fields(k)[i])
 
     def row(self, k: int) -> dict:

@@ -46,7 +46,9 @@ def _ecsv_type(values) -> tuple[str, str | None]:
 
 def _cell(v) -> str:
     if isinstance(v, np.ndarray):
-        return '"[' + ",".join("null" if not np.isfinite(x) else f"{x:.7g}" for x in v.tolist()) + ']"'
+        v = np.where(np.isfinite(v), v, np.nan)  # JSON has no inf either: both become null
+        body = (",".join(["%.7g"] * v.size) % tuple(v.tolist())).replace("nan", "null")
+        return '"[' + body + ']"'
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "null"
     if isinstance(v, (bool, np.bool_)):
