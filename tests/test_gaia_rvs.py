@@ -201,3 +201,27 @@ def test_twins_zero_makes_the_mean_the_one_visit(tmp_path):
         assert not rec.star_flags & layout.STAR_SYNTHETIC_TWINS and not (rec.visit_pixmask & layout.PIX_SYNTHETIC).any()
     with pytest.raises(ValueError, match="cannot be negative"):
         GaiaRvsAdapter(twins=-1)
+
+
+def test_native_grid_keeps_the_published_samples_and_never_mixes_with_the_default(tmp_path):
+    from pairspec.ingest import ingest
+    from pairspec.store import open_store
+
+    cols = mean_columns()
+    writers.write_bulk_ecsv(tmp_path / "src" / "RvsMeanSpectrum_000000-003111.csv.gz", cols)
+    opts = {"grid": "native"}
+    with pytest.warns(UserWarning):
+        ingest("gaia_rvs", str(tmp_path / "src"), str(tmp_path / "n.zarr"), workers=1, progress=False, adapter_options=opts)
+    s = open_store(str(tmp_path / "n.zarr"))
+    assert np.allclose(s.wavelength, 10 * WAVE, rtol=0, atol=1e-9)  # the exact published grid
+    row = list(s.star_table()["id"]).index(str(SIDS[0]))
+    flux, ivar, _ = s.star_spectra(np.array([row]))
+    published = products.load(tmp_path / "src" / "RvsMeanSpectrum_000000-003111.csv.gz", "row=0000000")
+    assert published.source_id == SIDS[0]  # no resampling: the stored samples are the file's, bit for bit
+    assert np.array_equal(flux[0], published.flux.astype(np.float32))
+    assert np.allclose(ivar[0], 1 / published.flux_error**2, rtol=1e-6)
+    with pytest.warns(UserWarning):  # the same grid again: a rerun is accepted (and adds nothing)
+        assert ingest("gaia_rvs", str(tmp_path / "src"), str(tmp_path / "n.zarr"), workers=1, progress=False,
+                      adapter_options=opts).n_stars == 0
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="does not match"):  # resampled spectra: refused
+        ingest("gaia_rvs", str(tmp_path / "src"), str(tmp_path / "n.zarr"), workers=1, progress=False)

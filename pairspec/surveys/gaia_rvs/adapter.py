@@ -187,6 +187,7 @@ class GaiaRvsAdapter:
                                     else ", ".join(n for n, v in zip(self.schema.names, row["labels"]) if math.isnan(v))), str(sid)))
                 continue
             units.append(WorkUnit(uid, path, str(sid), row))
+        products.drop_caches()  # discovery read every file; the readers re-open what they need
         return Discovery(units=sorted(units, key=lambda u: u.unit_id), skipped=skipped)
 
     def _twin_problem(self, n_transits, gaia: dict) -> str | None:

@@ -221,6 +221,12 @@ def _tables(path: str, kind: str) -> list[tuple[dict, dict]]:
     return _TABLE_CACHE[key]
 
 
+def drop_caches() -> None:
+    """Forget the last parsed file (its decompressed text can be hundreds of MB)."""
+    _TABLE_CACHE.clear()
+    BulkFile._last = None
+
+
 def _guard(path: str, what, *args):
     """Run a reader; any parser failure of a bad file becomes an AdapterError naming the file."""
     try:
@@ -271,7 +277,7 @@ def _scan(path: str, kind: str):
             problems.append(("file", f.problem))
         if "flux" not in f.index or "flux_error" not in f.index:
             raise AdapterError(path, f"no flux / flux_error columns (columns: {', '.join(f.names[:10])})")
-        if len(f) and not f.line(0).count("["):
+        if "wavelength" in f.index:  # a datalink pixel table; bulk files have no wavelength column
             return [_pixel_entry(path, _text_tables(path)[0][1], "table=0")], problems
         tcol = next((c for c in EPOCH_TIME_KEYS if c in f.index), None)
         ncol = "combined_transits" if "combined_transits" in f.index else None
