@@ -128,7 +128,7 @@ def test_broken_files_are_reported_and_the_rest_ingested(tmp_path):
 
     src = tmp_path / "src"
     a1 = mrs_file(src / "med-58500-A_sp01-001.fits", obsid=1, desig="J010000.00+100000.0", ra=15.0, dec=10.0)
-    a2 = mrs_file(src / "med-58510-A_sp01-001.fits", obsid=2, desig="J010000.00+100000.0", ra=15.0, dec=10.0,
+    mrs_file(src / "med-58510-A_sp01-001.fits", obsid=2, desig="J010000.00+100000.0", ra=15.0, dec=10.0,
                   lmjd=58510, seed=2)
     garbage = mrs_file(src / "med-58500-B_sp01-002.fits", obsid=3, desig="J020000.00+100000.0", ra=30.0, dec=10.0)
     gz = src / "med-58500-C_sp01-003.fits.gz"

@@ -62,7 +62,8 @@ class LamostAdapter:
     resolution: "mrs" (med-*, B+R arms, R~7500) or "lrs" (spec-*, R~1800): one store each.
     frame: "rest" (shift every file by its RV; files without one are skipped) or "heliocentric".
     catalog: label catalogue (FITS/CSV); "auto" = the one file in SOURCE named like *MRS*/*LRS* with a
-    table suffix (not med-*, spec-*, truth*); None = no labels. columns: {label: column} overrides the catalogue's column names.
+    table suffix (not med-*, spec-*, truth*); None = no labels. columns: {label: column} overrides the
+    catalogue's column names.
     labels: subset of the schema (teff, logg, fe_h, alpha_fe); a requested label the catalogue lacks is
     an error. labels_from: another survey's catalogue (e.g. APOGEE allStar) whose labels replace
     LAMOST's, matched by Gaia id or within match_radius arcsec. group_radius: arcsec within which files
@@ -184,7 +185,8 @@ class LamostAdapter:
                              np.array([i["gaia"] for i in infos], dtype=np.int64), self.group_radius)
         units, ids = [], set()
         for g in groups:
-            files = sorted((infos[i] for i in g), key=lambda i: (i["lmjd"] if math.isfinite(i["lmjd"]) else 1e9, i["key"]))
+            files = sorted((infos[i] for i in g),
+                           key=lambda i: (i["lmjd"] if math.isfinite(i["lmjd"]) else 1e9, i["key"]))
             if self.frame == "rest":
                 files = self._with_rv(files, skipped)
                 if not files:

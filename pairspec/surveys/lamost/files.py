@@ -243,7 +243,8 @@ def _lrs_wavelength(path: str, header: dict, n: int, row2) -> np.ndarray:
     names = text(header.get("EXTEN0")).lower().replace(",", " ").split()
     if len(names) >= 3 and names[2].startswith("wave"):
         return np.asarray(row2, dtype=np.float64)
-    if not names and np.all(np.isfinite(row2)) and 3000 < np.min(row2) and np.max(row2) < 10000 and np.all(np.diff(row2) > 0):
+    looks_like_wave = np.all(np.isfinite(row2)) and 3000 < np.min(row2) and np.max(row2) < 10000
+    if not names and looks_like_wave and np.all(np.diff(row2) > 0):
         return np.asarray(row2, dtype=np.float64)
     c0 = as_float(header.get("COEFF0", header.get("CRVAL1")))
     c1 = as_float(header.get("COEFF1", header.get("CD1_1", header.get("CDELT1"))))

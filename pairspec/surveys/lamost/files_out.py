@@ -76,7 +76,8 @@ def write_star(out, star: dict, models: dict) -> dict:
 def survey_labels(truth: np.ndarray, snr: float, logg: float, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """LASP-like labels and errors (teff, logg, feh, alpha_m) of one spectrum; z: 4 standard normals."""
     s = max(float(snr), 1.0)
-    err = np.array([math.hypot(2500 / s, 60), math.hypot(4 / s, 0.08), math.hypot(1.5 / s, 0.05), math.hypot(1 / s, 0.03)])
+    err = np.array([math.hypot(2500 / s, 60), math.hypot(4 / s, 0.08), math.hypot(1.5 / s, 0.05),
+                    math.hypot(1 / s, 0.03)])
     sys = np.array([30.0 if logg < 3.8 else 0.0, -0.03 if logg >= 3.8 else 0.0, 0.0, 0.0])
     return truth + sys + err * z, err
 
@@ -134,7 +135,8 @@ def write_truth(path: Path, stars: list[dict], spectra: np.ndarray, grid, kind: 
     t["gaia_source_id"] = np.array([s["gaia"] for s in stars], dtype=np.int64)
     t["binary"] = np.array([s["binary"] is not None for s in stars], dtype=bool)
     spec = fits.ImageHDU(np.asarray(spectra, dtype=np.float32).reshape(len(stars), grid.npix), name="SPECTRA")
-    spec.header["COMMENT"] = (f"noiseless normalised rest-frame model (linegen, R = {'7500' if kind == 'mrs' else '1800'}) "
+    power = "7500" if kind == "mrs" else "1800"
+    spec.header["COMMENT"] = (f"noiseless normalised rest-frame model (linegen, R = {power}) "
                               "of each star in HDU1 order on the adapter's grid; 1 outside the usable blocks")
     fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(t), spec]).writeto(path, overwrite=True)
     return path

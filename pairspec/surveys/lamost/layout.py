@@ -6,7 +6,7 @@ Grids (log-linear, vacuum; the blocks are the model pixels, pairspec.preprocess.
   own coadds (one pixel ~6.9 km/s); blocks = the published arm ranges, B [4950, 5350) and
   R [6300, 6800) A: (0, 3375) and (10474, 13791), 6692 model pixels. The 5350-6300 A gap is stored
   (ivar 0) because a store has one grid.
-- LRS: log10(lambda) = 3.5911 + 1e-4 i, 3534 px (3900.2-8798.6 A), on the lattice of the files'
+- LRS: log10(lambda) = 3.5911 + 1e-4 i, 3534 px (3900.3-8798.3 A), on the lattice of the files'
   COEFF0 = 3.5682, step 1e-4 (~69 km/s); blocks [3900, 5700) and [5900, 8800) A: (0, 1648) and
   (1798, 3534). The cut-offs drop the ends where S/N collapses and the blue/red-arm junction near
   5800 A (formats.md 5.3; the exact thresholds are a choice, not a LAMOST rule).

@@ -100,9 +100,11 @@ def plan(n_stars: int, seed: int) -> list[dict]:
                 "lmjd": int(lmjd), "lmjm": [start + e * (exptime // 60 + 3) for e in range(n_exp)],
                 "snr": list(snr0 * r.lognormal(0, 0.35) * r.lognormal(0, 0.1, n_exp)), "exptime": exptime,
                 "no_light": bool(r.random() < 0.03), "desig": _vary(desig) if varied else desig,
-                "ra": ra + (r.normal(0, 0.3 / 3600) if varied else 0.0), "dec": dec + (r.normal(0, 0.3 / 3600) if varied else 0.0),
+                "ra": ra + (r.normal(0, 0.3 / 3600) if varied else 0.0),
+                "dec": dec + (r.normal(0, 0.3 / 3600) if varied else 0.0),
                 "planid": f"{star['field'][:4].upper()}{int(lmjd) % 1000:03d}K{1 + i // 4000:02d}", "spid": spid,
-                "fiber": fiber, "obsid": 600_000_000 + i * 16_000 + k * 1000 + fiber, "layout": "rows" if lmjd < 59000 else "arrays",
+                "fiber": fiber, "obsid": 600_000_000 + i * 16_000 + k * 1000 + fiber,
+                "layout": "rows" if lmjd < 59000 else "arrays",
                 "rv": _rv(star, lmjd, r)})
         epochs = []
         if r.random() < 0.7:
@@ -158,8 +160,8 @@ def simulate_lamost(out, n_stars: int = 500, seed: int = 1, workers: int = 1, pr
                 models = star_models(labels)
                 truth_mrs.append(models["truth_mrs"])
                 truth_lrs.append(models["truth_lrs"])
-                per_star = [{"mrs": (models["mrs_loglam"], models["mrs"][j]), "lrs": (models["lrs_loglam"], models["lrs"][j])}
-                            for j in range(len(batch))]
+                per_star = [{"mrs": (models["mrs_loglam"], models["mrs"][j]),
+                             "lrs": (models["lrs_loglam"], models["lrs"][j])} for j in range(len(batch))]
                 chunks = [(str(out), batch[j:j + 8], per_star[j:j + 8]) for j in range(0, len(batch), 8)]
                 results = pool.map(_task, chunks) if pool else map(_task, chunks)
                 for res in results:
