@@ -326,3 +326,15 @@ def test_lone_file_reader_for_predict(tmp_path):
     with pytest.raises(AdapterError, match="radial velocity"):
         LamostAdapter().read_file(mrs)
     assert LamostAdapter().read_file(mrs, rv_kms=12.0).meta["rv_kms"] == [12.0]
+
+
+def test_a_spectrum_missing_from_the_catalogue_gets_its_stars_median_rv(tmp_path):
+    for k, lmjd in enumerate((58500, 58510, 58520)):
+        mrs_file(tmp_path / f"med-{lmjd}-T_sp01-001.fits", obsid=k + 1, lmjd=lmjd, seed=k)
+    cat = catalogue(tmp_path / "c.csv", [
+        {"obsid": 1, "designation": "LAMOST J100000.00+300000.0", "rv": 10.0, "snr": 5, "teff": 5000},
+        {"obsid": 3, "designation": "LAMOST J100000.00+300000.0", "rv": 30.0, "snr": 9, "teff": 5200}])
+    with pytest.warns(UserWarning):
+        unit = LamostAdapter(catalog=str(cat)).discover(str(tmp_path)).units[0]
+    # obsid 2 is not in the catalogue: not the RV of another night's row, the median of the star's others
+    assert unit.row["rv"] == [10.0, 20.0, 30.0] and unit.row["labels"][0] == 5200  # labels: best-S/N row

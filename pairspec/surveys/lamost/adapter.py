@@ -168,12 +168,14 @@ class LamostAdapter:
         if not (math.isfinite(ra) and math.isfinite(dec)):
             info["problem"] = "no RA/DEC in the primary header"
         if catalogue is not None:
-            rows = catalogue.rows_for([int(key)] if key.isdigit() else [], [desig])
-            row = catalogue.best(rows)
+            own = catalogue.rows_for([int(key)], []) if key.isdigit() else []
+            row = catalogue.best(own or catalogue.rows_for([], [desig]))
             info["row"] = row
             if row >= 0 and catalogue.gaia is not None:
                 info["gaia"] = int(catalogue.gaia[row])
-            if row >= 0 and catalogue.rv is not None:
+            # an RV belongs to one spectrum: another night's row (same designation) is no RV for this one
+            exact = bool(own) or not (key.isdigit() and catalogue.obsid is not None)
+            if row >= 0 and catalogue.rv is not None and exact:
                 info["rv"] = float(catalogue.rv[row])
         z = as_float(h.get("Z"))
         if self.resolution == "lrs" and math.isfinite(z):
