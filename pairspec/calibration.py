@@ -32,8 +32,10 @@ from __future__ import annotations
 import numpy as np
 
 from pairspec.metrics import DEFAULT_SNR_EDGES as SNR_EDGES
-from pairspec.metrics import repeat_pairs
-from pairspec.metrics import robust_std  # one robust sigma for the whole package
+from pairspec.metrics import (
+    repeat_pairs,
+    robust_std,  # one robust sigma for the whole package
+)
 
 
 def _star_term(resid: np.ndarray, sv: np.ndarray) -> float:

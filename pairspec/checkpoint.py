@@ -85,11 +85,14 @@ def read_train_state(path, map_location="cpu") -> tuple[dict, dict, dict | None]
 
 def load_checkpoint(path, map_location="cpu"):
     """-> (TwinSpecNet in eval mode with the saved weights, meta dict)."""
-    from pairspec.models import TwinSpecNet
+    from pairspec.models.registry import build_model
 
     payload = _read(path, map_location)
     meta = payload["meta"]
-    model = TwinSpecNet(**meta["model_kwargs"])
+    try:
+        model = build_model(meta)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: the checkpoint's model description cannot be built ({err})") from err
     try:
         model.load_state_dict(payload["model_state"])
     except RuntimeError as err:

@@ -31,7 +31,7 @@ class RunSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    store: str = "demo/apogee.zarr"
+    store: str = ""  # required: the pair store path or fsspec URL
     mode: str = "loo"  # twin target: "loo" leave-one-out coadd, "coadd" survey combined, "direct"
     min_visits: int = 2
     labels: Union[tuple[str, ...], None] = None  # subset of the store schema names; None = all
@@ -51,6 +51,9 @@ class ModelSection:
     depth: Union[int, None] = None
     num_heads: Union[int, None] = None  # must divide embed_dim
     drop_path: float = 0.0
+    embed: str = "conv"  # patch embedding: "conv" (one map shared by every patch) or "local" (one per patch)
+    label_head: str = "token"  # labels from the label token ("token") or a linear map of every token ("flat")
+    decoder_depth: int = 0  # transformer blocks between the encoder and the reconstruction head
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,12 @@ class TrainSection:
     min_lr_frac: float = 0.05
     recon_weight: float = 1.0
     label_weight: float = 1.0
+    label_loss: str = "nll"  # "nll", "beta_nll" (with beta_nll), "mse_var" (MSE mean, variance on detached residuals)
+    beta_nll: float = 0.5
+    recon_loss: str = "mse"  # "mse" (ivar-weighted mean square) or "chi2" (chi^2 per pixel against the target)
+    augment: float = 0.0  # fraction of each batch's inputs replaced by its target degraded to a visit's S/N
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); validation uses it
+    init_from: Union[str, None] = None  # checkpoint to start from (fine-tuning); its model must match
     grad_clip: float = 1.0  # 0 = off
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
     bf16: Union[bool, str] = "auto"  # auto = on for CUDA, off on CPU
@@ -91,8 +100,45 @@ CHOICES = {
     ("data", "mode"): ("loo", "coadd", "direct"),
     ("data", "val_split"): ("train", "val", "test"),
     ("train", "bf16"): (True, False, "auto"),
+    ("train", "label_loss"): ("nll", "beta_nll", "mse_var"),
+    ("train", "recon_loss"): ("mse", "chi2"),
+    ("model", "embed"): ("conv", "local"),
+    ("model", "label_head"): ("token", "flat"),
 }
-PATH_FIELDS = (("data", "store"), ("run", "out_dir"))
+PATH_FIELDS = (("data", "store"), ("run", "out_dir"), ("train", "init_from"))
+# value rules: (section, field) -> (test of a non-None value, what it must be)
+RULES = {
+    ("run", "name"): (lambda v: bool(v.strip()), "a non-empty name"),
+    ("data", "min_visits"): (lambda v: v >= 1, ">= 1"),
+    ("data", "labels"): (lambda v: len(v) >= 1 and len(set(v)) == len(v), "a non-empty list of distinct label names"),
+    ("data", "max_stars"): (lambda v: v >= 1, ">= 1 (or null for all)"),
+    ("data", "shuffle_buffer"): (lambda v: v >= 1, ">= 1"),
+    ("data", "stream_chunk_stars"): (lambda v: v >= 1, ">= 1"),
+    ("data", "stream_val_twins"): (lambda v: v >= 1, ">= 1"),
+    ("model", "patch_size"): (lambda v: v >= 1, ">= 1 pixels"),
+    ("model", "embed_dim"): (lambda v: v >= 1, ">= 1"),
+    ("model", "depth"): (lambda v: v >= 1, ">= 1"),
+    ("model", "num_heads"): (lambda v: v >= 1, ">= 1"),
+    ("model", "drop_path"): (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("model", "decoder_depth"): (lambda v: v >= 0, ">= 0"),
+    ("train", "epochs"): (lambda v: v >= 1, ">= 1"),
+    ("train", "batch_size"): (lambda v: v >= 1, ">= 1"),
+    ("train", "lr"): (lambda v: v > 0, "> 0"),
+    ("train", "weight_decay"): (lambda v: v >= 0, ">= 0"),
+    ("train", "warmup_frac"): (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("train", "min_lr_frac"): (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("train", "recon_weight"): (lambda v: v >= 0, ">= 0"),
+    ("train", "label_weight"): (lambda v: v >= 0, ">= 0"),
+    ("train", "beta_nll"): (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("train", "augment"): (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("train", "ema"): (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("train", "grad_clip"): (lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("train", "num_workers"): (lambda v: v >= 0, ">= 0"),
+    ("train", "max_steps"): (lambda v: v >= 1, ">= 1 (or null)"),
+    ("train", "time_limit_min"): (lambda v: v > 0, "> 0 minutes (or null)"),
+    ("train", "eval_every"): (lambda v: v >= 1, ">= 1"),
+    ("train", "max_nonfinite"): (lambda v: v >= 1, ">= 1"),
+}
 
 
 def load_recipe(path, overrides: typing.Iterable[str] = ()) -> RunConfig:
@@ -138,7 +184,22 @@ def from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {name!r} must be a mapping of fields, got {value!r}")
         sections[name] = _build_section(hints[name], name, value, source)
-    return RunConfig(**sections)
+    config = RunConfig(**sections)
+    _check_whole(config, source)
+    return config
+
+
+def _check_whole(config: RunConfig, source: str) -> None:
+    """Rules between fields (each field's own rules ran in _build_section)."""
+    t, m = config.train, config.model
+    if t.recon_weight == 0 and t.label_weight == 0:
+        raise ConfigError(f"{source}: train.recon_weight and train.label_weight are both 0: nothing to learn")
+    if m.embed_dim is not None and m.num_heads is not None and m.embed_dim % m.num_heads:
+        raise ConfigError(f"{source}: model.num_heads {m.num_heads} does not divide model.embed_dim {m.embed_dim}")
+    from pairspec.models.presets import model_names
+
+    if m.preset not in model_names():
+        raise ConfigError(f"{source}: model.preset {m.preset!r} is unknown; presets: {', '.join(model_names())}")
 
 
 def _build_section(cls, section: str, raw: dict, source: str):
@@ -152,6 +213,9 @@ def _build_section(cls, section: str, raw: dict, source: str):
         choices = CHOICES.get((section, key))
         if choices is not None and value not in choices:
             raise ConfigError(f"{source}: {where} must be one of {choices}, got {value!r}")
+        rule = RULES.get((section, key))
+        if rule is not None and value is not None and not rule[0](value):
+            raise ConfigError(f"{source}: {where} must be {rule[1]}, got {value!r}")
         if (section, key) in PATH_FIELDS and value and "://" not in value:
             value = str(Path(value).expanduser().resolve())  # relative to the working directory
         values[key] = value

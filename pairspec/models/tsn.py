@@ -17,6 +17,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
+from pairspec.models.presets import PRESETS
+
+EMBEDS = ("conv", "local")
+LABEL_LOSSES = ("nll", "beta_nll", "mse_var")
+RECON_LOSSES = ("mse", "chi2")
+LABEL_HEADS = ("token", "flat")
 # log-variance range in standardised units: sigma in [exp(-6), exp(3)] label std; keeps the NLL
 # finite when a head saturates early in training.
 LOG_VAR_MIN, LOG_VAR_MAX = -12.0, 6.0
@@ -34,16 +40,30 @@ class TwinSpecNet(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
         in_chans: int = 2,
+        embed: str = "conv",
+        label_head: str = "token",
+        decoder_depth: int = 0,
     ):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        if embed not in EMBEDS or label_head not in LABEL_HEADS:
+            raise ValueError(f"embed must be one of {EMBEDS} and label_head one of {LABEL_HEADS}, "
+                             f"got {embed!r}, {label_head!r}")
         self.n_pix, self.n_labels, self.patch_size = int(n_pix), int(n_labels), int(patch_size)
         self.embed_dim, self.in_chans = int(embed_dim), int(in_chans)
         self.n_patches = math.ceil(self.n_pix / self.patch_size)
         self.padded = self.n_patches * self.patch_size  # padding carries zero weight
+        self.embed, self.label_head_kind, self.decoder_depth = embed, label_head, int(decoder_depth)
 
-        self.patch_embed = nn.Conv1d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        if embed == "local":
+            # one linear map per patch position: a line at 15753 A is not a line at 16000 A (spectra,
+            # unlike images, are not translation invariant); same FLOPs as the shared convolution
+            fan_in = in_chans * patch_size
+            self.local_weight = nn.Parameter(torch.randn(self.n_patches, fan_in, embed_dim) / math.sqrt(fan_in))
+            self.local_bias = nn.Parameter(torch.zeros(self.n_patches, embed_dim))
+        else:
+            self.patch_embed = nn.Conv1d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.label_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.n_patches, embed_dim))
         dpr = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth ramp
@@ -52,8 +72,16 @@ class TwinSpecNet(nn.Module):
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim)
-        self.label_head = nn.Linear(embed_dim, 2 * n_labels)  # mean and log-variance
-        self.recon_head = nn.Linear(embed_dim, patch_size)  # one patch of flux per token
+        # mean and log-variance: from the label token, or ("flat") a linear map of every token, which
+        # contains a linear regression on the pixels as a special case
+        head_in = embed_dim * (1 + self.n_patches) if label_head == "flat" else embed_dim
+        self.label_head = nn.Linear(head_in, 2 * n_labels)
+        # reconstruction: `decoder_depth` transformer blocks over the tokens (MAE-style), then one patch of
+        # flux per token
+        self.decoder = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True)
+                                     for _ in range(self.decoder_depth))
+        self.decoder_norm = nn.LayerNorm(embed_dim) if self.decoder_depth else nn.Identity()
+        self.recon_head = nn.Linear(embed_dim, patch_size)
         self._init_weights()
 
     def _init_weights(self):
@@ -75,7 +103,13 @@ class TwinSpecNet(nn.Module):
         if x.shape[-1] != self.n_pix:
             raise ValueError(f"TwinSpecNet expects {self.n_pix} pixels, got {x.shape[-1]}")
         x = F.pad(x, (0, self.padded - self.n_pix))  # zero flux-1 and zero weight
-        tokens = self.patch_embed(x).transpose(1, 2)  # (B, n_patches, D)
+        if self.embed == "local":
+            b = x.shape[0]
+            patches = x.reshape(b, self.in_chans, self.n_patches, self.patch_size).permute(0, 2, 1, 3)
+            tokens = torch.einsum("bnf,nfd->bnd", patches.reshape(b, self.n_patches, -1), self.local_weight)
+            tokens = tokens + self.local_bias
+        else:
+            tokens = self.patch_embed(x).transpose(1, 2)  # (B, n_patches, D)
         tokens = torch.cat([self.label_token.expand(x.shape[0], -1, -1), tokens], dim=1)
         tokens = tokens + self.pos_embed
         for block in self.blocks:
@@ -83,13 +117,16 @@ class TwinSpecNet(nn.Module):
         return self.norm(tokens)
 
     def forward_labels(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Label token -> (mean (B, K), log_var (B, K)) in standardised label units."""
-        mean, log_var = self.label_head(tokens[:, 0]).float().chunk(2, dim=-1)
+        """Label token (or every token) -> (mean (B, K), log_var (B, K)) in standardised label units."""
+        feats = tokens.flatten(1) if self.label_head_kind == "flat" else tokens[:, 0]
+        mean, log_var = self.label_head(feats).float().chunk(2, dim=-1)
         return mean, log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX)
 
     def forward_reconstruction(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Patch tokens -> (B, L) normalised flux - 1 of the high-S/N twin (padding cut off)."""
-        patches = self.recon_head(tokens[:, 1:]).float()  # (B, n_patches, patch_size)
+        """Tokens -> (B, L) normalised flux - 1 of the high-S/N twin (padding cut off)."""
+        for block in self.decoder:
+            tokens = block(tokens)
+        patches = self.recon_head(self.decoder_norm(tokens)[:, 1:]).float()  # (B, n_patches, patch_size)
         return patches.flatten(1)[:, : self.n_pix]
 
     def forward(self, x: torch.Tensor) -> dict:
@@ -98,43 +135,48 @@ class TwinSpecNet(nn.Module):
         return {"mean": mean, "log_var": log_var, "recon": self.forward_reconstruction(tokens)}
 
     @staticmethod
-    def forward_loss(out: dict, batch: dict, recon_weight: float = 1.0, label_weight: float = 1.0) -> dict:
-        """Weighted reconstruction MSE + Gaussian NLL over non-missing labels (float32).
+    def forward_loss(out: dict, batch: dict, recon_weight: float = 1.0, label_weight: float = 1.0,
+                     label_loss: str = "nll", beta: float = 0.5, recon_loss: str = "mse") -> dict:
+        """Reconstruction loss + label loss over the non-missing labels (float32).
 
-        Reconstruction: per twin sum(w * (recon - (target - 1))^2) / sum(w), averaged over the batch
-        (a twin with no good target pixel contributes 0, so the mean stays linear in twins, which
-        keeps DDP gradients equal to single-process ones). Labels: 0.5 * (log_var + (y - mean)^2 /
-        var), averaged over the label_mask entries.
+        Reconstruction ("mse"): per twin sum(w * (recon - (target - 1))^2) / sum(w), w the target's ivar;
+        ("chi2"): per twin sum(w * r^2) / n(w > 0), the chi^2 per pixel against the target (1 at the
+        target's own noise), which weighs the spectrum by its S/N^2 (~10^3) against the labels instead of
+        letting the label NLL drown it. Both averaged over the batch (a twin with no good target pixel
+        contributes 0, so the mean stays linear in twins and DDP gradients equal single-process ones).
+
+        Labels, in standardised units, averaged over the label_mask entries: "nll" the Gaussian
+        0.5 * (log_var + (y - mean)^2 / var); "beta_nll" the same times stop_grad(var)^beta (Seitzer et al.
+        2022), so well-predicted labels do not take over the gradient; "mse_var" 0.5 (y - mean)^2 for the
+        mean plus the NLL of the variance head on the detached residual, so the variance cannot absorb
+        what the mean should learn.
         """
         w = batch["target_w"].float()
         resid2 = (out["recon"].float() - (batch["target"].float() - 1.0)) ** 2
         # where w == 0 the target may hold anything (even NaN); never let it into the sum
         per_twin = torch.where(w > 0, w * resid2, torch.zeros_like(resid2)).sum(1)
-        recon_loss = (per_twin / w.sum(1).clamp_min(1e-8)).mean()
+        norm = (w > 0).sum(1).clamp_min(1).float() if recon_loss == "chi2" else w.sum(1).clamp_min(1e-8)
+        recon = (per_twin / norm).mean()
 
         mask = batch["label_mask"].bool()
         y = torch.where(mask, batch["labels"].float(), torch.zeros_like(out["mean"]))
-        log_var = out["log_var"].float()
-        nll = 0.5 * (log_var + (y - out["mean"].float()) ** 2 * torch.exp(-log_var))
-        label_loss = torch.where(mask, nll, torch.zeros_like(nll)).sum() / mask.sum().clamp_min(1)
+        log_var, mean = out["log_var"].float(), out["mean"].float()
+        inv_var = torch.exp(-log_var)
+        if label_loss == "nll":
+            per = 0.5 * (log_var + (y - mean) ** 2 * inv_var)
+        elif label_loss == "beta_nll":
+            per = 0.5 * (log_var + (y - mean) ** 2 * inv_var) * torch.exp(log_var.detach() * beta)
+        elif label_loss == "mse_var":
+            per = 0.5 * (y - mean) ** 2 + 0.5 * (log_var + (y - mean.detach()) ** 2 * inv_var)
+        else:
+            raise ValueError(f"unknown label_loss {label_loss!r}; choose from {LABEL_LOSSES}")
+        labels = torch.where(mask, per, torch.zeros_like(per)).sum() / mask.sum().clamp_min(1)
 
-        loss = recon_weight * recon_loss + label_weight * label_loss
-        return {"loss": loss, "recon_loss": recon_loss.detach(), "label_loss": label_loss.detach()}
+        loss = recon_weight * recon + label_weight * labels
+        return {"loss": loss, "recon_loss": recon.detach(), "label_loss": labels.detach()}
 
 
 # --- size presets (timm-like registry) ----------------------------------------------------------
-
-PRESETS: dict[str, dict] = {
-    # CPU tests and the demo
-    "tsn_tiny": dict(embed_dim=64, depth=2, num_heads=2, patch_size=32),
-    # the CPU demo: ~2x tiny's cost, clearly better labels on ~500-star surveys (measured, docs/recipes.md)
-    "tsn_mini": dict(embed_dim=96, depth=3, num_heads=2, patch_size=32),
-    # a laptop / single small GPU
-    "tsn_small": dict(embed_dim=192, depth=6, num_heads=3, patch_size=16),
-    # full surveys on a GPU
-    "tsn_base": dict(embed_dim=384, depth=12, num_heads=8, patch_size=16),
-}
-
 
 def list_presets() -> list[str]:
     return sorted(PRESETS)
@@ -166,5 +208,7 @@ def count_flops(model: TwinSpecNet, n_pix: int | None = None) -> int:
     hidden = model.blocks[0].mlp.fc1.out_features if len(model.blocks) else 0
     per_block = 2 * T * D * 3 * D + 2 * 2 * T * T * D + 2 * T * D * D + 2 * 2 * T * D * hidden
     embed = 2 * n_patches * P * C * D
-    heads = 2 * n_patches * D * P + 2 * D * 2 * model.n_labels
-    return int(embed + len(model.blocks) * per_block + heads)
+    label_in = D * T if getattr(model, "label_head_kind", "token") == "flat" else D
+    heads = 2 * n_patches * D * P + 2 * label_in * 2 * model.n_labels
+    blocks = len(model.blocks) + len(getattr(model, "decoder", ()))
+    return int(embed + blocks * per_block + heads)
