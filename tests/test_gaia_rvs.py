@@ -124,14 +124,16 @@ def test_datalink_individual_files_of_every_format(tmp_path, suffix):
     assert rec.star_id == str(SIDS[1]) and rec.n_visits == 1 and rec.visit_id == [f"{SIDS[1]}:mean"]
 
 
-@pytest.mark.parametrize("suffix", ["fits", "xml"])
-def test_datalink_raw_tables(tmp_path, suffix):
+@pytest.mark.parametrize("suffix,votable_format", [("fits", ""), ("xml", "binary2"), ("xml", "tabledata")])
+def test_datalink_raw_tables(tmp_path, suffix, votable_format):
     cols = mean_columns()
-    path = writers.write_array_table(tmp_path / f"RVS_RAW.{suffix}", cols)
+    cols["flux"][2, :4] = np.nan
+    path = writers.write_array_table(tmp_path / f"RVS_RAW.{suffix}", cols, votable_format=votable_format or "binary2")
     entries, _ = products.scan(path)
     assert [e.source_id for e in entries] == list(SIDS)
     spec = products.load(path, entries[2].locator)
-    assert spec.source_id == SIDS[2] and np.allclose(spec.flux, cols["flux"][2], rtol=1e-6)
+    assert spec.source_id == SIDS[2] and np.allclose(spec.flux, cols["flux"][2], rtol=1e-6, equal_nan=True)
+    assert np.isnan(spec.flux[:4]).all() and spec.scalars["combined_transits"] == 30
     with pytest.raises(AdapterError, match="holds 3 spectra"):
         GaiaRvsAdapter().read_file(path)
 

@@ -149,34 +149,6 @@ def _fits_tables(path: str) -> list[tuple[dict, dict]]:
     return out
 
 
-def _votable_tables(path: str) -> list[tuple[dict, dict]]:
-    import warnings
-
-    from astropy.io import votable
-
-    out = []
-
-    def walk(resource, inherited):
-        meta = dict(inherited)
-        meta.update({p.name.lower(): _plain(p.value) for p in resource.params})
-        for table in resource.tables:
-            tmeta = dict(meta)
-            tmeta.update({p.name.lower(): _plain(p.value) for p in table.params})
-            t = table.to_table()
-            cols = {n.lower(): t[n] for n in t.colnames}
-            out.append((cols, tmeta))
-        for sub in resource.resources:
-            walk(sub, meta)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # VOTable spec nits (W-codes) are not errors of the data
-        vot = votable.parse(path)
-    top = {p.name.lower(): _plain(p.value) for p in vot.params}
-    for resource in vot.resources:
-        walk(resource, top)
-    return out
-
-
 def _text_tables(path: str) -> list[tuple[dict, dict]]:
     """A datalink CSV/ECSV pixel table (one row per wavelength) as one table; meta from the ECSV header."""
     f = BulkFile.open(path)
@@ -214,7 +186,9 @@ def _tables(path: str, kind: str) -> list[tuple[dict, dict]]:
     st = os.stat(path)
     key = (path, st.st_size, st.st_mtime_ns)
     if key not in _TABLE_CACHE:
-        reader = {"fits": _fits_tables, "votable": _votable_tables, "text": _text_tables}[kind]
+        from pairspec.surveys.gaia_rvs.votable import read_tables
+
+        reader = {"fits": _fits_tables, "votable": read_tables, "text": _text_tables}[kind]
         tables = reader(path)
         _TABLE_CACHE.clear()  # one file per process: a worker reads the rows of one file in a row
         _TABLE_CACHE[key] = tables
@@ -277,8 +251,8 @@ def _scan(path: str, kind: str):
             problems.append(("file", f.problem))
         if "flux" not in f.index or "flux_error" not in f.index:
             raise AdapterError(path, f"no flux / flux_error columns (columns: {', '.join(f.names[:10])})")
-        if "wavelength" in f.index:  # a datalink pixel table; bulk files have no wavelength column
-            return [_pixel_entry(path, _text_tables(path)[0][1], "table=0")], problems
+        if "wavelength" in f.index:  # a datalink pixel table (bulk files have none): its header says enough
+            return [_pixel_entry(path, _ecsv_meta(f.yaml), "table=0")], problems
         tcol = next((c for c in EPOCH_TIME_KEYS if c in f.index), None)
         ncol = "combined_transits" if "combined_transits" in f.index else None
         for k in range(len(f)):
