@@ -267,7 +267,7 @@ def _doppler_cog_table() -> tuple[float, float, np.ndarray]:
     """Pure-Doppler EW in units of Delta lambda_D, int 1 - exp(-tau0 e^-x^2) dx, on a uniform ln tau0 grid
     (start, step, values): the lookup needs one subtraction of logs and no power."""
     ln_tau = np.linspace(np.log(1e-4), np.log(1e14), 2001)
-    x = np.linspace(0.0, 7.0, 2801)
+    x = np.linspace(0.0, 7.0, 1401)
     vals = 1.0 - np.exp(-np.exp(ln_tau)[:, None] * np.exp(-x[None, :] ** 2))
     return float(ln_tau[0]), float(ln_tau[1] - ln_tau[0]), 2.0 * np.trapezoid(vals, x, axis=1)
 
