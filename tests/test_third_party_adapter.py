@@ -49,6 +49,17 @@ def test_cli_lists_simulates_and_ingests_a_third_party_survey(tmp_path):
     assert store.n_stars == 12 and store.n_visits == n_visits
     assert sorted(store.star_table()["id"]) == sorted(r["star_id"] for r in rows)
     assert store.schema.names == ["teff", "logg", "fe_h"] and store.grid.npix == 300
+    # the optional hooks, found by name through the registry: a lone file, and the visit-level fit
+    check = ("import sys, numpy as np; from astropy.io import fits; from pairspec.surveys import file_reader, "
+             "visit_fitter; r = file_reader('tiny').read_file(sys.argv[1]); f = visit_fitter('tiny').fit("
+             "r.visit_flux[:1], r.visit_ivar[:1]); t = fits.getdata(sys.argv[2], 1); i = list(t['star_id']).index("
+             "r.star_id); print(r.star_id, r.n_visits, *(f['labels'][0] - [t['teff'][i], t['logg'][i], t['fe_h'][i]]))")
+    star = rows[0]["star_id"]
+    words = run_pairspec("-c", check, str(tmp_path / "src" / "spectra" / f"{star}.tiny"),
+                         str(tmp_path / "src" / "truth.fits")).stdout.split()
+    assert words[0] == star and int(words[1]) == int(rows[0]["n_visits"])
+    d_teff, d_logg, d_feh = map(float, words[2:5])
+    assert abs(d_teff) < 300 and abs(d_logg) < 0.6 and abs(d_feh) < 0.3, words  # one visit, S/N 10-80
 
 
 @pytest.mark.slow

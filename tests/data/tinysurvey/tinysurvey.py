@@ -134,6 +134,39 @@ class TinyAdapter:
         star = read_tiny(str(path))["star_id"]
         return self.read(WorkUnit(Path(path).name, str(path), star, {}))
 
+    # optional hook: the visit-level baseline of `pairspec evaluate --emulator-fit`
+    @staticmethod
+    def visit_fitter():
+        return TinyFit()
+
+
+class TinyFit:
+    """pairspec's line generator fitted to each visit by least squares (3 labels, [alpha/Fe] = 0)."""
+
+    label_names = ("teff", "logg", "fe_h")
+
+    def fit(self, flux, ivar, pixmask=None) -> dict:
+        from scipy.optimize import least_squares
+
+        from pairspec.surveys.linegen import normalized_spectrum
+
+        wave, scale = GRID.wavelength(), np.array([1000.0, 1.0, 1.0])
+        out = {"labels": [], "sigma": [], "chi2": []}
+        for f, w in zip(np.atleast_2d(flux), np.atleast_2d(ivar)):
+            sw = np.sqrt(np.where(np.isfinite(w) & (w > 0), w, 0.0))
+
+            def resid(p, f=f, sw=sw):
+                return (normalized_spectrum(wave, [[*(p * scale), 0.0]], RESOLUTION)[0] - f) * sw
+
+            r = least_squares(resid, np.array([5.5, 3.0, -0.5]), diff_step=1e-4,
+                              bounds=([3.0, -0.5, -4.0], [9.0, 5.5, 1.0]))
+            dof = max(int((sw > 0).sum()) - 3, 1)
+            cov = np.linalg.pinv(r.jac.T @ r.jac) * max(2 * r.cost / dof, 1.0)
+            out["labels"].append(r.x * scale)
+            out["sigma"].append(np.sqrt(np.diag(cov)) * scale)
+            out["chi2"].append(2 * r.cost / dof)
+        return {k: np.array(v) for k, v in out.items()}
+
 
 class TinySimulator:
     """`pairspec simulate tiny OUT`: a TINY tree from pairspec's optical line generator, truth.fits beside it."""
