@@ -95,7 +95,7 @@ def _loo_targets(flux, ivar, star, grid):
         loo_f, loo_i = leave_one_out(nf[rows], ni[rows])
         tf[rows] = np.where(loo_i > 0, loo_f, 1.0)  # 1 (continuum) where nothing was measured, for plots
         ti[rows] = loo_i
-    return tf, ti
+    return tf, ti, nf, ni
 
 
 def _visit_chunks(stars, star_sel, chunk: int):
@@ -111,8 +111,9 @@ def _visit_chunks(stars, star_sel, chunk: int):
         yield np.asarray(rows)
 
 
-def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, batch_size, progress):
-    """Predictions of every method on the split's visits, plus recon chi2 and a few examples."""
+def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, batch_size, progress, spectra):
+    """Predictions of every method on the split's visits, plus recon chi2 and a few examples; the denoised
+    spectra are scored into `spectra` (an evaluate_spectra.SpectrumScores)."""
     stars, visits = store.star_table(), store.visit_table()
     names = list(predictor.schema.names)
     preds = {"tsn": {"labels": [], "sigma": [], "sigma_visit": [], "time": 0.0}}
@@ -143,8 +144,10 @@ def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, ba
             preds[name]["sigma"].append(_reorder(o["sigma"], other.schema.names, names))
             preds[name]["sigma_visit"].append(_reorder(o.get("sigma_visit", o["sigma"]), other.schema.names, names))
         if "denoised" in out:
-            tf, ti = _loo_targets(flux, ivar, np.asarray(visits["star"])[rows], store.grid)
+            star_rows = np.asarray(visits["star"])[rows]
+            tf, ti, nf, ni = _loo_targets(flux, ivar, star_rows, store.grid)
             chi2.append(M.recon_chi2(out["denoised"], tf, ti))
+            spectra.add(nf, ni, tf, ti, out["denoised"], star_rows, np.asarray(visits["snr"])[rows])
             for j in np.flatnonzero(ti.sum(1) > 0)[: N_EXAMPLES - len(examples)]:
                 examples.append({"visit": flux[j], "visit_ivar": ivar[j], "denoised": out["denoised"][j],
                                  "target": tf[j], "target_ivar": ti[j], "snr": float(visits["snr"][rows[j]])})
@@ -229,21 +232,28 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
             raise ValueError(f"{store_path}: survey {store.survey!r} has no visit-level fit baseline")
         rng = np.random.default_rng(0)
         fit_rows = np.sort(rng.choice(split_rows, size=min(max_fit, split_rows.size), replace=False))
+    true_star, cluster, truth_spectra = None, None, None
+    if truth is not None:  # read (and refuse) the truth before the long part and before writing anything
+        from pairspec.evaluate_spectra import read_truth_spectra
+
+        true_star, cluster = read_truth(truth, stars["id"], names)
+        truth_spectra = read_truth_spectra(truth, stars["id"], star_sel)
+    from pairspec.evaluate_spectra import SpectrumScores
+
+    spectra = SpectrumScores(store.grid, truth_spectra)
     rows, methods, recon, examples = _run_methods(store, predictor, others, fitter, star_sel, fit_rows,
-                                                  chunk, batch_size, progress)
+                                                  chunk, batch_size, progress, spectra)
     star = np.asarray(visits["star"])[rows]
     snr = np.asarray(visits["snr"])[rows].astype(np.float64)
     survey = _reorder(store.labels(), store.schema.names, names)
     refs = {"survey": survey[star]}
-    cluster = None
-    if truth is not None:
-        true_star, cluster = read_truth(truth, stars["id"], names)
+    if true_star is not None:
         refs["truth"] = true_star[star]
     if cluster is None:
         cluster = np.array([json.loads(m or "{}").get("cluster", "") for m in stars["meta_json"]]).astype(str)
     metrics = _metrics(names, predictor.schema.units, methods, refs, star, snr, snr_edges, cluster, survey, recon, store.n_stars)
     metrics.update({"split": split, "n_stars": int(star_sel.size), "n_visits": int(rows.size),
-                    "store": str(store_path), "checkpoint": str(checkpoint)})
+                    "store": str(store_path), "checkpoint": str(checkpoint), "spectra": spectra.result(snr_edges)})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1, allow_nan=True))
@@ -251,7 +261,8 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
     if plots:
         from pairspec import plots as P
 
-        figures = P.all_figures(out, metrics, methods, refs, snr, star, names, examples, store.grid)
+        figures = P.all_figures(out, metrics, methods, refs, snr, star, names, examples, store.grid,
+                                spectra_examples=spectra.examples)
     write_report(out / "report.md", metrics, figures)
     return metrics
 
@@ -318,93 +329,4 @@ def _jsonable(obj):
     return obj
 
 
-# ---- tables -------------------------------------------------------------------------------------
-
-
-def _fmt(v, unit) -> str:
-    if v is None or not np.isfinite(v):
-        return "-"
-    return f"{v:.0f}" if unit == "K" else f"{v:.3f}"
-
-
-def _table_rows(metrics) -> tuple[list[str], list[tuple[str, list[list[str]]]]]:
-    """Header and, per label, rows (S/N bin, sigma of each method vs each reference, survey noise)."""
-    sc = metrics["scatter"]
-    refs = list(next(iter(sc.values())))
-    cols = [("tsn", r) for r in refs] + [(m, refs[-1]) for m in sc if m != "tsn"]
-    header = ["S/N"] + [f"{m} vs {r}" for m, r in cols]
-    has_noise = "survey_noise" in metrics
-    if has_noise:
-        header.append("survey vs truth")
-    out = []
-    for name, unit in zip(metrics["labels"], metrics["units"]):
-        rows = []
-        for b in metrics["snr_bins"] + ["<60", "all"]:
-            row = [b]
-            for m, r in cols:
-                cell = sc[m][r][name].get(b, {})
-                row.append(f"{_fmt(cell.get('sigma'), unit)} ({cell.get('n', 0)})")
-            if has_noise:
-                row.append(_fmt(metrics["survey_noise"][name].get(b, {}).get("sigma"), unit))
-            rows.append(row)
-        out.append((f"{name} [{unit}]", rows))
-    return header, out
-
-
-def format_table(metrics) -> str:
-    """Plain-text table: robust sigma (and n) per label and S/N bin, every method side by side."""
-    header, blocks = _table_rows(metrics)
-    widths = [max(len(h), 12) for h in header]
-    for _, rows in blocks:
-        for row in rows:
-            widths = [max(w, len(c)) for w, c in zip(widths, row)]
-    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-    parts = []
-    for title, rows in blocks:
-        parts += [title, line(header)] + [line(r) for r in rows] + [""]
-    return "\n".join(parts)
-
-
-def _md_table(header, rows) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def write_report(path, metrics, figures=()) -> None:
-    """Markdown report: scatter tables, paper targets, calibration, slopes, clusters, timings, figures."""
-    header, blocks = _table_rows(metrics)
-    L = [f"# pairspec evaluation ({metrics.get('split')} split)", "",
-         f"{metrics.get('n_stars')} stars, {metrics.get('n_visits')} visits. Robust sigma (1.4826 MAD) of "
-         "visit label minus reference; n in brackets. See docs/evaluation.md.", ""]
-    targets = metrics["paper_targets_lt60"]
-    ref = "survey"
-    L += ["## Paper targets (S/N < 60, TSN vs survey labels)", "",
-          _md_table(["label", "paper", "this run"],
-                    [[n, f"{v:g}", _fmt(metrics["scatter"]["tsn"][ref][n]["<60"]["sigma"], "K" if n == "teff" else "")]
-                     for n, v in targets.items() if n in metrics["labels"]]), ""]
-    for title, rows in blocks:
-        L += [f"## {title}", "", _md_table(header, rows), ""]
-    L += ["## Calibration (z = residual / predicted sigma; ideal std 1, cov68 0.683, cov95 0.95)", ""]
-    cal_rows = []
-    for meth, cal in metrics["calibration"].items():
-        for ref_name, per in cal.items():
-            for n, s in per.items():
-                cal_rows.append([meth, ref_name, n, _fmt(s["z_std"], ""), _fmt(s["z_std_robust"], ""),
-                                 _fmt(s["cov68"], ""), _fmt(s["cov95"], ""), str(s["n"])])
-    L += [_md_table(["method", "against", "label", "z std", "z std robust", "cov68", "cov95", "n"], cal_rows), ""]
-    L += ["## Slope of prediction vs reference (1 = no shrinkage to the mean)", ""]
-    L += [_md_table(["method", "against"] + metrics["labels"],
-                    [[m, r] + [_fmt(v, "") for v in per.values()]
-                     for m, d in metrics["slope"].items() for r, per in d.items()]), ""]
-    L += ["## Mean intra-cluster dispersion (stars, clusters with >= 3 members)", ""]
-    L += [_md_table(["source"] + metrics["labels"],
-                    [[src] + [f"{_fmt(c['mean_sigma'], '')} ({c['n_clusters']})" for c in per.values()]
-                     for src, per in metrics["clusters"].items()]), ""]
-    rc = metrics["recon_chi2"]
-    L += ["## Reconstruction", "", f"chi^2 per pixel of the denoised visit against the leave-one-out coadd: "
-          f"median {_fmt(rc['median'], '')}, mean {_fmt(rc['mean'], '')} over {rc['n']} visits.", ""]
-    L += ["## Speed (spectra/s, this machine)", "",
-          _md_table(["method", "spectra/s"], [[m, f"{t['spectra_per_s']:.1f}"] for m, t in metrics["timings"].items()]), ""]
-    if figures:
-        L += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
-    Path(path).write_text("\n".join(L))
+from pairspec.report import format_table, write_report  # noqa: E402,F401 - the report lives in report.py

@@ -321,3 +321,62 @@ def chemical_plane(feh, mgfe, feh_true, mgfe_true, bins=DEFAULT_FEH_BINS, overla
     out["separation_truth"] = two_gaussian_separation(d_true[t])["separation"]
     out["detrended_slope"] = slope(d_pred, d_true)
     return out
+
+
+# --- denoised spectra -------------------------------------------------------------------------------
+# A denoised visit is judged against the star's noiseless spectrum where a simulator kept it (truth), and
+# against the leave-one-out coadd of the star's other visits where there is none (real data).
+
+
+def line_centres(truth: np.ndarray, good: np.ndarray, n: int = 10, min_depth: float = 0.15,
+                 half_width: int = 3) -> np.ndarray:
+    """Pixel indices of the `n` deepest absorption lines of one noiseless spectrum (local minima at least
+    `min_depth` below the continuum, at least 2 * half_width + 1 pixels apart, good pixels only)."""
+    t = np.where(good, np.asarray(truth, dtype=np.float64), np.inf)
+    interior = np.arange(half_width, t.size - half_width)
+    window = np.lib.stride_tricks.sliding_window_view(t, 2 * half_width + 1)
+    is_min = (t[interior] == window.min(axis=1)) & (1.0 - t[interior] >= min_depth)
+    cands = interior[is_min]
+    order = cands[np.argsort(t[cands], kind="stable")]
+    chosen: list[int] = []
+    for c in order:
+        if all(abs(c - k) > 2 * half_width for k in chosen):
+            chosen.append(int(c))
+        if len(chosen) == n:
+            break
+    return np.asarray(sorted(chosen), dtype=np.int64)
+
+
+def spectrum_errors(spectra: dict, truth: np.ndarray, good: np.ndarray, n_lines: int = 10) -> dict:
+    """Per row: RMS of each spectrum minus the truth over `good` pixels, and the mean fractional error of
+    the line depth (1 - flux at the line centre) at the truth's `n_lines` deepest lines (negative = too
+    shallow). `spectra`: {name: (N, L)} on the same pixels as truth (N, L) and good (N, L) bool.
+    Returns {name: {"rms": (N,), "depth": (N,)}} (NaN where a row has no good pixel or no line)."""
+    truth = np.asarray(truth, dtype=np.float64)
+    good = np.asarray(good, dtype=bool) & np.isfinite(truth)
+    out = {name: {"rms": np.full(truth.shape[0], np.nan), "depth": np.full(truth.shape[0], np.nan)} for name in spectra}
+    for i in range(truth.shape[0]):
+        g = good[i]
+        if not g.any():
+            continue
+        lines = line_centres(truth[i], g, n_lines)
+        depth_true = 1.0 - truth[i, lines]
+        for name, s in spectra.items():
+            row = np.asarray(s[i], dtype=np.float64)
+            ok = g & np.isfinite(row)
+            if ok.any():
+                out[name]["rms"][i] = float(np.sqrt(np.mean((row[ok] - truth[i, ok]) ** 2)))
+            use = np.isfinite(row[lines])
+            if use.any():
+                out[name]["depth"][i] = float(np.mean(((1.0 - row[lines]) - depth_true)[use] / depth_true[use]))
+    return out
+
+
+def binned_median(values, snr, edges=DEFAULT_SNR_EDGES) -> dict:
+    """{bin name: {"n", "median"}} of the finite values per S/N bin."""
+    values, snr = np.asarray(values, dtype=np.float64), np.asarray(snr, dtype=np.float64)
+    out = {}
+    for name, lo, hi in zip(snr_bin_labels(edges), edges[:-1], edges[1:]):
+        v = values[(snr >= lo) & (snr < hi) & np.isfinite(values)]
+        out[name] = {"n": int(v.size), "median": float(np.median(v)) if v.size else float("nan")}
+    return out

@@ -102,10 +102,9 @@ def examples(examples: list, grid, path) -> str:
     wavelength = grid.wavelength()
     fig, axes = plt.subplots(2 * len(examples), 1, figsize=(10, 2.6 * len(examples)), squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1] * len(examples)})
-    # a 60 A window around the Mg I triplet keeps the lines visible
-    win = (wavelength > 15720) & (wavelength < 15780)
     for i, ex in enumerate(examples):
         ax, rax = axes[2 * i, 0], axes[2 * i + 1, 0]
+        win = _line_window(ex["target"], ex["target_ivar"] > 0, wavelength)
         vis, vivar, _ = normalize(ex["visit"][None], ex["visit_ivar"][None], grid)
         good = win & (vivar[0] > 0)
         ax.plot(wavelength[good], vis[0][good], color="0.6", lw=0.7, label=f"visit (S/N {ex['snr']:.0f})")
@@ -117,6 +116,43 @@ def examples(examples: list, grid, path) -> str:
         rax.set_ylabel("resid")
         ax.legend(fontsize=7, ncol=3)
     axes[-1, 0].set_xlabel("wavelength [A, vacuum]")
+    return _save(fig, path)
+
+
+def _line_window(spectrum, good, wavelength, half: int = 150) -> np.ndarray:
+    """Bool mask of +-`half` pixels around the deepest good pixel of a spectrum (its strongest line)."""
+    depth = np.where(good & np.isfinite(spectrum), spectrum, np.inf)
+    c = int(np.argmin(depth)) if np.isfinite(depth).any() else len(spectrum) // 2
+    win = np.zeros(len(spectrum), dtype=bool)
+    win[max(c - half, 0):c + half] = True
+    return win & np.isfinite(wavelength)
+
+
+def denoised_examples(examples_by_bin: dict, grid, path, half: int = 60) -> str:
+    """A few visits per S/N bin around their star's strongest line: the input visit, the denoised visit, the
+    leave-one-out coadd of the other visits and the noiseless truth (evaluate_spectra keeps them)."""
+    plt = _plt()
+    bins = [b for b in examples_by_bin if examples_by_bin[b]]
+    ncol = max(len(v) for v in examples_by_bin.values())
+    fig, axes = plt.subplots(len(bins), ncol, figsize=(5 * ncol, 2.4 * len(bins)), squeeze=False)
+    wavelength = grid.wavelength()
+    for r, name in enumerate(bins):
+        for c, ex in enumerate(examples_by_bin[name]):
+            ax = axes[r, c]
+            w = wavelength[ex["pixels"]]
+            k = int(np.nanargmin(ex["truth"]))
+            sl = slice(max(k - half, 0), k + half)
+            ax.plot(w[sl], ex["input"][sl], color="0.65", lw=0.7, label=f"visit S/N {ex['snr']:.0f}")
+            ax.plot(w[sl], ex["loo"][sl], color="tab:blue", lw=0.8, label="leave-one-out coadd")
+            ax.plot(w[sl], ex["denoised"][sl], color="tab:red", lw=0.9, label="denoised")
+            ax.plot(w[sl], ex["truth"][sl], "k--", lw=0.8, label="truth")
+            ax.set_title(f"S/N bin {name}", fontsize=8)
+            if r == 0 and c == 0:
+                ax.legend(fontsize=6, ncol=2)
+        for c in range(len(examples_by_bin[name]), ncol):
+            axes[r, c].axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("wavelength [A]")
     return _save(fig, path)
 
 
@@ -134,7 +170,8 @@ def zscores(z: dict, path) -> str:
     return _save(fig, path)
 
 
-def all_figures(out_dir, metrics, methods, refs, snr, star, names, examples_list, grid) -> list[str]:
+def all_figures(out_dir, metrics, methods, refs, snr, star, names, examples_list, grid,
+                spectra_examples=None) -> list[str]:
     """Every evaluation figure into out_dir; returns the file paths."""
     from pairspec import metrics as M
 
@@ -152,6 +189,8 @@ def all_figures(out_dir, metrics, methods, refs, snr, star, names, examples_list
     if {"fe_h", "mg_fe"} <= set(names):
         paths.append(mgfe_feh({f"{best_ref} labels": refs[best_ref][low], "TSN, visits S/N<40": tsn["labels"][low]},
                               names, out / "mgfe_feh.png"))
+    if spectra_examples:
+        paths.append(denoised_examples(spectra_examples, grid, out / "denoised.png"))
     if examples_list:
         paths.append(examples(examples_list, grid, out / "examples.png"))
     z = {}

@@ -1,0 +1,115 @@
+"""The plain-text table and the markdown report of `pairspec evaluate` (the metrics dict of evaluate.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _fmt(v, unit) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    return f"{v:.0f}" if unit == "K" else f"{v:.3f}"
+
+
+def _table_rows(metrics) -> tuple[list[str], list[tuple[str, list[list[str]]]]]:
+    """Header and, per label, rows (S/N bin, sigma of each method vs each reference, survey noise)."""
+    sc = metrics["scatter"]
+    refs = list(next(iter(sc.values())))
+    cols = [("tsn", r) for r in refs] + [(m, refs[-1]) for m in sc if m != "tsn"]
+    header = ["S/N"] + [f"{m} vs {r}" for m, r in cols]
+    has_noise = "survey_noise" in metrics
+    if has_noise:
+        header.append("survey vs truth")
+    out = []
+    for name, unit in zip(metrics["labels"], metrics["units"]):
+        rows = []
+        for b in metrics["snr_bins"] + ["<60", "all"]:
+            row = [b]
+            for m, r in cols:
+                cell = sc[m][r][name].get(b, {})
+                row.append(f"{_fmt(cell.get('sigma'), unit)} ({cell.get('n', 0)})")
+            if has_noise:
+                row.append(_fmt(metrics["survey_noise"][name].get(b, {}).get("sigma"), unit))
+            rows.append(row)
+        out.append((f"{name} [{unit}]", rows))
+    return header, out
+
+
+def format_table(metrics) -> str:
+    """Plain-text table: robust sigma (and n) per label and S/N bin, every method side by side."""
+    header, blocks = _table_rows(metrics)
+    widths = [max(len(h), 12) for h in header]
+    for _, rows in blocks:
+        for row in rows:
+            widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    parts = []
+    for title, rows in blocks:
+        parts += [title, line(header)] + [line(r) for r in rows] + [""]
+    return "\n".join(parts)
+
+
+def _md_table(header, rows) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _spectra_section(sp: dict) -> list[str]:
+    """Report lines for the denoised spectra (evaluate_spectra): median RMS and line-depth error per bin."""
+    if not sp.get("n"):
+        return []
+    bins = list(sp["rms"]["input"])
+    against = "the noiseless truth" if sp["against"] == "truth" else "the leave-one-out coadd (its noise removed)"
+    rows = [[f"RMS {m}"] + [_fmt(sp["rms"][m][b]["median"], "") for b in bins] for m in ("input", "denoised", "loo")]
+    rows.append(["denoised / input"] + [_fmt(sp["denoised_over_input"][b]["median"], "") for b in bins])
+    rows.append(["denoised / LOO coadd"] + [_fmt(sp["denoised_over_loo"][b]["median"], "") for b in bins])
+    if sp["against"] == "truth":
+        rows += [[f"depth error {m}"] + [_fmt(sp["depth"][m][b]["median"], "") for b in bins]
+                 for m in ("input", "denoised", "loo")]
+    rows.append(["visits"] + [str(sp["rms"]["input"][b]["n"]) for b in bins])
+    return ["## Denoised spectra", "", f"Per visit-S/N bin, medians over visits, against {against}; depth error = "
+            "mean fractional error of the 10 deepest lines' depth (negative: too shallow). See docs/evaluation.md.",
+            "", _md_table(["quantity"] + bins, rows), ""]
+
+
+def write_report(path, metrics, figures=()) -> None:
+    """Markdown report: scatter tables, paper targets, calibration, slopes, clusters, timings, figures."""
+    header, blocks = _table_rows(metrics)
+    L = [f"# pairspec evaluation ({metrics.get('split')} split)", "",
+         f"{metrics.get('n_stars')} stars, {metrics.get('n_visits')} visits. Robust sigma (1.4826 MAD) of "
+         "visit label minus reference; n in brackets. See docs/evaluation.md.", ""]
+    targets = metrics["paper_targets_lt60"]
+    ref = "survey"
+    L += ["## Paper targets (S/N < 60, TSN vs survey labels)", "",
+          _md_table(["label", "paper", "this run"],
+                    [[n, f"{v:g}", _fmt(metrics["scatter"]["tsn"][ref][n]["<60"]["sigma"], "K" if n == "teff" else "")]
+                     for n, v in targets.items() if n in metrics["labels"]]), ""]
+    for title, rows in blocks:
+        L += [f"## {title}", "", _md_table(header, rows), ""]
+    L += ["## Calibration (z = residual / predicted sigma; ideal std 1, cov68 0.683, cov95 0.95)", ""]
+    cal_rows = []
+    for meth, cal in metrics["calibration"].items():
+        for ref_name, per in cal.items():
+            for n, s in per.items():
+                cal_rows.append([meth, ref_name, n, _fmt(s["z_std"], ""), _fmt(s["z_std_robust"], ""),
+                                 _fmt(s["cov68"], ""), _fmt(s["cov95"], ""), str(s["n"])])
+    L += [_md_table(["method", "against", "label", "z std", "z std robust", "cov68", "cov95", "n"], cal_rows), ""]
+    L += ["## Slope of prediction vs reference (1 = no shrinkage to the mean)", ""]
+    L += [_md_table(["method", "against"] + metrics["labels"],
+                    [[m, r] + [_fmt(v, "") for v in per.values()]
+                     for m, d in metrics["slope"].items() for r, per in d.items()]), ""]
+    L += ["## Mean intra-cluster dispersion (stars, clusters with >= 3 members)", ""]
+    L += [_md_table(["source"] + metrics["labels"],
+                    [[src] + [f"{_fmt(c['mean_sigma'], '')} ({c['n_clusters']})" for c in per.values()]
+                     for src, per in metrics["clusters"].items()]), ""]
+    rc = metrics["recon_chi2"]
+    L += ["## Reconstruction", "", f"chi^2 per pixel of the denoised visit against the leave-one-out coadd: "
+          f"median {_fmt(rc['median'], '')}, mean {_fmt(rc['mean'], '')} over {rc['n']} visits.", ""]
+    L += _spectra_section(metrics.get("spectra") or {})
+    L += ["## Speed (spectra/s, this machine)", "",
+          _md_table(["method", "spectra/s"], [[m, f"{t['spectra_per_s']:.1f}"] for m, t in metrics["timings"].items()]), ""]
+    if figures:
+        L += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
+    Path(path).write_text("\n".join(L))
