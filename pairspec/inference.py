@@ -4,6 +4,7 @@
     out = predictor.predict(flux, ivar)          # flux, ivar: (N, npix) on predictor.grid
     out["labels"], out["sigma"]                  # (N, K) physical units, calibrated sigma
     out["sigma_visit"], out["sigma_star"]        # its two parts (calibration.py): sigma^2 = visit^2 + star^2
+    predictor.predict(flux, ivar, denoise=True)  # + "denoised" (N, npix) and its per-pixel "denoised_sigma"
 
 Rows are streamed in batches, so memory is bounded by batch_size whatever N is.
 
@@ -79,6 +80,8 @@ class LabelPredictor:
         labels, sigma = np.full((N, K), np.nan), np.full((N, K), np.nan)
         snr, frac_bad = np.full(N, np.nan, dtype=np.float32), np.ones(N, dtype=np.float32)
         denoised = np.full((N, self.grid.npix), np.nan, dtype=np.float32) if denoise else None
+        have_profile = bool((self.meta.get("denoise_sigma") or {}).get("sigma"))
+        denoised_sigma = np.full((N, self.grid.npix), np.nan, dtype=np.float32) if denoise and have_profile else None
         cuda = self.device.type == "cuda"
         amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
 
@@ -105,12 +108,26 @@ class LabelPredictor:
                 sigma[rows] = np.exp(0.5 * log_var) * self.label_std
                 if denoise:
                     denoised[rows, pix] = out["recon"][:n].float().cpu().numpy() + 1.0
+                    if denoised_sigma is not None:
+                        denoised_sigma[rows, pix] = self._denoise_sigma(snr[rows])
         sigma, sigma_visit, sigma_star = split_sigma(sigma, snr, self.calibration)
         result = {"labels": labels, "sigma": sigma, "sigma_visit": sigma_visit, "sigma_star": sigma_star, "snr": snr,
                   "frac_bad": frac_bad}
         if denoise:
             result["denoised"] = denoised
+            if denoised_sigma is not None:
+                result["denoised_sigma"] = denoised_sigma
         return result
+
+    def _denoise_sigma(self, snr) -> np.ndarray:
+        """(n, L) per-pixel uncertainty of the denoised spectra for visits of S/N `snr`: the val-split
+        profile of the visit's S/N bin (train_steps.denoise_error_profile); the top bin for NaN S/N."""
+        prof = self.meta["denoise_sigma"]
+        table = np.asarray(prof["sigma"], dtype=np.float32)
+        edges = np.asarray(prof["snr_edges"], dtype=np.float64)
+        snr = np.asarray(snr, dtype=np.float64)
+        b = np.clip(np.searchsorted(edges, np.nan_to_num(snr, nan=np.inf), side="right") - 1, 0, len(table) - 1)
+        return table[b]
 
     def _inputs_torch(self, flux: np.ndarray, ivar: np.ndarray):
         """preprocess.prepare_inputs of cleaned flux/ivar run on self.device: x (n, 2, L) float32 there."""

@@ -210,8 +210,19 @@ def build_model(config: RunConfig, run: RunContext, twins: Twins):
                 label_names=twins.schema.names, label_units=twins.schema.units,
                 label_lo=np.asarray(twins.stats.lo).tolist(), label_hi=np.asarray(twins.stats.hi).tolist(),
                 n_model_pix=twins.n_pix, n_parameters=count_parameters(model), pairspec_version=_version(),
-                calibration=None)
+                calibration=None, adapter_options=adapter_options(config))
     return model.to(run.device), meta
+
+
+def adapter_options(config: RunConfig) -> dict:
+    """The survey-adapter options the training store was ingested with (its provenance), so predict reads
+    single files the same way; {} when the store records none (or is not a store, as in tests)."""
+    try:
+        from pairspec.store import open_store
+
+        return dict(open_store(config.data.store).provenance.get("adapter_options") or {})
+    except Exception:  # noqa: BLE001 - provenance is a convenience; its absence must not stop training
+        return {}
 
 
 def _init_from(model, path) -> None:

@@ -13,7 +13,7 @@ from pairspec.config import save_resolved, to_dict
 
 def fit_linear(config, run, twins):
     from pairspec.models.ridge import RidgeLabelModel, fit_ridge
-    from pairspec.train import _version, calibrate
+    from pairspec.train import _version, adapter_options, calibrate
     from pairspec.train_loop import _val_loader
     from pairspec.train_steps import physical, predict_twins
 
@@ -38,7 +38,7 @@ def fit_linear(config, run, twins):
                 label_stats=stats.to_dict(), label_names=twins.schema.names, label_units=twins.schema.units,
                 label_lo=np.asarray(stats.lo).tolist(), label_hi=np.asarray(stats.hi).tolist(),
                 n_model_pix=twins.n_pix, n_parameters=int(W.size + b.size), pairspec_version=_version(),
-                calibration=None, ridge_alpha=alphas, epoch=0, step=0)
+                calibration=None, ridge_alpha=alphas, epoch=0, step=0, adapter_options=adapter_options(config))
     val = predict_twins(model, _val_loader(twins, 256, 0), run.device, run.amp, config.train)
     if val["n"]:
         pred, sigma = physical(val, stats)

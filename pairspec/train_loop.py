@@ -12,6 +12,7 @@ import torch
 from pairspec.checkpoint import read_train_state, save_checkpoint
 from pairspec.train_steps import (
     degrade_targets,
+    denoise_error_profile,
     epoch_batches,
     physical,
     predict_twins,
@@ -182,4 +183,6 @@ def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt) -> Non
     if val["n"]:
         pred, sigma = physical(val, twins.stats)
         best_meta["calibration"] = calibrate(pred, sigma, twins)
+        if tc.recon_weight > 0:  # the denoised spectra's per-pixel uncertainty (pairspec predict --denoised)
+            best_meta["denoise_sigma"] = denoise_error_profile(raw_model, val_loader, run.device, run.amp)
     save_checkpoint(best, raw_model.state_dict(), best_meta)

@@ -157,3 +157,42 @@ def physical(pred: dict, stats):
     """(labels, sigma) in physical units from predict_twins' standardised mean and log_var."""
     std, mu = np.asarray(stats.std, np.float64), np.asarray(stats.mean, np.float64)
     return pred["mean"] * std + mu, np.exp(0.5 * pred["log_var"]) * std
+
+
+@torch.inference_mode()
+def denoise_error_profile(model, loader, device, amp, snr_edges=(0.0, 20.0, 40.0, 60.0, float("inf"))) -> dict:
+    """How well the model knows each pixel of its denoised spectrum, per visit-S/N bin, from the val twins:
+    sigma_p^2 = mean over twins of (recon - target)^2 - 1/target_ivar (the residual's variance less the
+    leave-one-out target's own noise), floored at 0, then smoothed over 5 pixels. A bin without val twins
+    takes the nearest bin's profile. {"snr_edges": [...], "sigma": [[n_pix] per bin]} (a plain dict)."""
+    model.eval()
+    nb = len(snr_edges) - 1
+    total, count = None, np.zeros(nb)
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with amp():
+            out = model(batch["x"])
+        w = batch["target_w"].float()
+        good = w > 0
+        r2 = (out["recon"].float() - (batch["target"].float() - 1.0)) ** 2
+        excess = torch.where(good, r2 - 1.0 / torch.clamp_min(w, 1e-30), 0.0).cpu().numpy().astype(np.float64)
+        n_good = good.cpu().numpy()
+        snr = batch["snr"].cpu().numpy()
+        b = np.clip(np.searchsorted(snr_edges, snr, side="right") - 1, 0, nb - 1)
+        if total is None:
+            total, pix_count = np.zeros((nb, excess.shape[1])), np.zeros((nb, excess.shape[1]))
+        np.add.at(total, b, excess)
+        np.add.at(pix_count, b, n_good)
+        np.add.at(count, b, 1)
+    model.train()
+    if total is None:
+        return {"snr_edges": list(snr_edges), "sigma": None}
+    from scipy.ndimage import uniform_filter1d
+
+    var = np.where(pix_count > 0, total / np.maximum(pix_count, 1), np.nan)
+    sigma = np.sqrt(np.clip(uniform_filter1d(np.nan_to_num(var), 5, axis=1), 0.0, None))
+    have = np.flatnonzero(count > 0)
+    for k in range(nb):
+        if count[k] == 0:
+            sigma[k] = sigma[have[np.argmin(np.abs(have - k))]]
+    return {"snr_edges": [float(e) for e in snr_edges], "sigma": sigma.astype(np.float32).tolist()}

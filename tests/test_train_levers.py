@@ -123,3 +123,17 @@ def test_init_from_copies_matching_weights(tmp_path, fake_store):
     save_checkpoint(bad, {k: torch.zeros(1) for k in other.state_dict()}, {"model_kwargs": {}})
     with pytest.raises(ValueError, match="no weight of this checkpoint fits"):
         T.train(config(tmp_path, "bad", epochs=1, init_from=str(bad)), progress=False)
+
+
+def test_denoised_spectra_carry_a_per_pixel_sigma(tmp_path, fake_store):
+    best = T.train(config(tmp_path, "den", epochs=1), progress=False)
+    prof = read_meta(best)["denoise_sigma"]
+    table = np.asarray(prof["sigma"])
+    assert table.shape == (4, L) and np.isfinite(table).all() and (table >= 0).all() and table.max() > 0
+    pred = LabelPredictor.from_checkpoint(best)
+    tw = fake_twins(5, 7)
+    flux, ivar = tw.x[:, 0] + 1, np.full((5, L), 400.0, np.float32)
+    out = pred.predict(flux, ivar, denoise=True)
+    assert out["denoised_sigma"].shape == out["denoised"].shape == (5, L)
+    b = np.clip(np.searchsorted(prof["snr_edges"], out["snr"], side="right") - 1, 0, 3)
+    np.testing.assert_allclose(out["denoised_sigma"], table[b], rtol=1e-6)  # the row of each visit's S/N bin
