@@ -125,7 +125,15 @@ def test_init_from_copies_matching_weights(tmp_path, fake_store):
         T.train(config(tmp_path, "bad", epochs=1, init_from=str(bad)), progress=False)
 
 
-def test_denoised_spectra_carry_a_per_pixel_sigma(tmp_path, fake_store):
+def test_denoised_spectra_carry_a_per_pixel_sigma(tmp_path, monkeypatch):
+    from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+
+    def precise(n, seed):  # targets of S/N 100: a one-epoch model misses them by far more than their noise
+        tw = fake_twins(n, seed)
+        tw.target_w = np.full_like(tw.target_w, 1e4)
+        return tw
+
+    monkeypatch.setattr(T, "_load_data", lambda cfg: (precise(96, 0), precise(64, 1), APOGEE_DR17_SCHEMA, GRID))
     best = T.train(config(tmp_path, "den", epochs=1), progress=False)
     prof = read_meta(best)["denoise_sigma"]
     table = np.asarray(prof["sigma"])
