@@ -282,14 +282,13 @@ def _table_lookup(ln_arg, start, step, table) -> np.ndarray:
     return lo + (table[i + 1] - lo) * pos
 
 
-def curve_of_growth(ln_S, doppler, gamma, ln_doppler=None) -> np.ndarray:
+def curve_of_growth(ln_S, doppler, gamma) -> np.ndarray:
     """Equivalent width (A) of a Voigt line of integrated optical depth S = exp(ln_S): W_D from the Doppler
     table, W_L = S / sqrt(1 + u), u = S / 4 gamma (weak and square-root limits), combined as Rodgers &
     Williams (1974): W^2 = W_D^2 + W_L^2 - (W_D W_L / S)^2 = (W_D^2 u + S^2) / (1 + u)."""
     S = np.exp(ln_S)
     start, step, table = _doppler_cog_table()
-    ln_d = np.log(doppler) if ln_doppler is None else ln_doppler
-    w_d = np.minimum(doppler * _table_lookup(ln_S - ln_d - 0.5 * np.log(np.pi), start, step, table), S)
+    w_d = np.minimum(doppler * _table_lookup(ln_S - np.log(np.sqrt(np.pi) * doppler), start, step, table), S)
     u = S / (4.0 * gamma)
     return np.sqrt((w_d * w_d * u + S * S) / (1.0 + u))
 
@@ -299,7 +298,8 @@ def _inverse_cog_table() -> tuple[float, float, np.ndarray]:
     """ln tau0 as a function of ln D (the Doppler curve of growth inverted) on a uniform ln D grid."""
     start, step, table = _doppler_cog_table()
     ln_d = np.linspace(np.log(table[0]), np.log(table[-1]), 4001)
-    return float(ln_d[0]), float(ln_d[1] - ln_d[0]), np.interp(ln_d, np.log(table), start + step * np.arange(table.size))
+    ln_tau = np.interp(ln_d, np.log(table), start + step * np.arange(table.size))
+    return float(ln_d[0]), float(ln_d[1] - ln_d[0]), ln_tau
 
 
 def _gauss_amplitude(W, sigma, cap: bool = True) -> np.ndarray:
@@ -310,7 +310,8 @@ def _gauss_amplitude(W, sigma, cap: bool = True) -> np.ndarray:
     Gaussian, and it keeps a core instead of a black gap (its EW then falls short)."""
     start, step, table = _inverse_cog_table()
     x = W / (np.sqrt(2.0) * sigma)
-    tau = np.where(x < np.exp(start), x / np.sqrt(np.pi), np.exp(_table_lookup(np.log(np.maximum(x, 1e-300)), start, step, table)))
+    big = np.exp(_table_lookup(np.log(np.maximum(x, 1e-300)), start, step, table))
+    tau = np.where(x < np.exp(start), x / np.sqrt(np.pi), big)
     if cap:
         tau = tau / np.sqrt(1.0 + (tau / GAUSS_TAU_MAX) ** 2)
     return tau * (np.sqrt(2.0 * np.pi) * sigma)
@@ -327,7 +328,7 @@ def _line_tables(vacuum: bool) -> dict[str, dict]:
     """Weak (named + pseudo forest), strong (metals, then hydrogen) and band tables in the grid's medium."""
     conv = air_to_vacuum if vacuum else (lambda w: np.asarray(w, dtype=np.float64))
     fo = forest_lines()
-    col = lambda rows, k, dtype=float: np.array([r[k] for r in rows], dtype=dtype)  # noqa: E731
+    col = lambda rows, k, dtype=float: np.array([r[k] for r in rows], dtype=dtype)
     weak = {"wave": conv(np.concatenate([col(NAMED, 0), fo["wave"]])),
             "species": np.concatenate([[SP[r[1]] for r in NAMED], fo["species"]]).astype(int),
             "stage": np.concatenate([col(NAMED, 2, int), fo["stage"]]),
@@ -381,8 +382,8 @@ def _tau_profile(x, S, sigma, width, gamma, stark=None) -> np.ndarray:
     core = (1.0 - s) * (1.0 - b) * S
     start, step, table = _doppler_cog_table()
     dl = np.sqrt(2.0) * sigma
-    w_core = np.minimum(dl * _table_lookup(np.log(np.maximum(core, 1e-300) / (np.sqrt(np.pi) * dl)), start, step, table),
-                        core)
+    ln_tau0 = np.log(np.maximum(core, 1e-300) / (np.sqrt(np.pi) * dl))
+    w_core = np.minimum(dl * _table_lookup(ln_tau0, start, step, table), core)
     tau = _gauss_amplitude(w_core, width, cap=False) * np.exp(-0.5 * (x / width) ** 2) / (np.sqrt(2 * np.pi) * width)
     tau += ((1.0 - s) * b * S * hw / np.pi) / (x * x + hw * hw)
     if stark is not None:
@@ -503,9 +504,10 @@ def normalized_spectrum(wavelength_aa, labels, resolution: float, *, vacuum: boo
         raise ValueError(f"wavelength_aa must be a 1-D array of positive finite wavelengths; got shape {wave.shape}")
     if (np.diff(wave) <= 0).any():
         raise ValueError("wavelength_aa must be strictly increasing")
-    if not (np.isscalar(resolution) and np.isfinite(resolution) and resolution > 0):
-        raise ValueError(f"resolution must be a positive finite lambda/FWHM; got {resolution!r}")
-    R = float(resolution)
+    r_arr = np.asarray(resolution, dtype=np.float64)
+    if r_arr.size != 1 or not np.isfinite(r_arr).all() or r_arr.item() <= 0:
+        raise ValueError(f"resolution must be one positive finite lambda/FWHM; got {resolution!r}")
+    R = float(r_arr.item())
     lab = _check_labels(labels)
     tab = _line_tables(bool(vacuum))
     weak, strong, bands = tab["weak"], tab["strong"], tab["bands"]

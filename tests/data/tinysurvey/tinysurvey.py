@@ -23,7 +23,14 @@ import numpy as np
 
 from pairspec.grid import LogLinearGrid
 from pairspec.schema import Label, LabelSchema
-from pairspec.surveys.base import AdapterError, Discovery, Skip, StarRecord, WorkUnit, recompute_snr
+from pairspec.surveys.base import (
+    AdapterError,
+    Discovery,
+    Skip,
+    StarRecord,
+    WorkUnit,
+    recompute_snr,
+)
 
 GRID = LogLinearGrid(crval1=math.log10(5000.0), cdelt1=1e-4 / 3.0, npix=300)  # 5000-5236 A, R ~ 5000
 RESOLUTION = 5000.0
@@ -64,11 +71,12 @@ def read_tiny(path: str) -> dict:
         npix, mjd = int(head["npix"]), np.array([float(v) for v in head["mjd"].split()])
         rows = np.array([[float(v) for v in line.split()] for line in lines[1:] if line and not line.startswith("#")])
     except ValueError as err:
-        raise AdapterError(path, f"unreadable number ({err})") from None
+        raise AdapterError(path, f"unreadable numbers or ragged rows ({err})") from None
     if rows.ndim != 2 or rows.shape[0] != npix or rows.shape[1] != 1 + 2 * mjd.size:
         raise AdapterError(path, f"data block is {rows.shape}, header says {npix} rows x {1 + 2 * mjd.size} columns "
                                  "(truncated or corrupt)")
-    return {"star_id": head["star_id"], "mjd": mjd, "wave": rows[:, 0], "flux": rows[:, 1::2].T, "sigma": rows[:, 2::2].T}
+    return {"star_id": head["star_id"], "mjd": mjd, "wave": rows[:, 0], "flux": rows[:, 1::2].T,
+            "sigma": rows[:, 2::2].T}
 
 
 class TinyAdapter:
