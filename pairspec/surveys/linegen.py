@@ -127,7 +127,7 @@ BANDS = (
 MOLECULES = {"TiO": ("Ti", "O", 6.87, 6.9, (3500.0, 4.8, 0.0, 0.0)), "CH": ("C", "H", 3.47, 8.2, SUN),
              "MgH": ("Mg", "H", 1.34, 4.6, SUN)}
 CO_LOGK = 11.0  # CO dissociation constant offset: half the carbon in CO near a 4300 K dwarf
-GAUSS_TAU_MAX = 5.0  # soft cap on a weak line's rendered peak optical depth (see _gauss_amplitude)
+GAUSS_TAU_MAX = 3.0  # soft cap on a weak line's rendered peak optical depth (see _gauss_amplitude)
 R_BAND = 0.25  # residual flux of a saturated band (gaps between its lines)
 N_FOREST, FOREST_SEED = 12000, 20261201
 FOREST_LOGTAU = (-1.5, 1.6)  # log10 solar line-centre optical depths of the pseudo lines
