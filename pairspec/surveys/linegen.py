@@ -15,9 +15,10 @@ How each label acts:
 Weak lines follow a Voigt curve of growth (Doppler table + damping, Rodgers & Williams 1974) with a
 microturbulence xi(Teff, log g); strong lines are computed profile by profile.
 
-Lines (air wavelengths, converted to vacuum unless vacuum=False; the Ciddor/Morton relations): H Balmer
-H3-H18 and Paschen P7-P18, Ca II H&K and the triplet, Mg b, Na D, Ca I 4227, K I 7665/7699, Na I 8183/8195
-and ~50 named Fe, Mg, Si, Ca, Ti, Cr, Mn, Ba, Sr, Al lines at their NIST wavelengths with approximate gf.
+Lines (air wavelengths, converted to vacuum unless vacuum=False; the Ciddor/Morton relations). Profile by
+profile: H Balmer H3-H18 and Paschen P7-P18, Ca II H&K and the triplet, Mg b, Na D, Ca I 4227, K I
+7665/7699, Na I 8183/8195 and the six strongest Fe I lines (4046-5328 A); as weak lines, ~40 named Fe, Mg,
+Si, Ca, Ti, Cr, Mn, Ba, Sr, Al lines. All at their NIST wavelengths, with approximate gf.
 The strong lines' gf are scaled ("astrophysical gf", STRONG_DLOGGF) so the model Sun has their observed
 solar equivalent widths (Moore, Minnaert & Houtgast 1966), and the hydrogen constants are fitted to solar,
 K-dwarf and A0V Balmer EWs (tests/test_linegen.py holds both calibrations). The weak-line forest is a
@@ -26,12 +27,15 @@ distributions, density ~ lambda^-3): its wavelengths are made up. Molecules: smo
 heads, CH G band, MgH) whose strength follows dissociation equilibrium (C locked in CO in cool stars).
 
 Rendering: weak lines are unit-area Gaussians of the instrumental + 2.5 km/s macroturbulent width that
-carry their EW (a sparse matrix product; blends combine as exp(-sum)); strong lines are computed on a fine
+carry their EW (the area is solved so exp(-a g) has it; a sparse matrix product; blends combine as
+exp(-sum)); strong lines are computed on a fine
 log-lambda grid with a unit-area Voigt-like profile (exact far wings; Holtsmark-like Stark wings for H),
 F = r + (1 - r) exp(-tau) with a residual core r, convolved with a Gaussian LSF of resolving power
 R = lambda / FWHM (constant) and interpolated to the pixels. The three parts (weak lines, strong lines,
 bands) are broadened apart and multiplied, so equivalent widths hold to a few per cent across R, not
-exactly. Everything is smooth in the labels.
+exactly. Everything is smooth in the labels. Known misfits: the model Sun's H-beta is ~40 % weaker than
+observed (H-alpha ~30 % stronger), and the Ca triplet has its minimum near log g 3.5 (giants and
+supergiants stronger, as observed, but dwarfs regain strength from van der Waals wings).
 
 What it is NOT: not a model atmosphere (one layer, no temperature structure), no NLTE, no chromospheric
 cores or emission, no rotation, no hyperfine/isotopic structure, no molecular rotational lines, continuum
