@@ -80,7 +80,9 @@ def table_columns(store, sub: str, names) -> dict[str, np.ndarray]:
 
 def select_stars(store, split: str, mode: str, min_visits: int = 2, max_stars: int | None = None) -> np.ndarray:
     """Star indices (increasing) of one split usable in `mode`: loo needs >= max(min_visits, 2) visits,
-    coadd >= min_visits, direct any star. `max_stars` keeps the first ones (deterministic)."""
+    coadd >= min_visits, direct any star. `max_stars` keeps that many, ranked by a hash of the star id
+    (deterministic, nested: a larger cap keeps every star of a smaller one, and unbiased: store order
+    follows the survey's fields, so "the first N" would be a few fields' populations)."""
     if mode not in MODES:
         raise ValueError(f"unknown twin mode {mode!r}; choose from {MODES}")
     if split != "all" and split not in SPLITS:
@@ -94,7 +96,13 @@ def select_stars(store, split: str, mode: str, min_visits: int = 2, max_stars: i
     elif mode == "coadd":
         keep &= np.asarray(stars["n_visits"]) >= max(min_visits, 1)
     idx = np.flatnonzero(keep)
-    return idx if max_stars is None else idx[: int(max_stars)]
+    if max_stars is None or idx.size <= max_stars:
+        return idx
+    import zlib
+
+    ids = store._column("stars", "id", store.n_stars)[idx]
+    rank = np.argsort([zlib.crc32(str(s).encode()) for s in ids], kind="stable")
+    return np.sort(idx[rank[: int(max_stars)]])
 
 
 def normalizer(device=None):

@@ -174,8 +174,18 @@ def test_splits_partition_and_max_stars(store):
     split = store.star_table()["split"]
     for code, p in enumerate(parts):
         assert (split[p.star_index] == code).all()
+    every = data.select_stars(store, "all", "loo")
     capped = data.TwinData(store, "all", mode="loo", max_stars=2)
-    assert sorted(set(capped.star_index.tolist())) == [1, 2]
+    two = sorted(set(capped.star_index.tolist()))
+    assert len(two) == 2 and set(two) <= set(every.tolist())
+    # nested (a larger cap keeps the smaller one's stars) and not simply the first stars in store order
+    three = data.select_stars(store, "all", "loo", max_stars=3)
+    assert set(two) <= set(three.tolist()) and list(three) == sorted(three)
+    ids = store.star_table()["id"]
+    import zlib
+
+    ranked = sorted(every, key=lambda i: zlib.crc32(str(ids[i]).encode()))
+    assert two == sorted(ranked[:2])
     with pytest.raises(ValueError, match="split"):
         data.TwinData(store, "training")
     with pytest.raises(ValueError, match="mode"):
