@@ -187,13 +187,79 @@ def _fits_hdu(table, extname):
     return hdu
 
 
+def _journal(out_path) -> Path:
+    """The commit record of a two-file catalogue, beside it (hidden)."""
+    out_path = Path(out_path)
+    return out_path.with_name(f".{out_path.with_suffix('').name}.catalogue-commit.json")
+
+
+def _fsync(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems (and directories on some systems) cannot be synced
+        pass
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(out_path) -> bool:
+    """Finish a catalogue commit that a crash cut off between its renames (roll forward: every file of
+    that run was whole before its commit record was written), and remove the temporary files of runs
+    whose process is gone. True if a commit was finished. Called by write_catalogue and read_catalogue."""
+    import json
+
+    journal, finished = _journal(out_path), False
+    if journal.exists():
+        try:
+            record = json.loads(journal.read_text())
+            renames = [(Path(a), Path(b)) for a, b in record["renames"]]
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            raise ValueError(f"{journal}: unreadable catalogue commit record ({err}); remove it and write the "
+                             "catalogue again") from err
+        for tmp, final in renames:
+            if tmp.exists():
+                os.replace(tmp, final)
+        _fsync(journal.parent)
+        journal.unlink(missing_ok=True)
+        finished = True
+    for path in {p for p in catalogue_paths(out_path)}:
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            pid = tmp.name[:-len(".tmp")].rsplit(".", 1)[-1]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+    return finished
+
+
 def write_catalogue(visits, stars, out_path) -> tuple[Path, Path]:
-    """Write both tables; temporary files renamed at the end, so no half-written catalogue is left."""
+    """Write both tables as one unit: each to a temporary file beside its target, synced; then (two
+    files) a commit record naming the renames, the renames, and the record's removal. A crash before
+    the record leaves the previous catalogue; after it, `recover` (run by the next write or read)
+    completes the renames. Both tables carry the same RUNID in their metadata, so a reader can tell a
+    matching pair (read_catalogue checks it)."""
+    import json
+    import uuid
+
     visit_path, star_path = catalogue_paths(out_path)
     fmt = FORMATS[Path(out_path).suffix.lower()]
     visit_path.parent.mkdir(parents=True, exist_ok=True)
+    recover(out_path)
+    run = uuid.uuid4().hex[:16]
+    for table in (visits, stars):
+        table.meta["RUNID"] = run
     jobs = [(visit_path, visits), (star_path, stars)] if visit_path != star_path else [(visit_path, None)]
-    tmps = {p: p.with_name(f".{p.name}.{os.getpid()}.tmp") for p, _ in jobs}
+    tmps = {p: p.with_name(f".{p.name}.{run}.{os.getpid()}.tmp") for p, _ in jobs}
+    journal, committed, record = _journal(out_path), False, None
     try:
         for path, table in jobs:
             if table is None:
@@ -203,9 +269,41 @@ def write_catalogue(visits, stars, out_path) -> tuple[Path, Path]:
                 hdus.writeto(tmps[path], overwrite=True)
             else:
                 table.write(tmps[path], format=fmt, overwrite=True)
+            _fsync(tmps[path])
+        if len(tmps) > 1:
+            record = journal.with_name(f"{journal.name}.{os.getpid()}.partial")
+            record.write_text(json.dumps({"run": run, "renames": [[str(t), str(p)] for p, t in tmps.items()]}))
+            _fsync(record)
+            os.replace(record, journal)  # the commit point
+            committed = True
         for path, tmp in tmps.items():
             os.replace(tmp, path)
+        _fsync(visit_path.parent)
+        if committed:
+            journal.unlink()
     finally:
-        for tmp in tmps.values():
-            tmp.unlink(missing_ok=True)
+        if not committed:
+            for tmp in tmps.values():
+                tmp.unlink(missing_ok=True)
+            if record is not None:
+                record.unlink(missing_ok=True)
     return visit_path, star_path
+
+
+def read_catalogue(out_path):
+    """(visit table, star table) of a catalogue written by write_catalogue, after finishing an
+    interrupted commit; ValueError naming the files if the two halves come from different runs."""
+    from astropy.table import Table
+
+    visit_path, star_path = catalogue_paths(out_path)
+    recover(out_path)
+    if visit_path == star_path:
+        kw = dict(unit_parse_strict="silent", mask_invalid=False)
+        visits, stars = Table.read(visit_path, hdu="VISITS", **kw), Table.read(star_path, hdu="STARS", **kw)
+    else:
+        kw = dict(unit_parse_strict="silent") if visit_path.suffix.lower() == ".ecsv" else {}
+        visits, stars = Table.read(visit_path, **kw), Table.read(star_path, **kw)
+    if visits.meta.get("RUNID") != stars.meta.get("RUNID"):
+        raise ValueError(f"{visit_path} and {star_path} come from different runs (RUNID {visits.meta.get('RUNID')} "
+                         f"and {stars.meta.get('RUNID')}); write the catalogue again")
+    return visits, stars

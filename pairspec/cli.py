@@ -64,11 +64,25 @@ def simulate(
     typer.echo(result["text"])
 
 
+_DASK_HELP = ("Run on a Dask cluster: 'local' (a LocalCluster of --workers processes on this machine), "
+              "'local:N', 'local-threads:N' (in-process workers), or a scheduler address (as --scheduler).")
+_SCHEDULER_HELP = "Address of a running Dask scheduler (tcp://host:8786) or its scheduler file (.json)."
+
+
+def _dask_spec(dask: Optional[str], scheduler: Optional[str]) -> Optional[str]:
+    if dask and scheduler:
+        _fail("give --dask or --scheduler, not both")
+    if dask is not None and not dask.strip():
+        _fail("--dask needs a value: local, local:N, local-threads:N or a scheduler address")
+    return scheduler or dask
+
+
 @app.command()
 def ingest(
     survey: Annotated[str, typer.Argument(help=f"Survey adapter: {_surveys('ingest')}.")],
     source: Annotated[str, typer.Argument(help="Survey data root, laid out as on the survey's servers.")],
-    store: Annotated[str, typer.Argument(help="Pair store to create or extend (path or fsspec URL).")],
+    store: Annotated[str, typer.Argument(help="Pair store to create or extend (path or fsspec URL: s3://..., "
+                                              "memory://...).")],
     workers: Annotated[Optional[int], typer.Option(
         help="Processes that read and write (local store); default: all cores. 1: this process only.")] = None,
     batch_size: Annotated[int, typer.Option(help="Units (stars) per atomic batch appended to the store.")] = 256,
@@ -77,10 +91,17 @@ def ingest(
                          "persistence and sky-line bits as bad; see docs/surveys.md).")] = None,
     strict: Annotated[bool, typer.Option(help="Shorthand for --option strict=true.")] = False,
     limit: Annotated[Optional[int], typer.Option(help="Ingest at most this many stars (for trials; >= 1).")] = None,
+    dask: Annotated[Optional[str], typer.Option(help=_DASK_HELP)] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help=_SCHEDULER_HELP)] = None,
+    wait: Annotated[bool, typer.Option(
+        help="If another ingest is writing the store, wait for it (--no-wait: fail at once).")] = True,
+    lock_timeout: Annotated[Optional[float], typer.Option(
+        help="Wait at most this many seconds for another ingest of the same store.")] = None,
 ) -> None:
     """Read a survey's files into the pair store. Resumable: rerun after a crash to finish the job."""
     from pairspec.ingest import format_report
     from pairspec.ingest import ingest as run_ingest
+    from pairspec.locks import StoreLocked
     from pairspec.surveys import parse_options
     from pairspec.surveys.base import AdapterError
 
@@ -88,16 +109,23 @@ def ingest(
         _fail(f"--limit must be at least 1, got {limit}")
     if batch_size < 1:
         _fail(f"--batch-size must be at least 1, got {batch_size}")
+    if workers is not None and workers < 1:
+        _fail(f"--workers must be at least 1, got {workers}")
+    if lock_timeout is not None and lock_timeout < 0:
+        _fail(f"--lock-timeout must be >= 0 seconds, got {lock_timeout}")
+    cluster = _dask_spec(dask, scheduler)
     try:
         options = parse_options(option)
         if strict:
             options["strict"] = True
         report = run_ingest(
             survey, source, store, workers=workers, batch_size=batch_size, progress=True,
-            adapter_options=options or None, limit=limit,
+            adapter_options=options or None, limit=limit, dask=cluster, wait=wait, lock_timeout=lock_timeout,
         )
-    except (AdapterError, KeyError, FileNotFoundError, ValueError) as err:
+    except (AdapterError, KeyError, FileNotFoundError, ValueError, StoreLocked, PermissionError) as err:
         _fail(str(err.args[0] if isinstance(err, KeyError) else err))
+    except RuntimeError as err:  # a worker died or a Dask task failed: the message says how to resume
+        _fail(str(err))
     typer.echo(format_report(report))
 
 
@@ -125,7 +153,8 @@ def train(
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `pairspec train` (best.pt).")],
     inputs: Annotated[list[str], typer.Argument(
-        help="A pair store, or spectrum files of the model's survey (e.g. apStar/asStar FITS; globs ok).")],
+        help="A pair store (path or fsspec URL), or spectrum files of the model's survey (e.g. apStar/asStar "
+             "FITS; globs ok).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Catalogue: .fits, .parquet or .ecsv.")] = Path(
         "labels.fits"
     ),
@@ -136,14 +165,24 @@ def predict(
     compile: Annotated[
         bool, typer.Option("--compile", help="torch.compile the network: worth it on a GPU for large inputs.")
     ] = False,
+    dask: Annotated[Optional[str], typer.Option(help=_DASK_HELP + " Store input only.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help=_SCHEDULER_HELP)] = None,
 ) -> None:
     """Labels, calibrated errors and flags for every visit, and per-star combinations."""
+    from pairspec.predict import SPLIT_CODES
     from pairspec.predict import predict as run_predict
 
     if batch_size < 1:
         _fail(f"--batch-size must be at least 1, got {batch_size}")
+    if split is not None and split not in SPLIT_CODES:
+        _fail(f"--split must be one of {', '.join(SPLIT_CODES)}, got {split!r}")
+    if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
+        _fail(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    cluster = _dask_spec(dask, scheduler)
     if len(inputs) == 1 and not inputs[0].lower().endswith((".fits", ".fits.gz", ".fit")):
         source: str | list[str] = inputs[0]
+        if "://" not in source and not Path(source).exists() and not glob.has_magic(source):
+            _fail(f"{source}: no such store or file")
     else:
         files: list[str] = []
         for pattern in inputs:
@@ -152,13 +191,18 @@ def predict(
                 _fail(f"{pattern}: no such file" if not glob.has_magic(pattern) else f"{pattern}: no file matches")
             files.extend(matched)
         source = files
+    if not checkpoint.is_file():
+        _fail(f"{checkpoint}: no such checkpoint" if not checkpoint.exists() else f"{checkpoint}: not a file")
     try:
         result = run_predict(
             checkpoint, source, out, split=split, batch_size=batch_size, device=_device(device),
-            denoised_path=denoised, progress=True, compile=compile,
+            denoised_path=denoised, progress=True, compile=compile, dask=cluster,
         )
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, ValueError, KeyError, PermissionError, IsADirectoryError) as err:
         _fail(str(err.args[0] if isinstance(err, KeyError) else err))
+    if result.skipped:
+        typer.secho(f"warning: {len(result.skipped)} input file(s) could not be read and were left out "
+                    f"(first: {result.skipped[0][0]}: {result.skipped[0][1]})", fg=typer.colors.YELLOW, err=True)
     typer.echo(
         f"{result.n_visits} visits, {result.n_stars} stars -> {result.visit_path}"
         + (f" and {result.star_path}" if result.star_path != result.visit_path else "")
@@ -231,9 +275,33 @@ def info(
         _fail("give a store or checkpoint path, or --surveys")
     try:
         summary = describe(path)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, PermissionError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary, indent=2, default=str) if as_json else summary["text"])
+
+
+@app.command()
+def validate(
+    store: Annotated[str, typer.Argument(help="A pair store (path or fsspec URL).")],
+    spectra: Annotated[bool, typer.Option(
+        help="Also scan every flux and ivar value for NaN/inf and ivar < 0 (--no-spectra: tables only).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the problems as a JSON list.")] = False,
+) -> None:
+    """Check a pair store's invariants (shapes, counts, visit bookkeeping, duplicates, splits, NaN, ivar >= 0,
+    version). Exit code 0 when the store is valid, 1 when there are problems (each one printed)."""
+    from pairspec.validate import validate_path
+
+    problems = validate_path(store, spectra=spectra)
+    if as_json:
+        typer.echo(json.dumps({"store": store, "valid": not problems, "problems": problems}, indent=2))
+    elif problems:
+        typer.echo(f"{store}: {len(problems)} problem(s)")
+        for p in problems:
+            typer.echo(f"  - {p}")
+    else:
+        typer.echo(f"{store}: valid")
+    if problems:
+        raise typer.Exit(1)
 
 
 def _device(name: str) -> str:

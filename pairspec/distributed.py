@@ -33,9 +33,10 @@ def _import_distributed():
 
 
 @contextlib.contextmanager
-def dask_client(spec, workers: int | None = None):
+def dask_client(spec, workers: int | None = None, timeout: float = 20.0):
     """A distributed.Client for `spec` (see the module docstring), closed at the end of the block when
-    made here. `workers`: processes of a "local" cluster when `spec` gives none."""
+    made here. `workers`: processes of a "local" cluster when `spec` gives none; `timeout`: seconds to
+    reach a scheduler."""
     distributed = _import_distributed()
     if isinstance(spec, distributed.Client):
         yield spec
@@ -49,15 +50,15 @@ def dask_client(spec, workers: int | None = None):
         threads = kind == "local-threads"
         # silence_logs: the cluster's INFO lines would bury the progress bar and the report
         with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=not threads,
-                                      dashboard_address=None, silence_logs=40) as cluster, \
+                                      dashboard_address=":0", silence_logs=40) as cluster, \
                 distributed.Client(cluster) as client:
             yield client
         return
     try:
         if text.endswith(".json"):
-            client = distributed.Client(scheduler_file=text, timeout=30)
+            client = distributed.Client(scheduler_file=text, timeout=timeout)
         else:
-            client = distributed.Client(text if "://" in text else f"tcp://{text}", timeout=30)
+            client = distributed.Client(text if "://" in text else f"tcp://{text}", timeout=timeout)
     except (OSError, TimeoutError) as err:
         raise ValueError(f"cannot reach the Dask scheduler {text} ({type(err).__name__}: {err})") from None
     try:

@@ -19,7 +19,16 @@ def describe(path: str) -> dict:
 def describe_store(path: str) -> dict:
     from pairspec.store import open_store
 
-    store = open_store(path)
+    store = open_store(path, check=False)  # an inconsistent store is described, its problems listed
+    problems = store.validate()
+    unreadable = [p for p in problems if ("committed" in p and "interrupted" not in p and "rows" in p)
+                  or "is missing" in p or "row shape" in p or "dtype" in p]
+    if unreadable:
+        # the committed rows cannot be read as tables: say what is wrong and stop there
+        lines = [f"pair store {path}", f"  survey {store.survey} {store.release}: {store.n_stars} stars, "
+                 f"{store.n_visits} visits committed", "  PROBLEMS:\n    " + "\n    ".join(problems)]
+        return {"kind": "pair store", "path": str(path), "survey": store.survey, "release": store.release,
+                "n_stars": store.n_stars, "n_visits": store.n_visits, "problems": problems, "text": "\n".join(lines)}
     stars = store.star_table()
     labels = store.labels()
     splits = {SPLIT_NAMES[int(k)]: int((stars["split"] == k).sum()) for k in SPLIT_NAMES}
@@ -29,7 +38,6 @@ def describe_store(path: str) -> dict:
     }
     visits = store.visit_table()
     snr = visits["snr"] if len(visits["snr"]) else np.array([np.nan])
-    problems = store.validate()
     summary = {
         "kind": "pair store",
         "path": str(path),

@@ -73,23 +73,31 @@ def _store_stars(store, split):
     return stars, np.flatnonzero(np.asarray(stars["split"]) == SPLIT_CODES[split])
 
 
-def _store_chunks(store, visits, star_sel, chunk: int):
+def _store_chunk_rows(store, visits, star_sel, chunk: int):
+    """(rows, key) of each chunk of the selected visits: rows the visit indices, key what to read them
+    with: a (start, stop) pair for a contiguous run (read as a slice, no gather) or the index array."""
     star_of_visit = np.asarray(visits["star"], dtype=np.int64)
     every = len(star_sel) == store.n_stars
     visit_sel = np.arange(store.n_visits) if every else np.flatnonzero(np.isin(star_of_visit, star_sel))
     for a in range(0, len(visit_sel), chunk):
         rows = visit_sel[a : a + chunk]
-        # Contiguous runs go as slices: a store reads those without gathering.
-        key = slice(int(rows[0]), int(rows[-1]) + 1) if every else rows
-        flux, ivar, _ = store.visit_spectra(key)
-        yield {
-            "star": np.searchsorted(star_sel, star_of_visit[rows]),
-            "visit_id": np.asarray(visits["visit_id"])[rows],
-            "mjd": np.asarray(visits["mjd"])[rows],
-            "snr_survey": np.asarray(visits["snr_survey"])[rows],
-            "flux": flux,
-            "ivar": ivar,
-        }
+        yield rows, ((int(rows[0]), int(rows[-1]) + 1) if every else rows)
+
+
+def _chunk_meta(visits, star_sel, rows) -> dict:
+    """The per-visit columns of a chunk that come from the store's tables, not from the spectra."""
+    return {
+        "star": np.searchsorted(star_sel, np.asarray(visits["star"], dtype=np.int64)[rows]),
+        "visit_id": np.asarray(visits["visit_id"])[rows],
+        "mjd": np.asarray(visits["mjd"])[rows],
+        "snr_survey": np.asarray(visits["snr_survey"])[rows],
+    }
+
+
+def _store_chunks(store, visits, star_sel, chunk: int):
+    for rows, key in _store_chunk_rows(store, visits, star_sel, chunk):
+        flux, ivar, _ = store.visit_spectra(slice(*key) if isinstance(key, tuple) else key, pixmask=False)
+        yield {**_chunk_meta(visits, star_sel, rows), "flux": flux, "ivar": ivar}
 
 
 def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skipped: list, advance):
@@ -143,33 +151,50 @@ def _concat(parts: list[dict]) -> dict:
 # ---------------------------------------------------------------- prediction
 
 
+def chunk_outputs(predictor, flux, ivar, batch_size: int, denoise: bool) -> dict:
+    """What the spectra of one chunk give: labels, sigma, snr, frac_bad (and denoised). One function for
+    the in-process and the Dask paths (pairspec.distributed), so both give the same numbers."""
+    out = predictor.predict(flux, ivar, batch_size=batch_size, denoise=denoise)
+    snr = out.get("snr")
+    if snr is None:
+        snr = recompute_snr(flux, ivar)
+    frac_bad = out.get("frac_bad")
+    if frac_bad is None:
+        frac_bad = (ivar[:, predictor.grid.usable()] <= 0).mean(axis=1)
+    res = {"labels": np.asarray(out["labels"], dtype=np.float64), "sigma": np.asarray(out["sigma"], dtype=np.float64),
+           "snr": np.asarray(snr, dtype=np.float64), "frac_bad": np.asarray(frac_bad, dtype=np.float64),
+           "n": len(flux)}
+    if denoise:
+        res["denoised"] = np.asarray(out["denoised"], dtype=np.float32)
+    return res
+
+
 def _predict_chunks(predictor, chunks, star_ids, batch_size, writer, advance) -> dict:
-    """Run the predictor over every chunk; returns the per-visit columns, concatenated.
+    """Run the predictor over every chunk here; see _collect."""
+    def outputs():
+        for c in chunks:
+            yield c, chunk_outputs(predictor, c["flux"], c["ivar"], batch_size, writer is not None)
+
+    return _collect(predictor, outputs(), star_ids, writer, advance)
+
+
+def _collect(predictor, pairs, star_ids, writer, advance) -> dict:
+    """The per-visit columns, concatenated, from (chunk meta, chunk outputs) pairs in chunk order.
 
     star_ids may grow while the chunks are produced (file input); a chunk only names stars already in it.
     """
-    usable = predictor.grid.usable()
     names = ("star", "visit_id", "mjd", "snr_survey", "labels", "sigma", "snr", "frac_bad")
     cols: dict[str, list] = {k: [] for k in names}
-    for c in chunks:
-        out = predictor.predict(c["flux"], c["ivar"], batch_size=batch_size, denoise=writer is not None)
-        snr = out.get("snr")
-        if snr is None:
-            snr = recompute_snr(c["flux"], c["ivar"])
-        frac_bad = out.get("frac_bad")
-        if frac_bad is None:
-            frac_bad = (c["ivar"][:, usable] <= 0).mean(axis=1)
+    for c, out in pairs:
         for k in ("star", "visit_id", "mjd", "snr_survey"):
             cols[k].append(np.asarray(c[k]))
-        cols["labels"].append(np.asarray(out["labels"], dtype=np.float64))
-        cols["sigma"].append(np.asarray(out["sigma"], dtype=np.float64))
-        cols["snr"].append(np.asarray(snr, dtype=np.float64))
-        cols["frac_bad"].append(np.asarray(frac_bad, dtype=np.float64))
+        for k in ("labels", "sigma", "snr", "frac_bad"):
+            cols[k].append(out[k])
         if writer is not None:
             extra = {"star_id": np.asarray(star_ids, dtype=str)[c["star"]], "mjd": np.asarray(c["mjd"], np.float64),
-                     "snr": np.asarray(snr, np.float32)}
-            writer.append(list(c["visit_id"]), np.asarray(out["denoised"], dtype=np.float32), extra)
-        advance(len(c["flux"]))
+                     "snr": np.asarray(out["snr"], np.float32)}
+            writer.append(list(c["visit_id"]), out["denoised"], extra)
+        advance(out["n"])
     if not cols["star"]:
         n_label = len(_label_units(predictor)[0])
         empty = {k: np.zeros(0) for k in cols}
@@ -201,10 +226,14 @@ def _sigma_max(predictor) -> np.ndarray:
     return catalog.default_sigma_max(predictor.label_lo, predictor.label_hi)
 
 
-def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress):
-    """Predict every input visit. Returns (visit columns, star ids, survey labels or None, source, skipped)."""
+def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, cluster=None):
+    """Predict every input visit. Returns (visit columns, star ids, survey labels or None, source, skipped).
+    cluster: (Dask client, checkpoint path or predictor, device) to run the model on Dask workers."""
     is_store = hasattr(inputs, "visit_spectra")  # an already opened PairStore
     if not is_store and (not isinstance(inputs, (str, Path)) or str(inputs).lower().endswith(FITS_SUFFIXES)):
+        if cluster is not None:
+            raise ValueError("predict on Dask reads a pair store; ingest the files into one first "
+                             "(pairspec ingest SURVEY SRC STORE), or predict the files without --dask/--scheduler")
         if split is not None:
             raise ValueError("split only applies to a pair store, not to a list of FITS files")
         paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
@@ -228,15 +257,28 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress):
         from pairspec.store import open_store
 
         store = open_store(str(inputs))
+    where = getattr(store, "path", inputs)
     if store.grid.npix != predictor.grid.npix:
-        raise ValueError(f"{inputs}: store has {store.grid.npix} pixels, the model expects {predictor.grid.npix}")
+        raise ValueError(f"{where}: store has {store.grid.npix} pixels, the model expects {predictor.grid.npix}")
+    if store.grid != predictor.grid:
+        raise ValueError(f"{where}: the store's wavelength grid {store.grid.to_dict()} is not the model's "
+                         f"{predictor.grid.to_dict()}")
     stars, star_sel = _store_stars(store, split)
     star_ids = [str(s) for s in np.asarray(stars["id"])[star_sel]]
     visit_tab = store.visit_table()
     n_sel = int(np.isin(np.asarray(visit_tab["star"]), star_sel).sum())
     with _progress(progress, n_sel, "predicting visits") as advance:
-        chunks = _store_chunks(store, visit_tab, star_sel, chunk)
-        visits = _predict_chunks(predictor, chunks, star_ids, batch_size, writer, advance)
+        if cluster is None:
+            chunks = _store_chunks(store, visit_tab, star_sel, chunk)
+            visits = _predict_chunks(predictor, chunks, star_ids, batch_size, writer, advance)
+        else:
+            from pairspec.distributed import map_chunks
+
+            client, spec, device = cluster
+            keys = (key for _, key in _store_chunk_rows(store, visit_tab, star_sel, chunk))
+            outs = map_chunks(client, spec, device, str(where), keys, batch_size, writer is not None)
+            metas = (_chunk_meta(visit_tab, star_sel, rows) for rows, _ in _store_chunk_rows(store, visit_tab, star_sel, chunk))
+            visits = _collect(predictor, zip(metas, outs), star_ids, writer, advance)
     source = str(getattr(store, "path", inputs))[-60:]
     return visits, star_ids, _survey_labels(store, star_sel, predictor), source, []
 
@@ -253,14 +295,21 @@ def predict(
     max_bad_frac: float = 0.3,
     progress: bool = True,
     compile: bool = False,
+    dask=None,
 ) -> PredictResult:
     """Predict every visit of a pair store (path/URL/open store) or of apStar files; write the catalogue.
 
     out_path's extension picks the format: .fits (HDUs VISITS and STARS), .parquet or .ecsv
     (<stem>.visits.<ext> and <stem>.stars.<ext>). See docs/catalogue.md for columns and flags.
     compile: run the network through torch.compile (pays on a GPU over many spectra; see inference.py).
+    dask: run the model on a Dask cluster (a distributed.Client, a scheduler address, or "local[:N]"; see
+    pairspec.distributed); store input only. The catalogue is the one-process catalogue.
     """
     catalog.catalogue_paths(out_path)  # an unknown format fails before any work is done
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if split is not None and split not in SPLIT_CODES:
+        raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_CODES)}")
     predictor = _load_predictor(checkpoint_or_predictor, device, compile)
     names, units = _label_units(predictor)
     chunk = max(1, int(batch_size) * CHUNK_BATCHES)
@@ -273,9 +322,16 @@ def predict(
                  "checkpoint": str(getattr(predictor, "source", ""))}
         writer = create_spectra_store(denoised_path, predictor.grid, predictor.grid.npix, attrs)
     try:
-        visits, star_ids, survey, source, skipped = _read_inputs(
-            predictor, inputs, split, chunk, batch_size, writer, progress
-        )
+        if dask is None:
+            visits, star_ids, survey, source, skipped = _read_inputs(
+                predictor, inputs, split, chunk, batch_size, writer, progress)
+        else:
+            from pairspec.distributed import dask_client
+
+            spec = checkpoint_or_predictor if not hasattr(checkpoint_or_predictor, "predict") else predictor
+            with dask_client(dask) as client:
+                visits, star_ids, survey, source, skipped = _read_inputs(
+                    predictor, inputs, split, chunk, batch_size, writer, progress, (client, spec, device))
     finally:
         if writer is not None:
             writer.close()

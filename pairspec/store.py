@@ -211,6 +211,17 @@ class PairStore:
         self._ids: set[str] | None = None
         self._sources: set[str] | None = None
         self._arrays: _Arrays | None = None  # opened on the first write
+        # arrays opened for reading, kept: each open is a metadata read, one round trip on an object store
+        # (append mode opens afresh, since a read must then see the lengths the last batch left)
+        self._readers: dict | None = {} if mode == "r" else None
+
+    def _array(self, key: str):
+        if self._readers is None:
+            return self._g[key]
+        arr = self._readers.get(key)
+        if arr is None:
+            arr = self._readers[key] = self._g[key]
+        return arr
 
     def _read_attrs(self, a: dict) -> None:
         """Root attributes -> fields; a missing or malformed one is a ValueError naming it."""
@@ -247,14 +258,14 @@ class PairStore:
     def sources(self) -> set[str]:
         """The committed sources (unit ids)."""
         if self._sources is None:
-            self._sources = set(_as_str(self._g["stars/source"][: self.n_stars]).tolist())
+            self._sources = set(_as_str(self._array("stars/source")[: self.n_stars]).tolist())
         return self._sources
 
     @property
     def star_ids(self) -> set[str]:
         """The committed star ids."""
         if self._ids is None:
-            self._ids = set(_as_str(self._g["stars/id"][: self.n_stars]).tolist())
+            self._ids = set(_as_str(self._array("stars/id")[: self.n_stars]).tolist())
         return self._ids
 
     @property
@@ -374,7 +385,7 @@ class PairStore:
 
     # ---- reading ----------------------------------------------------------------------------
     def _column(self, sub: str, name: str, n: int) -> np.ndarray:
-        v = self._g[f"{sub}/{name}"][:n]
+        v = self._array(f"{sub}/{name}")[:n]
         return _as_str(v) if (STAR_ARRAYS if sub == "stars" else VISIT_ARRAYS)[name][0] is str else np.asarray(v)
 
     def star_table(self) -> dict[str, np.ndarray]:
@@ -385,13 +396,13 @@ class PairStore:
         return {k: self._column("visits", k, self.n_visits) for k, (_, kind) in VISIT_ARRAYS.items() if not kind}
 
     def labels(self) -> np.ndarray:
-        return np.asarray(self._g["stars/labels"][: self.n_stars])
+        return np.asarray(self._array("stars/labels")[: self.n_stars])
 
     def label_err(self) -> np.ndarray:
-        return np.asarray(self._g["stars/label_err"][: self.n_stars])
+        return np.asarray(self._array("stars/label_err")[: self.n_stars])
 
     def label_flags(self) -> np.ndarray:
-        return np.asarray(self._g["stars/label_flags"][: self.n_stars])
+        return np.asarray(self._array("stars/label_flags")[: self.n_stars])
 
     def star_spectra(self, idx, pixmask: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(flux, ivar, pixmask) of the survey's combined spectra for a slice or index array; pixmask=False
@@ -403,7 +414,7 @@ class PairStore:
         return self._spectra("visits", idx, self.n_visits, pixmask)
 
     def _spectra(self, sub: str, idx, n: int, pixmask: bool = True):
-        g = self._g[sub]
+        g = {k: self._array(f"{sub}/{k}") for k in ("flux", "ivar", "pixmask")[: 3 if pixmask else 2]}
         names = ("flux", "ivar", "pixmask") if pixmask else ("flux", "ivar")
         if isinstance(idx, slice):
             sl = slice(*idx.indices(n))

@@ -19,13 +19,14 @@ def _widths(store) -> dict:
 def _layout_problems(store, allow_longer: bool) -> list[str]:
     from pairspec.store import STAR_ARRAYS, VISIT_ARRAYS
 
-    problems, g, width = [], store._g, _widths(store)
+    problems, width = [], _widths(store)
     for sub, specs, n in (("stars", STAR_ARRAYS, store.n_stars), ("visits", VISIT_ARRAYS, store.n_visits)):
         for name, (dtype, kind) in specs.items():
-            if name not in g[sub]:
+            try:
+                arr = store._array(f"{sub}/{name}")
+            except KeyError:
                 problems.append(f"{sub}/{name} is missing")
                 continue
-            arr = g[sub][name]
             shape = arr.shape
             if not shape or (shape[0] > n and not allow_longer) or shape[0] < n:
                 rows = shape[0] if shape else "no"
@@ -57,8 +58,8 @@ def quick_problems(store) -> list[str]:
     if problems:
         return problems
     n = store.n_stars
-    nvis = np.asarray(store._g["stars/n_visits"][:n], dtype=np.int64)
-    first = np.asarray(store._g["stars/first_visit"][:n], dtype=np.int64)
+    nvis = np.asarray(store._array("stars/n_visits")[:n], dtype=np.int64)
+    first = np.asarray(store._array("stars/first_visit")[:n], dtype=np.int64)
     return _bookkeeping(nvis, first, store.n_visits)
 
 

@@ -97,3 +97,23 @@ WIDE_GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6 * 40, npix=200, blocks=((4, 
 
 class WideFakeAdapter(FakeAdapter):
     grid = WIDE_GRID
+
+
+# the grid of tests/tinymodel.py's checkpoints: a store of this adapter can be predicted by them
+MODEL_GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=300, blocks=((10, 140), (160, 290)))
+
+
+class ModelFakeAdapter(FakeAdapter):
+    grid = MODEL_GRID
+
+
+class SlowFakeAdapter(FakeAdapter):
+    """Reads take `delay` seconds each, so that two ingests in two processes really overlap."""
+
+    delay = 0.05
+
+    def read(self, unit: WorkUnit) -> StarRecord:
+        import time
+
+        time.sleep(self.delay)
+        return super().read(unit)

@@ -88,10 +88,10 @@ class FakeStore:
     def label_err(self):
         return np.full_like(self._labels, 0.01)
 
-    def visit_spectra(self, idx):
+    def visit_spectra(self, idx, pixmask=True):
         rows = np.arange(self.n_visits)[idx]
         self.reads.append(len(rows))
-        return self.flux[idx], self.ivar[idx], np.zeros(self.flux[idx].shape, np.int64)
+        return self.flux[idx], self.ivar[idx], np.zeros(self.flux[idx].shape, np.int64) if pixmask else None
 
 
 def _read(path, hdu):
