@@ -52,14 +52,16 @@ def _get_path(obj, path: str):
 
 
 def baseline_recipes(base_config) -> dict:
-    """Recipe variants of a TSN RunConfig: {"direct", "tsn_no_recon", "tsn_coadd_target"}.
+    """Recipe variants of a TSN RunConfig: {"direct", "ridge", "tsn_no_recon", "tsn_coadd_target"}.
 
     direct: regression from the visit with no twin target and no reconstruction (astroNN-style);
+    ridge: the linear baseline (pairspec.models.ridge) fitted on the same twins;
     tsn_no_recon: TSN without the reconstruction loss; tsn_coadd_target: TSN whose target is the
     survey's combined spectrum (contains the input visit, so its noise is correlated).
     """
     variants = {
         "direct": {"data.mode": "direct", "train.recon_weight": 0.0},
+        "ridge": {"model.preset": "ridge"},
         "tsn_no_recon": {"train.recon_weight": 0.0},
         "tsn_coadd_target": {"data.mode": "coadd"},
     }

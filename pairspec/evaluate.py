@@ -276,9 +276,13 @@ def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star
     """The nested metrics dict (see docs/evaluation.md for its layout)."""
     m = {"labels": names, "units": list(units), "snr_edges": [float(e) for e in edges],
          "snr_bins": M.snr_bin_labels(edges), "paper_targets_lt60": PAPER_TARGETS,
-         "scatter": {}, "slope": {}, "calibration": {}, "clusters": {}, "timings": {}}
+         "scatter": {}, "slope": {}, "slope_snr20": {}, "chemical_plane": {}, "calibration": {}, "clusters": {},
+         "timings": {}}
     a, b = M.repeat_pairs(star)
     low = snr < 60
+    best = refs.get("truth", refs["survey"])
+    m["slope_reference"] = "truth" if "truth" in refs else "survey"
+    hi20, lo40 = snr >= 20, snr < 40
     for meth, p in methods.items():
         lab, sig = p["labels"], p["sigma"]
         sig_v = p.get("sigma_visit", sig)  # repeat pairs test the visit part of the error only
@@ -291,6 +295,11 @@ def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star
                 for k, n in enumerate(names)}
             m["slope"][meth][ref_name] = {n: M.slope(lab[:, k], ref[:, k]) for k, n in enumerate(names)}
             cal[ref_name] = {n: M.zscore_stats(lab[:, k], sig[:, k], ref[:, k]) for k, n in enumerate(names)}
+        # precision bought by shrinking to the mean shows as a slope below 1 (against the truth when there is one)
+        m["slope_snr20"][meth] = {n: M.slope(lab[hi20, k], best[hi20, k]) for k, n in enumerate(names)}
+        if "truth" in refs and {"fe_h", "mg_fe"} <= set(names):
+            i, j = names.index("fe_h"), names.index("mg_fe")
+            m["chemical_plane"][meth] = M.chemical_plane(lab[lo40, i], lab[lo40, j], best[lo40, i], best[lo40, j])
         cal["repeat_pairs"] = {n: M.pair_zscore_stats(lab[a, k], sig_v[a, k], lab[b, k], sig_v[b, k])
                                for k, n in enumerate(names)}
         m["calibration"][meth] = cal

@@ -100,6 +100,24 @@ def write_report(path, metrics, figures=()) -> None:
     L += [_md_table(["method", "against"] + metrics["labels"],
                     [[m, r] + [_fmt(v, "") for v in per.values()]
                      for m, d in metrics["slope"].items() for r, per in d.items()]), ""]
+    if metrics.get("slope_snr20"):
+        L += [f"Slope at visit S/N >= 20 against {metrics.get('slope_reference', 'survey')}:", "",
+              _md_table(["method"] + metrics["labels"], [[m] + [_fmt(v, "") for v in per.values()]
+                                                         for m, per in metrics["slope_snr20"].items()]), ""]
+    if metrics.get("chemical_plane"):
+        L += ["## [Mg/Fe]-[Fe/H] plane (visits S/N < 40, against truth)", "",
+              "Spread of [Mg/Fe] at fixed [Fe/H] per [Fe/H] bin, the two disc sequences' separation (two-Gaussian "
+              "fit of [Mg/Fe] minus its mean trend, -0.7 < [Fe/H] < -0.1; truth in brackets) and the slope of the "
+              "detrended [Mg/Fe] against the truth's (1 = measured, 0 = only the mean trend).", ""]
+        cp = metrics["chemical_plane"]
+        edges = next(iter(cp.values()))["bins"]
+        head = ["method"] + [f"{a:g}..{b:g}" for a, b in zip(edges[:-1], edges[1:])] + ["separation", "detrended slope"]
+        rows = []
+        for m, c in cp.items():
+            rows.append([m] + [f"{_fmt(v, '')} ({_fmt(t, '')})" for v, t in zip(c["spread"], c["spread_truth"])]
+                        + [f"{_fmt(c['separation'], '')} ({_fmt(c['separation_truth'], '')})",
+                           _fmt(c["detrended_slope"], "")])
+        L += [_md_table(head, rows), ""]
     L += ["## Mean intra-cluster dispersion (stars, clusters with >= 3 members)", ""]
     L += [_md_table(["source"] + metrics["labels"],
                     [[src] + [f"{_fmt(c['mean_sigma'], '')} ({c['n_clusters']})" for c in per.values()]

@@ -16,22 +16,29 @@ class _Train:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Model:
+    preset: str = "tsn_mini"
+
+
+@dataclasses.dataclass(frozen=True)
 class _Run:
     name: str = "demo"
     out_dir: str = "runs/demo"
     data: _Data = _Data()
     train: _Train = _Train()
+    model: _Model = _Model()
 
 
 def test_baseline_recipes_change_only_what_they_say():
     base = _Run()
     rec = B.baseline_recipes(base)
-    assert set(rec) == {"direct", "tsn_no_recon", "tsn_coadd_target"}
+    assert set(rec) == {"direct", "ridge", "tsn_no_recon", "tsn_coadd_target"}
     assert rec["direct"].data.mode == "direct" and rec["direct"].train.recon_weight == 0.0
     assert rec["tsn_no_recon"].data.mode == "loo" and rec["tsn_no_recon"].train.recon_weight == 0.0
     assert rec["tsn_coadd_target"].data.mode == "coadd" and rec["tsn_coadd_target"].train.recon_weight == 1.0
     dirs = {r.out_dir for r in rec.values()} | {base.out_dir}
-    assert len(dirs) == 4 and rec["direct"].name == "demo-direct"
+    assert len(dirs) == 5 and rec["direct"].name == "demo-direct"
+    assert rec["ridge"].model.preset == "ridge" and rec["ridge"].data.mode == "loo"
     assert base.data.mode == "loo"  # the base is untouched
 
 

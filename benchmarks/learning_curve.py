@@ -1,0 +1,250 @@
+"""Learning curve: label precision against the number of training stars, TSN beside its baselines.
+
+    python benchmarks/learning_curve.py                    # CPU: 13k-star survey, 4 sizes x 2 seeds
+    python benchmarks/learning_curve.py --toy              # minutes; checks the script end to end
+    python benchmarks/learning_curve.py --sizes 1500 3000 --seeds 2 --stars 13000 --tag cpu
+
+One standard synthetic survey (`pairspec simulate apogee --store-only`, seed 1) and ONE fixed test split
+(the store's hash split: the same test stars at every size); each size trains on the first N train
+stars ranked by a hash of the star id (data.max_stars: nested, not biased to some fields; the cap
+applies to the validation split too). Per size and training seed: TSN (the recipe below), the
+direct-regression network (same backbone, combined spectra only) and the ridge baseline (a linear map of
+the normalised pixels); the emulator fit (the visit-level pipeline) once, on a fixed random subset of the
+test visits (it does not learn from the training stars). Per visit-S/N bin (<20, 20-40, 40-60, >=60) and
+label: robust sigma and bias against the truth, and the Theil-Sen slope (S/N >= 20), each with its
+spread over the seeds.
+
+Writes <results>/learning_curve-<tag>.json, .md and .png (sigma against training stars). Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SEED = 1
+LABELS = ("teff", "logg", "fe_h", "mg_fe")
+BINS = ("<20", "20-40", "40-60", ">=60")
+SIZES = {
+    "cpu": dict(stars=13000, sizes=[1500, 3000, 6000, 10400], seeds=2, max_fit=600, epochs=None),
+    "toy": dict(stars=150, sizes=[40, 80], seeds=2, max_fit=20, epochs=1),
+}
+
+
+def tsn_recipe(store: str, out: Path, n_train: int, seed: int, epochs: int | None):
+    """The TSN recipe the precision study chose (docs/recipes.md, 'Precision levers'); CPU-sized."""
+    from pairspec.config import load_recipe
+
+    here = Path(__file__).resolve().parents[1]
+    cfg = load_recipe(here / "recipes" / "precision_cpu.yaml", overrides=[
+        f"data.store={store}", f"data.max_stars={n_train}", f"run.out_dir={out}", f"run.seed={seed}",
+        "run.name=tsn", "train.device=cpu"] + ([f"train.epochs={epochs}"] if epochs else []))
+    return cfg
+
+
+def variants(base, epochs_direct: int | None = None):
+    """{"tsn": base, "direct": ..., "ridge": ...} from the baseline recipes of pairspec.baselines."""
+    from pairspec.baselines import baseline_recipes
+
+    rec = baseline_recipes(base)
+    return {"tsn": base, "direct": rec["direct"], "ridge": rec["ridge"]}
+
+
+def summary(metrics: dict, method: str) -> dict:
+    """Per label: sigma and bias per S/N bin and <60 against truth, slope at S/N >= 20 against truth."""
+    sc = metrics["scatter"].get(method, {}).get("truth")
+    if sc is None:
+        return {}
+    out = {}
+    for name in LABELS:
+        row = {b: {"sigma": sc[name][b]["sigma"], "bias": sc[name][b]["bias"], "n": sc[name][b]["n"]}
+               for b in BINS + ("<60",)}
+        row["slope"] = metrics.get("slope_snr20", {}).get(method, {}).get(name)
+        out[name] = row
+    return out
+
+
+def spread(values) -> dict:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return {"mean": None, "min": None, "max": None, "n": 0}
+    return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """{size: {method: {label: {bin: {"sigma": spread, "bias": spread}, "slope": spread}}}}."""
+    out: dict = {}
+    for r in runs:
+        out.setdefault(str(r["n_train"]), {}).setdefault(r["method"], []).append(r["summary"])
+    agg: dict = {}
+    for size, methods in out.items():
+        agg[size] = {}
+        for method, sums in methods.items():
+            agg[size][method] = {}
+            for name in LABELS:
+                if not all(name in s for s in sums):
+                    continue
+                entry = {b: {k: spread([s[name][b][k] for s in sums]) for k in ("sigma", "bias")}
+                         for b in BINS + ("<60",)}
+                entry["slope"] = spread([s[name]["slope"] for s in sums])
+                agg[size][method][name] = entry
+    return agg
+
+
+def markdown(result: dict) -> str:
+    agg, fit = result["aggregate"], result.get("emulator_fit", {})
+    lines = [f"# Learning curve ({result['tag']}): {result['stars']}-star survey, seed {SEED}", "",
+             f"Test split: {result['n_test_visits']} visits of {result['n_test_stars']} stars, the same at every size. "
+             "Robust sigma against the truth, mean over training seeds [min-max]; slope at S/N >= 20.",
+             f"Total wall time {result['wall_s'] / 60:.0f} min ({result['machine']}).", ""]
+    for name in LABELS:
+        unit = "K" if name == "teff" else "dex"
+        lines += [f"## {name} [{unit}]", "", "| train stars | method | " + " | ".join(BINS) + " | <60 | slope |",
+                  "|---|---|" + "---|" * (len(BINS) + 2)]
+        for size in sorted(agg, key=int):
+            for method, per in agg[size].items():
+                if name not in per:
+                    continue
+                cells = [_cell(per[name][b]["sigma"], unit) for b in BINS + ("<60",)]
+                lines.append(f"| {size} | {method} | " + " | ".join(cells) + f" | {_cell(per[name]['slope'], '')} |")
+        if name in fit:
+            cells = [_num(fit[name][b]["sigma"], unit) for b in BINS + ("<60",)]
+            lines.append("| (any) | emulator fit | " + " | ".join(cells) + f" | {_num(fit[name].get('slope'), '')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _num(v, unit) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    return f"{v:.0f}" if unit == "K" else f"{v:.3f}"
+
+
+def _cell(s: dict, unit) -> str:
+    if not s or s.get("mean") is None:
+        return "-"
+    if s["n"] == 1:
+        return _num(s["mean"], unit)
+    return f"{_num(s['mean'], unit)} [{_num(s['min'], unit)}-{_num(s['max'], unit)}]"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agg, fit = result["aggregate"], result.get("emulator_fit", {})
+    sizes = sorted(agg, key=int)
+    fig, axes = plt.subplots(3, len(LABELS), figsize=(4 * len(LABELS), 9), squeeze=False)
+    colors = {"tsn": "tab:red", "direct": "tab:blue", "ridge": "tab:green"}
+    for r, b in enumerate(BINS[:3]):
+        for c, name in enumerate(LABELS):
+            ax = axes[r, c]
+            for method, color in colors.items():
+                pts = [(int(s), agg[s][method][name][b]["sigma"]) for s in sizes
+                       if method in agg[s] and name in agg[s][method]]
+                pts = [(x, v) for x, v in pts if v["mean"] is not None]
+                if pts:
+                    x = [p[0] for p in pts]
+                    ax.errorbar(x, [p[1]["mean"] for p in pts],
+                                yerr=[[p[1]["mean"] - p[1]["min"] for p in pts], [p[1]["max"] - p[1]["mean"] for p in pts]],
+                                color=color, marker="o", ms=3, label=method, capsize=2)
+            if name in fit and fit[name][b]["sigma"] is not None:
+                ax.axhline(fit[name][b]["sigma"], color="k", ls="--", lw=0.8, label="emulator fit")
+            ax.set_xscale("log")
+            ax.set_title(f"{name}, S/N {b}", fontsize=9)
+            if r == 2:
+                ax.set_xlabel("training stars")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--toy", action="store_true", help="tiny run that only checks the script")
+    ap.add_argument("--stars", type=int, help="stars in the simulated survey")
+    ap.add_argument("--sizes", type=int, nargs="+", help="training stars per point")
+    ap.add_argument("--seeds", type=int, help="training seeds per point")
+    ap.add_argument("--max-fit", type=int, help="test visits the emulator fit runs on")
+    ap.add_argument("--epochs", type=int, help="override the recipe's epochs (toy runs)")
+    ap.add_argument("--methods", nargs="+", default=["tsn", "direct", "ridge"])
+    ap.add_argument("--work", default="benchmarks/work/learning_curve")
+    ap.add_argument("--store", help="an existing standard store (default: simulate one under --work)")
+    ap.add_argument("--results", default="benchmarks/results")
+    ap.add_argument("--tag", help="result file suffix (default: cpu or toy)")
+    ap.add_argument("--workers", type=int, default=2, help="simulator processes")
+    args = ap.parse_args(argv)
+    kind = "toy" if args.toy else "cpu"
+    for key, value in SIZES[kind].items():
+        if getattr(args, key.replace("-", "_"), None) is None:
+            setattr(args, key.replace("-", "_"), value)
+    tag = args.tag or kind
+    work = Path(args.work) / tag
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    from pairspec.evaluate import evaluate
+    from pairspec.train import train
+
+    store, truth = args.store, None
+    if store is None:
+        from pairspec.surveys import get_simulator
+
+        if not (work / "survey" / "truth.fits").exists():
+            get_simulator("apogee").simulate(work / "survey", n_stars=args.stars, seed=SEED, workers=args.workers,
+                                             store_only=True, progress=False)
+        store, truth = str(work / "survey" / "apogee.zarr"), str(work / "survey" / "truth.fits")
+    else:
+        truth = str(Path(store).parent / "truth.fits")
+    runs, fit_summary, n_test = [], {}, (0, 0)
+    for n_train in args.sizes:
+        for k in range(args.seeds):
+            base = tsn_recipe(store, work / "runs" / f"n{n_train}_s{k}" / "tsn", n_train, 100 + k, args.epochs)
+            ckpts, times = {}, {}
+            for method, cfg in variants(base).items():
+                if method not in args.methods:
+                    continue
+                t0 = time.perf_counter()
+                ckpts[method] = train(cfg, progress=False)
+                times[method] = time.perf_counter() - t0
+            first = not fit_summary
+            t0 = time.perf_counter()
+            metrics = evaluate(str(ckpts["tsn"]), store, split="test", truth=truth,
+                               out_dir=str(work / "reports" / f"n{n_train}_s{k}"),
+                               compare={m: str(c) for m, c in ckpts.items() if m != "tsn"},
+                               emulator_fit=first, max_fit=args.max_fit, progress=False, plots=first)
+            times["evaluate"] = time.perf_counter() - t0
+            n_test = (metrics["n_stars"], metrics["n_visits"])
+            if first and "emulator_fit" in metrics["scatter"]:
+                fit_summary = summary(metrics, "emulator_fit")
+            for method in ckpts:
+                runs.append({"n_train": n_train, "seed": 100 + k, "method": method, "summary": summary(metrics, method),
+                             "train_s": times[method]})
+            print(json.dumps({"n_train": n_train, "seed": k, "times_s": {m: round(t) for m, t in times.items()},
+                              "tsn_teff_lt60": summary(metrics, "tsn").get("teff", {}).get("<60")}), file=sys.stderr,
+                  flush=True)
+    import platform
+
+    result = {"tag": tag, "stars": args.stars, "sizes": args.sizes, "seeds": args.seeds, "n_test_stars": n_test[0],
+              "n_test_visits": n_test[1], "runs": runs, "aggregate": aggregate(runs), "emulator_fit": fit_summary,
+              "wall_s": time.perf_counter() - t_start, "machine": f"{platform.processor() or platform.machine()}, "
+              f"{__import__('os').cpu_count()} cores"}
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"learning_curve-{tag}.json").write_text(json.dumps(result, indent=1))
+    (out / f"learning_curve-{tag}.md").write_text(markdown(result))
+    plot(result, out / f"learning_curve-{tag}.png")
+    print(json.dumps(result["aggregate"], indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
