@@ -55,11 +55,13 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
     xf, yf = x[full], y[full]
     x_mean, y_mean = xf.mean(0), yf.mean(0)
     xc = xf - x_mean
-    gram = xc.T @ xc
-    evals, evecs = np.linalg.eigh(gram)
+    # one eigendecomposition serves every alpha: of the pixel covariance (L x L) when there are more twins
+    # than pixels, else of the twin Gram matrix (N x N, the dual form): the same solutions, cheaper
+    primal = xc.shape[0] >= xc.shape[1]
+    evals, evecs = np.linalg.eigh(xc.T @ xc if primal else xc @ xc.T)
     evals = np.clip(evals, 0.0, None)
-    proj = evecs.T @ (xc.T @ (yf - y_mean))  # (L, K) in the eigenbasis
-    scale = max(float(evals.mean()), 1e-12)
+    proj = evecs.T @ ((xc.T if primal else np.eye(xc.shape[0])) @ (yf - y_mean))  # (L or N, K)
+    scale = max(float(evals.sum()) / xc.shape[1], 1e-12)  # mean eigenvalue of the pixel covariance
     xv = np.asarray(x_val, dtype=np.float64) - x_mean
     yv = np.asarray(y_val, dtype=np.float64)
     K = y.shape[1]
@@ -68,7 +70,8 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
         ok = np.isfinite(yv[:, k])
         best = (np.inf, None, None)
         for a in alphas:
-            w = evecs @ (proj[:, k] / (evals + a * scale))
+            coef = evecs @ (proj[:, k] / (evals + a * scale))
+            w = coef if primal else xc.T @ coef
             if ok.any():
                 err = float(np.mean((xv[ok] @ w + y_mean[k] - yv[ok, k]) ** 2))
             else:  # no validation labels: the mildest regularisation that is still stable
