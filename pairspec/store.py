@@ -318,6 +318,7 @@ class PairStore:
                 problem = record_problem(rec, self.grid.npix, len(self.schema))
             if problem:
                 raise ValueError(f"{self.path}: refusing star {rec.star_id} from {rec.source}: {problem}")
+        self._assert_unmoved()
         stars, visits = self._columns(records)
         self._write("stars", self.n_stars, stars)
         self._write("visits", self.n_visits, visits)
@@ -336,11 +337,10 @@ class PairStore:
             self._arrays = _Arrays(self._g)
         return self._arrays
 
-    def _commit(self, n_stars: int, n_visits: int, records) -> None:
-        """`records`: what was appended (anything with .star_id and .source). Refuses (ConcurrentWrite)
-        when the store's committed counts are no longer the ones this writer last saw: another writer
-        committed meanwhile, and this commit would hide its rows (nothing of this batch is committed)."""
-        ids, sources = self.star_ids, self.sources  # read before the counts move
+    def _assert_unmoved(self) -> None:
+        """ConcurrentWrite if the stored counts are not the ones this writer last committed or read: another
+        writer got in (one that bypassed the ingest's writer lock). Checked before a batch writes a row
+        (its rows would overwrite the other's) and again at its commit."""
         now = _fresh_attrs(self._g)
         if (now.get("n_stars"), now.get("n_visits")) != (self.n_stars, self.n_visits):
             raise ConcurrentWrite(
@@ -348,6 +348,13 @@ class PairStore:
                 f"(it now has {now.get('n_stars')} stars and {now.get('n_visits')} visits, this writer expected "
                 f"{self.n_stars} and {self.n_visits}); this batch was not committed. Run the ingest again "
                 "once the other writer is done: it resumes")
+
+    def _commit(self, n_stars: int, n_visits: int, records) -> None:
+        """`records`: what was appended (anything with .star_id and .source). Refuses (ConcurrentWrite)
+        when the store's committed counts are no longer the ones this writer last saw: another writer
+        committed meanwhile, and this commit would hide its rows (nothing of this batch is committed)."""
+        ids, sources = self.star_ids, self.sources  # read before the counts move
+        self._assert_unmoved()
         self._g.attrs.update({"n_stars": int(n_stars), "n_visits": int(n_visits)})  # one write: the commit
         self.n_stars, self.n_visits = n_stars, n_visits
         ids.update(r.star_id for r in records)
@@ -360,6 +367,7 @@ class PairStore:
         An array that must grow gets `spare_*` more rows, so that it need not grow every batch
         (`trim` cuts them when the ingest ends)."""
         self._require_append()
+        self._assert_unmoved()
         arrays = self._open_arrays()
         for sub, n, spare in (("stars", n_stars, spare_stars), ("visits", n_visits, spare_visits)):
             for key in arrays.keys(sub):

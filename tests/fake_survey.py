@@ -107,8 +107,9 @@ class ModelFakeAdapter(FakeAdapter):
     grid = MODEL_GRID
 
 
-class SlowFakeAdapter(FakeAdapter):
-    """Reads take `delay` seconds each, so that two ingests in two processes really overlap."""
+class SlowFakeAdapter(WideFakeAdapter):
+    """Reads take `delay` seconds each, so that two ingests in two processes really overlap and a kill
+    lands inside the work (sharded spectra: a kill can cut a shard merge)."""
 
     delay = 0.05
 
