@@ -54,6 +54,7 @@ class ModelSection:
     embed: str = "conv"  # patch embedding: "conv" (one map shared by every patch) or "local" (one per patch)
     label_head: str = "token"  # labels from the label token ("token") or a linear map of every token ("flat")
     decoder_depth: int = 0  # transformer blocks between the encoder and the reconstruction head
+    ridge_path: bool = False  # add a fixed ridge regression of the pixels (fitted on the train twins) to the label means
 
 
 @dataclass(frozen=True)

@@ -200,11 +200,14 @@ def build_model(config: RunConfig, run: RunContext, twins: Twins):
     m = config.model
     model_kwargs = preset_kwargs(m.preset, twins.n_pix, len(twins.schema), patch_size=m.patch_size,
                                  embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, drop_path=m.drop_path,
-                                 embed=m.embed, label_head=m.label_head, decoder_depth=m.decoder_depth)
+                                 embed=m.embed, label_head=m.label_head, decoder_depth=m.decoder_depth,
+                                 ridge_path=m.ridge_path)
     torch.manual_seed(config.run.seed)
     model = TwinSpecNet(**model_kwargs)
     if config.train.init_from:
         _init_from(model, config.train.init_from)
+    elif m.ridge_path:
+        model.set_ridge(*_ridge_fit(config, twins))
     meta = dict(preset=m.preset, model_class="tsn", model_kwargs=model_kwargs, config=to_dict(config),
                 schema=twins.schema.to_dict(), grid=twins.grid.to_dict(), label_stats=twins.stats.to_dict(),
                 label_names=twins.schema.names, label_units=twins.schema.units,
@@ -223,6 +226,28 @@ def adapter_options(config: RunConfig) -> dict:
         return dict(open_store(config.data.store).provenance.get("adapter_options") or {})
     except Exception:  # noqa: BLE001 - provenance is a convenience; its absence must not stop training
         return {}
+
+
+def _ridge_fit(config: RunConfig, twins: Twins):
+    """(W, b) of the closed-form ridge on the train twins (pairspec.models.ridge), strength chosen on val.
+    Streaming: on the twins of up to RIDGE_STREAM_STARS train stars, read once into memory."""
+    from pairspec.models.ridge import fit_ridge
+
+    train_twins = twins.train
+    if twins.streaming:
+        from pairspec import data
+
+        stars = np.concatenate(train_twins.chunks)
+        stars = stars[:: max(1, -(-stars.size // RIDGE_STREAM_STARS))]  # evenly through the store
+        train_twins = _with_labels(data.TwinData(_open(config), "train", mode=config.data.mode, stars=np.sort(stars)),
+                                   getattr(twins.train, "label_cols", None))
+    mean, std = np.asarray(twins.stats.mean, np.float64), np.asarray(twins.stats.std, np.float64)
+    W, b, _ = fit_ridge(train_twins.x[:, 0], (np.asarray(train_twins.labels, np.float64) - mean) / std,
+                        twins.val.x[:, 0], (np.asarray(twins.val.labels, np.float64) - mean) / std)
+    return W, b
+
+
+RIDGE_STREAM_STARS = 4000
 
 
 def _init_from(model, path) -> None:

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_train import GRID, L, config, fake_twins
 
 from pairspec import train as T
 from pairspec.checkpoint import load_checkpoint, read_meta
@@ -13,7 +14,6 @@ from pairspec.config import ConfigError, ModelSection, apply_overrides
 from pairspec.inference import LabelPredictor
 from pairspec.models import create_model
 from pairspec.train_steps import WeightAverage, degrade_targets
-from test_train import GRID, L, config, fake_twins
 
 torch.set_num_threads(1)
 
@@ -145,3 +145,16 @@ def test_denoised_spectra_carry_a_per_pixel_sigma(tmp_path, monkeypatch):
     assert out["denoised_sigma"].shape == out["denoised"].shape == (5, L)
     b = np.clip(np.searchsorted(prof["snr_edges"], out["snr"], side="right") - 1, 0, 3)
     np.testing.assert_allclose(out["denoised_sigma"], table[b], rtol=1e-6)  # the row of each visit's S/N bin
+
+
+def test_ridge_path_starts_at_the_ridge_solution(tmp_path, fake_store):
+    ridge = T.train(config(tmp_path, "ridge", model=ModelSection(preset="ridge")), progress=False)
+    shape = ModelSection(preset="tsn_tiny", depth=1, ridge_path=True)
+    best = T.train(config(tmp_path, "path", model=shape, epochs=1, lr=1e-9, warmup_frac=0.0), progress=False)
+    lin, _ = load_checkpoint(ridge)
+    net, meta = load_checkpoint(best)
+    x = torch.from_numpy(fake_twins(16, 5).x)
+    with torch.no_grad():
+        a, b = lin(x)["mean"], net(x)["mean"]
+    # the untrained network adds (almost) nothing to the ridge path: its predictions are the ridge's
+    assert torch.allclose(a, b, atol=1e-3) and meta["model_kwargs"]["ridge_path"] is True

@@ -43,6 +43,7 @@ class TwinSpecNet(nn.Module):
         embed: str = "conv",
         label_head: str = "token",
         decoder_depth: int = 0,
+        ridge_path: bool = False,
     ):
         super().__init__()
         if embed_dim % num_heads:
@@ -82,6 +83,13 @@ class TwinSpecNet(nn.Module):
                                      for _ in range(self.decoder_depth))
         self.decoder_norm = nn.LayerNorm(embed_dim) if self.decoder_depth else nn.Identity()
         self.recon_head = nn.Linear(embed_dim, patch_size)
+        # an optional fixed linear path from the input flux to the label means (fitted in closed form on
+        # the train twins before training, pairspec.models.ridge): the network then learns what a linear
+        # map of the pixels misses, instead of first re-learning the linear map by gradient descent
+        self.ridge_path = bool(ridge_path)
+        if self.ridge_path:
+            self.register_buffer("ridge_weight", torch.zeros(n_labels, self.n_pix))
+            self.register_buffer("ridge_bias", torch.zeros(n_labels))
         self._init_weights()
 
     def _init_weights(self):
@@ -95,6 +103,15 @@ class TwinSpecNet(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def set_ridge(self, weight, bias) -> None:
+        """Install the closed-form linear path (K, n_pix) + (K,) and zero the learned head's mean rows, so
+        the untrained network predicts exactly the ridge regression."""
+        self.ridge_weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        self.ridge_bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        self.label_head.weight[: self.n_labels].zero_()
+        self.label_head.bias[: self.n_labels].zero_()
 
     # --- stages ------------------------------------------------------------------------------
 
@@ -116,10 +133,14 @@ class TwinSpecNet(nn.Module):
             tokens = block(tokens)
         return self.norm(tokens)
 
-    def forward_labels(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_labels(self, tokens: torch.Tensor, flux: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Label token (or every token) -> (mean (B, K), log_var (B, K)) in standardised label units."""
         feats = tokens.flatten(1) if self.label_head_kind == "flat" else tokens[:, 0]
         mean, log_var = self.label_head(feats).float().chunk(2, dim=-1)
+        if self.ridge_path:
+            if flux is None:
+                raise ValueError("a model with a ridge path needs the input flux in forward_labels")
+            mean = mean + F.linear(flux.float(), self.ridge_weight, self.ridge_bias)
         return mean, log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX)
 
     def forward_reconstruction(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -131,7 +152,7 @@ class TwinSpecNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict:
         tokens = self.forward_encoder(x)
-        mean, log_var = self.forward_labels(tokens)
+        mean, log_var = self.forward_labels(tokens, x[:, 0])
         return {"mean": mean, "log_var": log_var, "recon": self.forward_reconstruction(tokens)}
 
     @staticmethod
