@@ -45,9 +45,15 @@ def save_checkpoint(path, model_state: dict, meta: dict, train_state: dict | Non
                "meta": plain(meta)}
     if train_state is not None:
         payload["train_state"] = train_state
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two savers never share one
+    try:
+        torch.save(payload, tmp)
+        with open(tmp, "rb+") as fh:  # on disk before the rename, so a power cut cannot leave a torn file
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -59,16 +65,25 @@ def _read(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a checkpoint file")
     try:
+        # weights_only: plain types and tensors only; a pickle that would build any other object (and so
+        # could run code) is refused by torch before anything of it executes
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as err:
-        raise ValueError(f"{path}: not a readable pairspec checkpoint ({err})") from err
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError, KeyError, IndexError,
+            TypeError, AttributeError, UnicodeDecodeError, MemoryError) as err:
+        # torch raises all of these for a truncated, text or foreign file (a text file: KeyError)
+        raise ValueError(f"{path}: not a readable pairspec checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a pairspec TSN checkpoint (format {payload.get('format')!r})"
                          if isinstance(payload, dict) else f"{path}: not a pairspec TSN checkpoint")
     if payload.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {payload['format_version']} is newer than this "
                          f"pairspec reads ({FORMAT_VERSION}); upgrade pairspec")
+    if not isinstance(payload.get("meta"), dict) or not isinstance(payload.get("model_state"), dict):
+        raise ValueError(f"{path}: a pairspec checkpoint without its 'meta' or 'model_state' (damaged)")
     return payload
 
 

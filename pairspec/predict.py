@@ -37,7 +37,11 @@ def _load_predictor(checkpoint_or_predictor, device, compile=False):
         return checkpoint_or_predictor
     from pairspec.inference import LabelPredictor
 
-    return LabelPredictor.from_checkpoint(checkpoint_or_predictor, device=device, compile=compile)
+    try:
+        return LabelPredictor.from_checkpoint(checkpoint_or_predictor, device=device, compile=compile)
+    except (KeyError, TypeError, AttributeError, IndexError) as err:  # a pairspec checkpoint, damaged meta
+        raise ValueError(f"{checkpoint_or_predictor}: checkpoint metadata is incomplete or malformed "
+                         f"({type(err).__name__}: {err})") from err
 
 
 def _label_units(predictor) -> tuple[list[str], list[str]]:

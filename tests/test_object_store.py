@@ -107,7 +107,13 @@ def test_predict_from_an_object_store(tmp_path, url):
 
 
 def _train_config(tmp_path, store, name):
-    from pairspec.config import DataSection, ModelSection, RunConfig, RunSection, TrainSection
+    from pairspec.config import (
+        DataSection,
+        ModelSection,
+        RunConfig,
+        RunSection,
+        TrainSection,
+    )
 
     return RunConfig(run=RunSection(name=name, out_dir=str(tmp_path / name), seed=3),
                      data=DataSection(store=store, stream=True, val_split="train", stream_chunk_stars=12,

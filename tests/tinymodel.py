@@ -4,8 +4,8 @@ real model (subprocesses, Dask workers) rather than a fake predictor."""
 from __future__ import annotations
 
 import numpy as np
-
 from fake_survey import MODEL_GRID
+
 from pairspec import data
 from pairspec.checkpoint import save_checkpoint
 from pairspec.models import create_model, preset_kwargs
