@@ -292,6 +292,8 @@ def validate(
     from pairspec.validate import validate_path
 
     problems = validate_path(store, spectra=spectra)
+    if len(problems) == 1 and problems[0].startswith("cannot open: ") and not as_json:
+        _fail(problems[0].removeprefix("cannot open: "))  # nothing there to validate: an ordinary mistake
     if as_json:
         typer.echo(json.dumps({"store": store, "valid": not problems, "problems": problems}, indent=2))
     elif problems:

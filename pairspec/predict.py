@@ -120,8 +120,13 @@ def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skip
             continue
         try:
             rec = reader.read_file(path)
-        except (AdapterError, OSError, ValueError, KeyError, IndexError) as err:
-            skipped.append((str(path), getattr(err, "problem", None) or str(err) or type(err).__name__))
+        except AdapterError as err:
+            skipped.append((str(path), err.problem))
+            continue
+        except MemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - one unreadable file is reported, the others go on
+            skipped.append((str(path), f"{type(err).__name__}: {err}" if str(err) else type(err).__name__))
             continue
         if rec.n_visits == 0:
             skipped.append((str(path), "no visit spectra"))

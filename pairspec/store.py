@@ -148,12 +148,12 @@ def _open_group(path: str, mode: str):
     zarr = _zarr()
     try:
         return zarr.open_group(path, mode=mode)
-    except FileNotFoundError as err:
-        if _is_file(path):
+    except (FileNotFoundError, FileExistsError, NotADirectoryError) as err:
+        if _is_file(path):  # (mode r+ on a file: zarr tries to make the folder, FileExistsError)
             raise FileNotFoundError(f"{path}: is a file, not a pairspec store (a store is a folder or URL "
                                     "holding a Zarr group)") from None
         raise FileNotFoundError(f"{path}: not a pairspec store (no Zarr group there: {err})") from None
-    except (NotADirectoryError, IsADirectoryError, PermissionError) as err:
+    except (IsADirectoryError, PermissionError) as err:
         raise FileNotFoundError(f"{path}: cannot be opened as a pair store ({type(err).__name__}: {err})") from None
     except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: Zarr metadata there is not readable ({type(err).__name__}: {err})") from None
@@ -422,6 +422,16 @@ class PairStore:
         return self._spectra("visits", idx, self.n_visits, pixmask)
 
     def _spectra(self, sub: str, idx, n: int, pixmask: bool = True):
+        try:
+            return self._read_spectra(sub, idx, n, pixmask)
+        except (RuntimeError, ValueError, OSError, KeyError, TypeError) as err:
+            # a damaged chunk (bad bytes, a shard index that fails its checksum, a missing file)
+            if str(err).startswith(self.path):
+                raise
+            raise ValueError(f"{self.path}: the {sub} spectra cannot be read ({type(err).__name__}: {err}); "
+                             f"`pairspec validate {self.path}` checks the whole store") from err
+
+    def _read_spectra(self, sub: str, idx, n: int, pixmask: bool):
         g = {k: self._array(f"{sub}/{k}") for k in ("flux", "ivar", "pixmask")[: 3 if pixmask else 2]}
         names = ("flux", "ivar", "pixmask") if pixmask else ("flux", "ivar")
         if isinstance(idx, slice):

@@ -145,5 +145,5 @@ def validate_path(path: str, spectra: bool = True) -> list[str]:
         return [f"cannot open: {err}"]
     try:
         return store_problems(store, spectra=spectra)
-    except (KeyError, ValueError, TypeError, IndexError, OSError) as err:
+    except (KeyError, ValueError, TypeError, IndexError, OSError, RuntimeError) as err:
         return [f"unreadable content ({type(err).__name__}: {err})"]
