@@ -207,7 +207,10 @@ class PairStore:
             if sub not in group or not hasattr(group[sub], "arrays"):
                 raise ValueError(f"{self.path}: the group {sub}/ is missing (a creation or copy cut short)")
         if mode == "a":
-            self._truncate_uncommitted()
+            try:
+                self._truncate_uncommitted()
+            except (KeyError, TypeError, AttributeError, UnicodeDecodeError, RuntimeError) as err:
+                raise ValueError(f"{self.path}: cannot repair the store's arrays ({type(err).__name__}: {err})") from None
         self._ids: set[str] | None = None
         self._sources: set[str] | None = None
         self._arrays: _Arrays | None = None  # opened on the first write
@@ -216,11 +219,20 @@ class PairStore:
         self._readers: dict | None = {} if mode == "r" else None
 
     def _array(self, key: str):
-        if self._readers is None:
-            return self._g[key]
-        arr = self._readers.get(key)
+        """The array `key` ("stars/id"), opened once in read mode. MissingArray / ValueError naming the store
+        when it is absent or its metadata unreadable (zarr's own errors name neither)."""
+        arr = None if self._readers is None else self._readers.get(key)
         if arr is None:
-            arr = self._readers[key] = self._g[key]
+            try:
+                arr = self._g[key]
+            except KeyError:
+                raise MissingArray(f"{self.path}: array {key} is missing (a creation, copy or ingest cut "
+                                   "short?)") from None
+            except (ValueError, TypeError, AttributeError, UnicodeDecodeError, RuntimeError) as err:
+                raise ValueError(f"{self.path}: array {key} has unreadable metadata ({type(err).__name__}: "
+                                 f"{err})") from None
+            if self._readers is not None:
+                self._readers[key] = arr
         return arr
 
     def _read_attrs(self, a: dict) -> None:
@@ -231,6 +243,9 @@ class PairStore:
             self.survey, self.release = str(a["survey"]), str(a["release"])
             key = "grid"
             self.grid = LogLinearGrid.from_dict(a["grid"])
+            with np.errstate(all="ignore"):
+                if not (int(self.grid.npix) >= 1 and np.isfinite(self.grid.wavelength()).all()):
+                    raise ValueError(f"npix {self.grid.npix} and wavelengths must be finite and positive")
             key = "schema"
             self.schema = LabelSchema.from_dict(a["schema"])
             key = "provenance"
@@ -393,7 +408,11 @@ class PairStore:
 
     # ---- reading ----------------------------------------------------------------------------
     def _column(self, sub: str, name: str, n: int) -> np.ndarray:
-        v = self._array(f"{sub}/{name}")[:n]
+        arr = self._array(f"{sub}/{name}")
+        try:
+            v = arr[:n]
+        except (RuntimeError, ValueError, OSError, TypeError) as err:  # a damaged chunk
+            raise ValueError(f"{self.path}: {sub}/{name} cannot be read ({type(err).__name__}: {err})") from err
         return _as_str(v) if (STAR_ARRAYS if sub == "stars" else VISIT_ARRAYS)[name][0] is str else np.asarray(v)
 
     def star_table(self) -> dict[str, np.ndarray]:
@@ -404,13 +423,13 @@ class PairStore:
         return {k: self._column("visits", k, self.n_visits) for k, (_, kind) in VISIT_ARRAYS.items() if not kind}
 
     def labels(self) -> np.ndarray:
-        return np.asarray(self._array("stars/labels")[: self.n_stars])
+        return self._column("stars", "labels", self.n_stars)
 
     def label_err(self) -> np.ndarray:
-        return np.asarray(self._array("stars/label_err")[: self.n_stars])
+        return self._column("stars", "label_err", self.n_stars)
 
     def label_flags(self) -> np.ndarray:
-        return np.asarray(self._array("stars/label_flags")[: self.n_stars])
+        return self._column("stars", "label_flags", self.n_stars)
 
     def star_spectra(self, idx, pixmask: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(flux, ivar, pixmask) of the survey's combined spectra for a slice or index array; pixmask=False
@@ -693,6 +712,10 @@ def _occupied(path: str) -> bool:
 
     fs, p = fsspec.core.url_to_fs(path)
     return fs.exists(p) and (fs.isfile(p) or bool(fs.ls(p)))
+
+
+class MissingArray(ValueError):
+    """An array the store layout needs is not there."""
 
 
 class ConcurrentWrite(ValueError):

@@ -17,15 +17,18 @@ def _widths(store) -> dict:
 
 
 def _layout_problems(store, allow_longer: bool) -> list[str]:
-    from pairspec.store import STAR_ARRAYS, VISIT_ARRAYS
+    from pairspec.store import STAR_ARRAYS, VISIT_ARRAYS, MissingArray
 
     problems, width = [], _widths(store)
     for sub, specs, n in (("stars", STAR_ARRAYS, store.n_stars), ("visits", VISIT_ARRAYS, store.n_visits)):
         for name, (dtype, kind) in specs.items():
             try:
                 arr = store._array(f"{sub}/{name}")
-            except KeyError:
+            except MissingArray:
                 problems.append(f"{sub}/{name} is missing")
+                continue
+            except ValueError as err:
+                problems.append(str(err).removeprefix(f"{store.path}: "))
                 continue
             shape = arr.shape
             if not shape or (shape[0] > n and not allow_longer) or shape[0] < n:
@@ -96,6 +99,7 @@ def store_problems(store, spectra: bool = True) -> list[str]:
     if shared:
         problems.append(f"{len(shared)} star ids are in two splits (e.g. {sorted(shared)[0]})")
     problems += _meta_problems(store)
+    problems += _chunk_problems(store)
     if spectra:
         problems += _spectra_problems(store)
     return problems
@@ -115,6 +119,37 @@ def _meta_problems(store) -> list[str]:
         names = [str(x) for x in np.asarray(g["label"][:]).tolist()]
         if names != list(store.schema.names):
             problems.append(f"label names {names} differ from the schema's {list(store.schema.names)}")
+    return problems
+
+
+def _chunk_problems(store) -> list[str]:
+    """Chunks (shards) of committed rows that are not stored. zarr reads a missing chunk as fill values
+    (zeros) without a word, and the pairspec writers store every chunk (empty ones too), so a missing
+    one is a lost file: the rows would read as zero spectra, zero labels."""
+    from zarr.core.sync import sync
+
+    from pairspec.store import STAR_ARRAYS, VISIT_ARRAYS
+
+    problems = []
+    for sub, names, n in (("stars", STAR_ARRAYS, store.n_stars), ("visits", VISIT_ARRAYS, store.n_visits)):
+        for name in names:
+            arr = store._array(f"{sub}/{name}")
+            rows = (arr.shards or arr.chunks)[0]
+            want = {arr.metadata.encode_chunk_key((i,) + (0,) * (arr.ndim - 1)) for i in range(-(-n // rows))}
+            if not want:
+                continue
+            prefix = f"{arr.path}/" if arr.path else ""
+
+            async def listing(prefix=prefix):
+                return [k async for k in arr.store.list_prefix(prefix + "c")]
+
+            if not arr.store.supports_listing:
+                continue
+            have = {k[len(prefix):] for k in sync(listing())}
+            lost = sorted(want - have, key=lambda k: [int(x) for x in k.split("/")[1:]])
+            if lost:
+                problems.append(f"{sub}/{name}: {len(lost)} chunk(s) of committed rows missing (read as zeros), "
+                                f"e.g. {lost[0]}")
     return problems
 
 
