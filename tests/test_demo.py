@@ -22,7 +22,7 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
     metrics = run_demo(tmp_path / "demo", n_stars=60, epochs=1, seed=3)  # >= 32 train coadds for the baseline
     out = tmp_path / "demo"
     assert (out / "labels.fits").exists() and (out / "report" / "metrics.json").exists()
-    assert (out / "runs" / "tsn" / "best.pt").exists() and (out / "runs" / "tsn-direct" / "best.pt").exists()
-    assert set(metrics["scatter"]) == {"tsn", "direct"}
+    assert all((out / "runs" / r / "best.pt").exists() for r in ("tsn", "tsn-direct", "tsn-ridge"))
+    assert set(metrics["scatter"]) == {"tsn", "direct", "ridge", "emulator_fit"}
     assert isinstance(metrics["quality_bar"]["passed"], bool)
     assert list((out / "report").glob("*.png"))
