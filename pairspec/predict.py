@@ -126,7 +126,8 @@ def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skip
         except MemoryError:
             raise
         except Exception as err:  # noqa: BLE001 - one unreadable file is reported, the others go on
-            skipped.append((str(path), f"{type(err).__name__}: {err}" if str(err) else type(err).__name__))
+            plain = isinstance(err, (OSError, ValueError)) and str(err)  # astropy's own words name the problem
+            skipped.append((str(path), str(err) if plain else f"{type(err).__name__}: {err}"))
             continue
         if rec.n_visits == 0:
             skipped.append((str(path), "no visit spectra"))

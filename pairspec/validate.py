@@ -140,8 +140,8 @@ def _chunk_problems(store) -> list[str]:
                 continue
             prefix = f"{arr.path}/" if arr.path else ""
 
-            async def listing(prefix=prefix):
-                return [k async for k in arr.store.list_prefix(prefix + "c")]
+            async def listing(store=arr.store, prefix=prefix):
+                return [k async for k in store.list_prefix(prefix + "c")]
 
             if not arr.store.supports_listing:
                 continue

@@ -130,7 +130,7 @@ def ingest(survey, source: str, store_path: str, workers: int | None = None, bat
             from pairspec.ingest.cluster import ingest_on_dask
 
             with dask_client(dask, n_workers) as client:
-                engine = lambda store_fn, todo, report, masked, bar: ingest_on_dask(  # noqa: E731
+                engine = lambda store_fn, todo, report, masked, bar: ingest_on_dask(
                     client, adapter, store_path, store_fn, todo, batch_size, report, masked, bar, _after_batch)
                 return _run(adapter, source, store_path, adapter_options, limit, chunk, progress, t0, engine, "dask")
         if n_workers > 1 and local is not None and _HAS_FCNTL:

@@ -1,0 +1,54 @@
+"""The denoised-spectra store `pairspec predict --denoised` writes (docs/data-model.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pairspec.grid import LogLinearGrid
+from pairspec.store.layout import _create, _zarr
+
+
+def create_spectra_store(path: str, grid: LogLinearGrid, n_pix: int, attrs: dict | None = None,
+                         chunk: int = 256) -> "SpectraWriter":
+    """A Zarr store of (denoised) spectra: id (spectrum), flux (spectrum, pixel), extra columns."""
+    if n_pix != grid.npix:
+        raise ValueError(f"{path}: n_pix {n_pix} does not match the grid's {grid.npix} pixels")
+    g = _zarr().open_group(path, mode="w")
+    wave = g.create_array("wavelength", shape=(n_pix,), dtype="f8", chunks=(n_pix,), dimension_names=("pixel",))
+    wave[:] = grid.wavelength()
+    _create(g, "id", str, (0,), chunk, ("spectrum",))
+    _create(g, "flux", "f4", (0, n_pix), chunk, ("spectrum", "pixel"))
+    g.attrs.update({"grid": grid.to_dict(), "n": 0, "chunk": chunk, **(attrs or {})})
+    g.attrs["pairspec_spectra_version"] = 1
+    return SpectraWriter(path, g)
+
+
+class SpectraWriter:
+    def __init__(self, path: str, group):
+        self.path, self._g, self.n = path, group, int(group.attrs["n"])
+
+    def append(self, ids: list[str], flux: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> None:
+        flux = np.asarray(flux, dtype=np.float32)
+        if flux.shape != (len(ids), self._g["flux"].shape[1]):
+            raise ValueError(f"{self.path}: flux shape {flux.shape} for {len(ids)} ids")
+        columns = {"id": np.array([str(i) for i in ids], dtype=object), "flux": flux}
+        for name, v in (extra or {}).items():
+            v = np.asarray(v)
+            if v.shape != (len(ids),):
+                raise ValueError(f"{self.path}: extra column {name} has shape {v.shape}, expected ({len(ids)},)")
+            if name not in self._g:
+                if self.n:
+                    raise ValueError(f"{self.path}: extra column {name} appeared after {self.n} rows")
+                dtype = str if v.dtype.kind in "OUS" else v.dtype
+                _create(self._g, name, dtype, (0,), int(self._g.attrs["chunk"]), ("spectrum",))
+            columns[name] = np.array(v, dtype=object) if v.dtype.kind in "OUS" else v
+        end = self.n + len(ids)
+        for name, v in columns.items():
+            arr = self._g[name]
+            arr.resize((end,) + arr.shape[1:])
+            arr[self.n:end] = v
+        self._g.attrs["n"] = end  # commit after the data, as in the pair store
+        self.n = end
+
+    def close(self) -> None:
+        """Nothing is buffered (every append commits); kept so callers can use it like a file."""
