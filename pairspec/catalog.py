@@ -71,8 +71,13 @@ def flag_visits(labels, sigma, snr, frac_bad, label_lo, label_hi, sigma_max, snr
     return labels, sigma, flags
 
 
-def combine_visits(star_index, n_stars, labels, sigma, flags) -> dict:
-    """Inverse-variance mean of each star's visits; sigma = 1/sqrt(sum 1/sigma_i^2).
+def combine_visits(star_index, n_stars, labels, sigma, flags, sigma_visit=None) -> dict:
+    """Inverse-variance mean of each star's visits.
+
+    Without sigma_visit: weights 1/sigma_i^2, sigma = 1/sqrt(sum 1/sigma_i^2) (every error independent).
+    With it (the calibration's split, pairspec.calibration): only the visit part averages down; the star
+    part sigma_star_i^2 = sigma_i^2 - sigma_visit_i^2 is common to a star's visits, so weights are
+    1/sigma_visit_i^2 and sigma = sqrt(1/sum w_i + sum w_i sigma_star_i^2 / sum w_i).
 
     Visits with an EXCLUDED bit are left out. The star flag is the OR of the flags of the visits
     used, or of all its visits plus NO_GOOD_VISITS when none could be used (labels NaN then).
@@ -85,12 +90,16 @@ def combine_visits(star_index, n_stars, labels, sigma, flags) -> dict:
     err = np.full((n_stars, n_label), np.nan)
     n_used = np.bincount(star_index[used], minlength=n_stars)
     has = n_used > 0
+    sigma = np.asarray(sigma, np.float64)
+    sv = sigma if sigma_visit is None else np.asarray(sigma_visit, np.float64)
+    star_var = np.clip(sigma ** 2 - sv ** 2, 0.0, None)
     for k in range(n_label):
-        w = 1.0 / np.asarray(sigma, np.float64)[used, k] ** 2
+        w = 1.0 / sv[used, k] ** 2
         sum_w = np.bincount(star_index[used], weights=w, minlength=n_stars)
         sum_wx = np.bincount(star_index[used], weights=w * np.asarray(labels, np.float64)[used, k], minlength=n_stars)
+        sum_ws = np.bincount(star_index[used], weights=w * star_var[used, k], minlength=n_stars)
         mean[has, k] = sum_wx[has] / sum_w[has]
-        err[has, k] = 1.0 / np.sqrt(sum_w[has])
+        err[has, k] = np.sqrt(1.0 / sum_w[has] + sum_ws[has] / sum_w[has])
 
     star_flag = np.zeros(n_stars, dtype=np.int32)
     np.bitwise_or.at(star_flag, star_index[used], flags[used])

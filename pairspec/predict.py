@@ -173,7 +173,7 @@ def chunk_outputs(predictor, flux, ivar, batch_size: int, denoise: bool) -> dict
         frac_bad = (ivar[:, predictor.grid.usable()] <= 0).mean(axis=1)
     res = {"labels": np.asarray(out["labels"], dtype=np.float64), "sigma": np.asarray(out["sigma"], dtype=np.float64),
            "snr": np.asarray(snr, dtype=np.float64), "frac_bad": np.asarray(frac_bad, dtype=np.float64),
-           "n": len(flux)}
+           "sigma_visit": np.asarray(out.get("sigma_visit", out["sigma"]), dtype=np.float64), "n": len(flux)}
     if denoise:
         res["denoised"] = np.asarray(out["denoised"], dtype=np.float32)
     return res
@@ -193,13 +193,14 @@ def _collect(predictor, pairs, star_ids, writer, advance) -> dict:
 
     star_ids may grow while the chunks are produced (file input); a chunk only names stars already in it.
     """
-    names = ("star", "visit_id", "mjd", "snr_survey", "labels", "sigma", "snr", "frac_bad")
+    names = ("star", "visit_id", "mjd", "snr_survey", "labels", "sigma", "sigma_visit", "snr", "frac_bad")
     cols: dict[str, list] = {k: [] for k in names}
     for c, out in pairs:
         for k in ("star", "visit_id", "mjd", "snr_survey"):
             cols[k].append(np.asarray(c[k]))
         for k in ("labels", "sigma", "snr", "frac_bad"):
             cols[k].append(out[k])
+        cols["sigma_visit"].append(out.get("sigma_visit", out["sigma"]))
         if writer is not None:
             extra = {"star_id": np.asarray(star_ids, dtype=str)[c["star"]], "mjd": np.asarray(c["mjd"], np.float64),
                      "snr": np.asarray(out["snr"], np.float32)}
@@ -209,7 +210,8 @@ def _collect(predictor, pairs, star_ids, writer, advance) -> dict:
         n_label = len(_label_units(predictor)[0])
         empty = {k: np.zeros(0) for k in cols}
         empty.update(star=np.zeros(0, np.int64), visit_id=np.zeros(0, str),
-                     labels=np.zeros((0, n_label)), sigma=np.zeros((0, n_label)))
+                     labels=np.zeros((0, n_label)), sigma=np.zeros((0, n_label)),
+                     sigma_visit=np.zeros((0, n_label)))
         return empty
     return {k: np.concatenate(v) for k, v in cols.items()}
 
@@ -222,7 +224,11 @@ def _file_reader(predictor):
     from pairspec.surveys import file_reader
 
     survey = predictor.schema.survey
+    options = dict((getattr(predictor, "meta", None) or {}).get("adapter_options") or {})
     try:
+        return file_reader(survey, **options)  # read files the way the training store was ingested
+    except ValueError as err:  # an option this version of the adapter does not take: say so, use defaults
+        warnings.warn(f"reading files with the adapter's defaults: {err}", stacklevel=3)
         return file_reader(survey)
     except KeyError as err:
         raise ValueError(f"the model was trained on survey {survey!r}: {err.args[0]}") from err
@@ -240,7 +246,10 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, 
     """Predict every input visit. Returns (visit columns, star ids, survey labels or None, source, skipped).
     cluster: (Dask client, checkpoint path or predictor, device) to run the model on Dask workers."""
     is_store = hasattr(inputs, "visit_spectra")  # an already opened PairStore
-    if not is_store and (not isinstance(inputs, (str, Path)) or str(inputs).lower().endswith(FITS_SUFFIXES)):
+    single_file = isinstance(inputs, (str, Path)) and (str(inputs).lower().endswith(FITS_SUFFIXES)
+                                                       or (Path(str(inputs)).is_file()
+                                                           and not str(inputs).rstrip("/").endswith(".zarr")))
+    if not is_store and (not isinstance(inputs, (str, Path)) or single_file):
         if cluster is not None:
             raise ValueError("predict on Dask reads a pair store; ingest the files into one first "
                              "(pairspec ingest SURVEY SRC STORE), or predict the files without --dask/--scheduler")
@@ -359,7 +368,8 @@ def predict(
         star_ids_arr[star], visits["visit_id"], visits["mjd"], visits["snr"], visits["snr_survey"],
         labels, sigma, flags, visits["frac_bad"], names, units,
     )
-    combined = catalog.combine_visits(star, len(star_ids), labels, sigma, flags)
+    sigma_visit = np.where(np.isfinite(sigma), visits["sigma_visit"], np.nan)  # broken visits stay broken
+    combined = catalog.combine_visits(star, len(star_ids), labels, sigma, flags, sigma_visit)
     snr_max = np.full(len(star_ids), np.nan)
     np.fmax.at(snr_max, star, visits["snr"])
     star_tab = catalog.star_table(star_ids_arr, combined, snr_max, names, units, *(survey or (None, None)))

@@ -164,3 +164,23 @@ def test_unknown_format_and_failed_write_leave_nothing(tmp_path, monkeypatch):
     assert len(calls) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["cat.visits.parquet"]
     assert (tmp_path / "cat.visits.parquet").read_text() == "old catalogue"
+
+
+def test_combine_with_the_split_keeps_the_star_part_from_averaging_down():
+    """Visit errors average down over a star's visits, the common star term does not: with many stars of
+    8 visits each, the combined error must match the scatter of the combined labels around the truth."""
+    rng = np.random.default_rng(3)
+    n_star, n_vis, sv, ss = 4000, 8, 0.1, 0.05
+    star = np.repeat(np.arange(n_star), n_vis)
+    offset = rng.normal(0, ss, n_star)[star]  # one error shared by a star's visits
+    labels = (offset + rng.normal(0, sv, star.size))[:, None]
+    sigma_visit = np.full((star.size, 1), sv)
+    sigma = np.full((star.size, 1), np.hypot(sv, ss))
+    flags = np.zeros(star.size, np.int32)
+    split = catalog.combine_visits(star, n_star, labels, sigma, flags, sigma_visit)
+    naive = catalog.combine_visits(star, n_star, labels, sigma, flags)
+    want = np.hypot(sv / np.sqrt(n_vis), ss)
+    assert np.allclose(split["sigma"], want, rtol=1e-12)
+    z = split["labels"][:, 0] / split["sigma"][:, 0]
+    assert 0.95 < z.std() < 1.05
+    assert (naive["labels"][:, 0] / naive["sigma"][:, 0]).std() > 1.3  # the old rule: errors too small
