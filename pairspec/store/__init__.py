@@ -29,7 +29,14 @@ from pairspec.store.layout import (
     split_of,
 )
 from pairspec.store.pairstore import PairStore
-from pairspec.store.rows import _WRITER, _Arrays, _Key, _Rows, batch_columns, write_batch
+from pairspec.store.rows import (
+    _WRITER,
+    _Arrays,
+    _Key,
+    _Rows,
+    batch_columns,
+    write_batch,
+)
 from pairspec.store.spectra import SpectraWriter, create_spectra_store
 
 __all__ = ["STORE_VERSION", "SPLIT_NAMES", "STAR_ARRAYS", "VISIT_ARRAYS", "ConcurrentWrite", "MissingArray",

@@ -7,7 +7,13 @@ import json
 import numpy as np
 
 from pairspec.chunk_io import ChunkLocks, lock_path, whole_chunks, write_array
-from pairspec.store.layout import _META_COLUMNS, STAR_ARRAYS, VISIT_ARRAYS, _zarr, split_of
+from pairspec.store.layout import (
+    _META_COLUMNS,
+    STAR_ARRAYS,
+    VISIT_ARRAYS,
+    _zarr,
+    split_of,
+)
 from pairspec.surveys.base import StarRecord
 
 
