@@ -227,7 +227,7 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
     if emulator_fit and max_fit > 0:
         from pairspec.surveys import visit_fitter
 
-        fitter = visit_fitter(store.survey)
+        fitter = visit_fitter(store.survey, **dict(store.provenance.get("adapter_options") or {}))
         if fitter is None:
             raise ValueError(f"{store_path}: survey {store.survey!r} has no visit-level fit baseline")
         rng = np.random.default_rng(0)

@@ -274,3 +274,12 @@ def test_read_file_hook_reads_a_lone_mwmvisit(tmp_path):
     rec = adapter.read_file(path)
     assert rec.n_visits == 2 and np.isnan(rec.labels).all()  # no summary for a lone file
     assert rec.snr == pytest.approx(90.0)  # its mwmStar, found in astra's layout
+
+
+def test_visit_fitter_follows_the_instrument_option():
+    from pairspec.surveys import visit_fitter
+    from pairspec.surveys.apogee.fit import EmulatorFit
+
+    assert isinstance(visit_fitter("sdssv", instrument="apogee", site="best"), EmulatorFit)
+    assert visit_fitter("sdssv", instrument="boss") is None
+    assert isinstance(visit_fitter("apogee", strict=True), EmulatorFit)  # options it does not take: ignored

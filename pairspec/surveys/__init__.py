@@ -94,14 +94,23 @@ def get_simulator(name: str):
     return _get(SIMULATOR_GROUP, _BUILTIN_SIMULATORS, name, "simulate")
 
 
-def visit_fitter(name: str):
-    """The survey's visit-level fit baseline (None if its adapter has no `visit_fitter` hook)."""
+def visit_fitter(name: str, **options):
+    """The survey's visit-level fit baseline (None if its adapter has no `visit_fitter` hook, or none for
+    these adapter options, e.g. SDSS-V BOSS spectra). Options the hook does not take are ignored: they are
+    the store's ingest options, most of which say nothing about the fit."""
     try:
         cls = adapter_class(name)
     except KeyError:
         return None
     hook = getattr(cls, "visit_fitter", None)
-    return hook() if hook is not None else None
+    if hook is None:
+        return None
+    import inspect
+
+    params = inspect.signature(hook).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return hook(**options)
+    return hook(**{k: v for k, v in options.items() if k in params})
 
 
 def file_reader(name: str, **options):

@@ -66,6 +66,16 @@ class SdssvAdapter:
 
     name = "sdssv"
 
+    @staticmethod
+    def visit_fitter(instrument="apogee"):
+        """The visit-level baseline: for APOGEE spectra (DR17's grid, pixel bits and emulator) the APOGEE
+        emulator fit; BOSS spectra have no emulator here (None)."""
+        if str(instrument).lower() != "apogee":
+            return None
+        from pairspec.surveys.apogee.fit import EmulatorFit
+
+        return EmulatorFit()
+
     def __init__(self, instrument="apogee", labels=None, pipeline=None, summary=None, site="best",
                  not_in_stack="drop", bad_bits=None, strict=False, drop_bad_rv=True, require_labels=False):
         instrument = str(instrument).lower()
