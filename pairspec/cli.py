@@ -225,6 +225,9 @@ def evaluate(
     emulator_fit: Annotated[bool, typer.Option(help="Also run the visit-level emulator chi-square fit baseline.")] = False,
     max_fit: Annotated[int, typer.Option(help="At most this many visits for the emulator fit.")] = 2000,
     device: Annotated[str, typer.Option(help="Where the networks run: cpu, cuda, or auto.")] = "auto",
+    masses: Annotated[Optional[Path], typer.Option(
+        help="Table of asteroseismic masses (star_id or APOGEE_ID, and mass) for C/N ages of the giants; "
+             "the model must predict c_fe, n_fe, fe_h and logg.")] = None,
 ) -> None:
     """Scatter and bias per label in S/N bins, calibration, cluster spreads, plots: the paper's comparison."""
     from pairspec.evaluate import evaluate as run_evaluate
@@ -236,11 +239,22 @@ def evaluate(
         if not sep:
             _fail(f"--compare expects NAME=CHECKPOINT, got {item!r}")
         others[name] = path
-    metrics = run_evaluate(
-        checkpoint, store, split=split, truth=truth, out_dir=out, compare=others,
-        emulator_fit=emulator_fit, max_fit=max_fit, progress=True, device=_device(device),
-    )
+    try:
+        metrics = run_evaluate(
+            checkpoint, store, split=split, truth=truth, out_dir=out, compare=others,
+            emulator_fit=emulator_fit, max_fit=max_fit, progress=True, device=_device(device), masses=masses,
+        )
+    except (FileNotFoundError, ValueError, PermissionError, IsADirectoryError) as err:
+        _fail(str(err))
+    except KeyError as err:
+        _fail(str(err.args[0]) if err.args else repr(err))
     typer.echo(format_table(metrics))
+    if "cn_ages" in metrics:
+        cn = metrics["cn_ages"]
+        typer.echo(f"C/N ages of {cn['n_test']} giants (calibrated on {cn['n_calibration']}): scatter against the "
+                   f"seismic ages {cn['survey']:.2f} Gyr with the survey labels, "
+                   + ", ".join(f"{m} {v['star']:.2f} (visits S/N < 60: {v['visit_lt60']:.2f})"
+                               for m, v in cn.items() if isinstance(v, dict)) + " Gyr")
     typer.echo(f"report written to {out}/")
 
 

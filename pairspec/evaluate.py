@@ -207,16 +207,24 @@ def _star_mean(values, star, n_star):
 
 def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report", compare=None,
              emulator_fit=False, max_fit=2000, snr_edges=M.DEFAULT_SNR_EDGES, progress=True,
-             batch_size=256, chunk=512, plots=True, device="auto") -> dict:
+             batch_size=256, chunk=512, plots=True, device="auto", masses=None) -> dict:
     """Evaluate a TSN checkpoint (and `compare` checkpoints, and optionally the EmulatorFit baseline)
     on the visits of `split` ("train", "val", "test" or "all"). Returns the metrics dict. `device`:
-    where the networks run ("auto": CUDA when there is one)."""
+    where the networks run ("auto": CUDA when there is one). `masses`: a table of asteroseismic masses by
+    star id; with it, C/N ages of the giants (pairspec.evaluate_cn) go into metrics["cn_ages"]."""
     from pairspec.store import open_store
 
     store = open_store(str(store_path)) if isinstance(store_path, (str, Path)) else store_path
     predictor = _load_predictor(checkpoint, device)
     others = {name: _load_predictor(c, device) for name, c in (compare or {}).items()}
     names = list(predictor.schema.names)
+    if masses is not None:
+        from pairspec.evaluate_cn import NEEDED
+
+        lacking = [n for n in NEEDED if n not in names]
+        if lacking:
+            raise ValueError(f"--masses: C/N ages need the labels {', '.join(NEEDED)}; {checkpoint} does not "
+                             f"predict {', '.join(lacking)}")
     stars, visits = store.star_table(), store.visit_table()
     star_sel = _select_stars(stars, split)
     if star_sel.size == 0:
@@ -238,6 +246,11 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
 
         true_star, cluster = read_truth(truth, stars["id"], names)
         truth_spectra = read_truth_spectra(truth, stars["id"], star_sel)
+    mass = None
+    if masses is not None:  # also read before the long part
+        from pairspec.evaluate_cn import read_masses
+
+        mass = read_masses(masses, stars["id"])
     from pairspec.evaluate_spectra import SpectrumScores
 
     spectra = SpectrumScores(store.grid, truth_spectra)
@@ -254,6 +267,10 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
     metrics = _metrics(names, predictor.schema.units, methods, refs, star, snr, snr_edges, cluster, survey, recon, store.n_stars)
     metrics.update({"split": split, "n_stars": int(star_sel.size), "n_visits": int(rows.size),
                     "store": str(store_path), "checkpoint": str(checkpoint), "spectra": spectra.result(snr_edges)})
+    if mass is not None:
+        from pairspec.evaluate_cn import cn_age_metrics
+
+        metrics["cn_ages"] = cn_age_metrics(mass, stars["id"], names, methods, survey, star, snr)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1, allow_nan=True))

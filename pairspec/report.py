@@ -118,6 +118,14 @@ def write_report(path, metrics, figures=()) -> None:
                         + [f"{_fmt(c['separation'], '')} ({_fmt(c['separation_truth'], '')})",
                            _fmt(c["detrended_slope"], "")])
         L += [_md_table(head, rows), ""]
+    if metrics.get("cn_ages"):
+        cn = metrics["cn_ages"]
+        L += ["## C/N ages of giants (against the ages of the seismic masses)", "",
+              f"Mass([C/N], [Fe/H]) calibrated on {cn['n_calibration']} giants with the survey labels, scored on "
+              f"{cn['n_test']} others: robust scatter in Gyr (survey labels: {_fmt(cn['survey'], '')}).", "",
+              _md_table(["method", "per star", "single visits S/N < 60"],
+                        [[m, _fmt(v["star"], ""), _fmt(v["visit_lt60"], "")] for m, v in cn.items()
+                         if isinstance(v, dict)]), ""]
     L += ["## Mean intra-cluster dispersion (stars, clusters with >= 3 members)", ""]
     L += [_md_table(["source"] + metrics["labels"],
                     [[src] + [f"{_fmt(c['mean_sigma'], '')} ({c['n_clusters']})" for c in per.values()]

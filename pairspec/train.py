@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,22 @@ def load_twins(config: RunConfig, run: RunContext) -> Twins:
         raise ValueError(f"{config.data.store}: {n_train} train twins, fewer than train.batch_size "
                          f"{config.train.batch_size}")
     no_label = [n for n, v in zip(schema.names, np.asarray(stats.lo)) if not np.isfinite(v)]
+    if no_label and config.data.labels is None:  # "all labels": all the store has values for
+        keep = [n for n in schema.names if n not in no_label]
+        if not keep:
+            raise ValueError(f"{config.data.store}: no train twin has a value for any label {schema.names}")
+        warnings.warn(f"{config.data.store}: training {len(keep)} of the store's {len(schema.names)} labels; no train "
+                      f"twin has a value for {', '.join(no_label)} (set data.labels to choose)", stacklevel=2)
+        sub = [schema.index(n) for n in keep]
+        cols, schema = (sub if cols is None else [cols[i] for i in sub]), schema.subset(keep)
+        val_twins = _with_labels(val_twins, sub)
+        if streaming:
+            train_twins.label_cols = cols
+            stats = train_twins.label_stats()
+        else:
+            train_twins = _with_labels(train_twins, sub)
+            stats = data.compute_label_stats(train_twins.labels)
+        no_label = []
     if no_label and not streaming:
         raise ValueError(f"{config.data.store}: no train twin has a value for {no_label}; "
                          "drop them from data.labels")

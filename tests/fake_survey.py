@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pairspec.grid import LogLinearGrid
-from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 from pairspec.surveys.base import (
     AdapterError,
     Discovery,
@@ -60,7 +60,7 @@ def make_record(star_id: str, source: str, npix: int = 64) -> StarRecord:
 class FakeAdapter:
     name = "fake"
     release = "t1"
-    schema = APOGEE_DR17_SCHEMA
+    schema = APOGEE_CORE_SCHEMA
     grid = FAKE_GRID
 
     def discover(self, source: str) -> Discovery:

@@ -17,7 +17,7 @@ from pairspec.surveys.apogee.adapter import (
     read_apstar,
 )
 from pairspec.surveys.apogee.layout import APOGEE_GRID
-from pairspec.surveys.base import SurveyAdapter, recompute_snr
+from pairspec.surveys.base import AdapterError, SurveyAdapter, recompute_snr
 
 pytestmark = REQUIRES_REAL
 
@@ -119,8 +119,9 @@ def test_multi_visit_star_matches_the_file(tmp_path):
     assert rec.visit_id == [f"apVisit-dr17-5815-{m}.fits" for m in ("56396-212", "56433-221", "56434-221")]
     assert rec.visit_fiber.tolist() == [212, 221, 221]
 
-    np.testing.assert_allclose(rec.labels, [4500.0, 2.5, -0.2, 0.1], rtol=1e-6)
-    np.testing.assert_allclose(rec.label_err, [80.0, 0.05, 0.01, 0.02], rtol=1e-6)
+    np.testing.assert_allclose(rec.labels[:4], [4500.0, 2.5, -0.2, 0.1], rtol=1e-6)
+    assert np.isnan(rec.labels[4:]).all()  # this allStar has no M_H, ALPHA_M or other abundance columns
+    np.testing.assert_allclose(rec.label_err[:4], [80.0, 0.05, 0.01, 0.02], rtol=1e-6)
     assert rec.snr == pytest.approx(154.2)
     assert rec.meta["field"] == "000+02" and rec.meta["telescope"] == "apo25m"
     assert rec.meta["member"] == "bulge" and rec.meta["nvisits_header"] == 3
@@ -139,7 +140,7 @@ def test_single_visit_star_is_row_zero(tmp_path):
     # SNRVIS1 is 0 in DR17 single-visit files: the header SNR of row 0 stands in
     assert rec.visit_snr_survey[0] == pytest.approx(137.49, abs=0.01)
     assert rec.visit_snr[0] == pytest.approx(recompute_snr(rec.coadd_flux, rec.coadd_ivar)[0])
-    assert rec.label_flags.tolist() == [0, 0, 2, 0] and rec.labels[0] == 5100.0
+    assert rec.label_flags[:4].tolist() == [0, 0, 2, 0] and rec.labels[0] == 5100.0
 
 
 def test_strict_masks_persistence_and_skylines(tmp_path):
@@ -212,4 +213,32 @@ def test_registry_gives_the_adapter():
     adapter = get_adapter("APOGEE", strict=True)
     assert isinstance(adapter, ApogeeDR17Adapter) and isinstance(adapter, SurveyAdapter)
     assert adapter.name == "apogee" and adapter.release == "dr17" and 12 in adapter.bad_bits
-    assert adapter.schema.names == ["teff", "logg", "fe_h", "mg_fe"] and adapter.grid is APOGEE_GRID
+    names = adapter.schema.names
+    assert names[:4] == ["teff", "logg", "fe_h", "mg_fe"] and adapter.grid is APOGEE_GRID
+    assert len(names) == 27 and {"m_h", "alpha_m", "c_fe", "n_fe", "ce_fe", "yb_fe"} <= set(names)  # DR17's labels
+
+
+def test_every_dr17_label_column_is_kept_and_missing_ones_are_nan(tmp_path):
+    """An allStar with C_FE and N_FE (the C/N-age labels) gives them to the store; one without them (another
+    release, a custom table) is ingested with them NaN and a warning; asking for one by name is an error."""
+    from astropy.table import Table
+
+    root = make_tree(tmp_path)
+    path = root / "allStar-dr17-synspec_rev1.fits"
+    t = Table.read(path, hdu=1)
+    t["C_FE"] = np.float32([0.12, -0.05][: len(t)] + [0.0] * max(0, len(t) - 2))
+    t["C_FE_ERR"] = np.full(len(t), 0.02, np.float32)
+    t["N_FE"] = np.full(len(t), 0.30, np.float32)
+    t.write(path, overwrite=True)
+    adapter = ApogeeDR17Adapter()
+    with pytest.warns(UserWarning, match="NaN in the store") as caught:
+        unit = adapter.discover(root).units[0]
+    absent = str(caught[0].message).split("present; ")[1].split(" are NaN")[0].split(", ")
+    assert "C_FE" not in absent and "N_FE" not in absent and "O_FE" in absent
+    rec = adapter.read(unit)
+    names = adapter.schema.names
+    assert rec.labels[names.index("n_fe")] == pytest.approx(0.30)
+    assert np.isfinite(rec.labels[names.index("c_fe")]) and rec.label_err[names.index("c_fe")] == pytest.approx(0.02)
+    assert np.isnan(rec.labels[names.index("o_fe")])
+    with pytest.raises(AdapterError, match="O_FE"):
+        ApogeeDR17Adapter(labels=["teff", "o_fe"]).discover(root)

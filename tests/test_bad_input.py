@@ -77,6 +77,10 @@ CORPUS = [
      "unknown catalogue format"),
     ("predict: --dask with files", lambda w: ["predict", w / "best.pt", w / "apStar-dr17-2MNOTASPECTRUM.fits", "-o",
                                               w / "o13.fits", "--dask", "local:1"], "predict on Dask reads a pair store"),
+    ("evaluate: --masses for a model without c_fe/n_fe", lambda w: ["evaluate", w / "best.pt", w / "s.zarr",
+                                                                    "--masses", w / "catalog.fits",
+                                                                    "-o", w / "rep"],
+     "C/N ages need the labels"),
     ("info: regular file", lambda w: ["info", w / "regular.zarr"], "regular.zarr: is a file"),
     ("info: truncated checkpoint", lambda w: ["info", w / "truncated.pt"], "truncated.pt: not a readable"),
     ("validate: regular file", lambda w: ["validate", w / "regular.zarr"], "regular.zarr: is a file"),
@@ -162,7 +166,7 @@ def test_validate_reports_problems_with_exit_code_1(world, tmp_path):
 
 
 def test_empty_new_store_then_validate(tmp_path):
-    from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+    from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 
-    create_store(str(tmp_path / "e.zarr"), "fake", "t1", FakeAdapter.grid, APOGEE_DR17_SCHEMA)
+    create_store(str(tmp_path / "e.zarr"), "fake", "t1", FakeAdapter.grid, APOGEE_CORE_SCHEMA)
     assert runner.invoke(app, ["validate", str(tmp_path / "e.zarr")]).exit_code == 0

@@ -9,7 +9,7 @@ from pairspec import data, preprocess
 from pairspec.grid import LogLinearGrid
 from pairspec.pairs import leave_one_out
 from pairspec.preprocess import normalize
-from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA, APOGEE_GRID
+from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA, APOGEE_GRID
 from pairspec.surveys.base import StarRecord
 
 GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=400, blocks=((10, 190), (210, 390)))
@@ -55,7 +55,7 @@ def store(tmp_path_factory):
     recs = [r for r, _ in built]
     recs[6].visit_ivar[2] = 0.0  # an all-bad visit: dropped as an input, ignored in others' targets
     path = tmp_path_factory.mktemp("twins") / "s.zarr"
-    s = create_store(str(path), "fake", "t1", GRID, APOGEE_DR17_SCHEMA, chunk=4)
+    s = create_store(str(path), "fake", "t1", GRID, APOGEE_CORE_SCHEMA, chunk=4)
     s.append(recs[:5])
     s.append(recs[5:])
     s.truth = np.stack([t for _, t in built])

@@ -20,7 +20,7 @@ from pairspec.config import (
 )
 from pairspec.grid import LogLinearGrid
 from pairspec.models import create_model
-from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 
 L = 128
 
@@ -44,7 +44,7 @@ def fake_twins(n, seed):
 
 
 def fake_load(cfg):
-    return fake_twins(32, 0), fake_twins(16, 1), APOGEE_DR17_SCHEMA, LogLinearGrid(4.179, 6e-6, L)
+    return fake_twins(32, 0), fake_twins(16, 1), APOGEE_CORE_SCHEMA, LogLinearGrid(4.179, 6e-6, L)
 
 
 def make_config(out_dir):

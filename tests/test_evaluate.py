@@ -7,7 +7,7 @@ import torch
 from pairspec import evaluate as E
 from pairspec.store import create_store
 from pairspec.surveys.apogee.layout import (
-    APOGEE_DR17_SCHEMA,
+    APOGEE_CORE_SCHEMA,
     APOGEE_GRID,
     aspcap7214_index,
 )
@@ -31,7 +31,7 @@ def _truth(rng):
 class FakePredictor:
     """Reads the star index from pixel 0 (outside the chips) and returns truth + offset + noise."""
 
-    schema = APOGEE_DR17_SCHEMA
+    schema = APOGEE_CORE_SCHEMA
 
     def __init__(self, truth, scale=1.0, seed=1):
         self.truth, self.scale, self.rng = truth, scale, np.random.default_rng(seed)
@@ -53,7 +53,7 @@ def _build(tmp_path, emulator_spectra=False):
     rng = np.random.default_rng(0)
     truth = _truth(rng)
     survey = truth + np.array([15.0, 0.03, 0.01, 0.01]) * rng.normal(size=truth.shape)
-    store = create_store(str(tmp_path / "store.zarr"), "apogee", "dr17", APOGEE_GRID, APOGEE_DR17_SCHEMA)
+    store = create_store(str(tmp_path / "store.zarr"), "apogee", "dr17", APOGEE_GRID, APOGEE_CORE_SCHEMA)
     clean = None
     if emulator_spectra:
         from pairspec.surveys.apogee.fit import EmulatorFit

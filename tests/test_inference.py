@@ -9,11 +9,11 @@ from pairspec.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from pairspec.grid import LogLinearGrid
 from pairspec.inference import LabelPredictor
 from pairspec.models import create_model, preset_kwargs
-from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 
 torch.set_num_threads(1)
 GRID = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=300, blocks=((10, 140), (160, 290)))
-SCHEMA = APOGEE_DR17_SCHEMA.subset(["teff", "logg"])
+SCHEMA = APOGEE_CORE_SCHEMA.subset(["teff", "logg"])
 
 
 def make_checkpoint(path, calibration=None, seed=0):

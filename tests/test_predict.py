@@ -17,7 +17,7 @@ from astropy.table import Table
 from pairspec import catalog
 from pairspec.grid import LogLinearGrid
 from pairspec.predict import predict
-from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 from pairspec.surveys.base import StarRecord, recompute_snr
 
 NPIX = 32
@@ -29,7 +29,7 @@ class FakePredictor:
     """labels = affine functions of the mean good-pixel flux; sigma ~ 1/S/N. Fails after `fail_after` calls."""
 
     def __init__(self, fail_after=None, grid=GRID):
-        self.schema = APOGEE_DR17_SCHEMA
+        self.schema = APOGEE_CORE_SCHEMA
         self.label_names = self.schema.names
         self.grid = grid
         self.label_lo = np.array([3500.0, 0.0, -2.5, -0.5])
@@ -57,7 +57,7 @@ class FakeStore:
 
     def __init__(self, n_stars=7, seed=0):
         rng = np.random.default_rng(seed)
-        self.grid, self.schema = GRID, APOGEE_DR17_SCHEMA
+        self.grid, self.schema = GRID, APOGEE_CORE_SCHEMA
         n_vis = rng.integers(1, 6, n_stars)
         n_vis[3] = 0  # a star without visits
         star = np.repeat(np.arange(n_stars), n_vis)
@@ -268,7 +268,7 @@ def test_real_pair_store_and_spectra_store(tmp_path):
 
     from pairspec.store import create_store, open_store
 
-    store = create_store(str(tmp_path / "s.zarr"), "fake", "t1", FAKE_GRID, APOGEE_DR17_SCHEMA, {"source": "x"},
+    store = create_store(str(tmp_path / "s.zarr"), "fake", "t1", FAKE_GRID, APOGEE_CORE_SCHEMA, {"source": "x"},
                          chunk=4)
     store.append([make_record(f"2M{i:05d}", f"u/{i:05d}") for i in range(9)])
     predictor = FakePredictor(grid=FAKE_GRID)

@@ -8,7 +8,7 @@ import pytest
 from test_sdssv_files import BOSS_NPIX, aspcap_row, visit, write_mwm, write_summary
 
 from pairspec.surveys import get_adapter
-from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA, APOGEE_GRID
+from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA, APOGEE_GRID
 from pairspec.surveys.base import AdapterError
 from pairspec.surveys.sdssv import SdssvAdapter
 from pairspec.surveys.sdssv.layout import LABEL_FLAG_WARN, STAR_FLAG_BAD, STAR_FLAG_WARN
@@ -34,8 +34,8 @@ def read_one(root, **options):
 def test_apogee_store_is_dr17_compatible():
     a = get_adapter("sdssv")
     assert a.grid == APOGEE_GRID  # same grid and chip blocks: a DR17 checkpoint's input
-    assert a.schema.names == APOGEE_DR17_SCHEMA.names and a.schema.units == APOGEE_DR17_SCHEMA.units
-    assert [(x.lo, x.hi) for x in a.schema.labels] == [(x.lo, x.hi) for x in APOGEE_DR17_SCHEMA.labels]
+    assert a.schema.names == APOGEE_CORE_SCHEMA.names and a.schema.units == APOGEE_CORE_SCHEMA.units
+    assert [(x.lo, x.hi) for x in a.schema.labels] == [(x.lo, x.hi) for x in APOGEE_CORE_SCHEMA.labels]
     boss = get_adapter("sdssv", instrument="boss")
     assert boss.grid.npix == 4648 and abs(boss.grid.wavelength()[0] - 3566.97) < 0.01
     with pytest.raises(ValueError, match="instrument"):

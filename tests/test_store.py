@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_survey import FAKE_GRID, make_record  # noqa: E402
 
 from pairspec.store import create_spectra_store, create_store, open_store, split_of  # noqa: E402
-from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA  # noqa: E402
+from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA  # noqa: E402
 
 
 def _records(n, start=0):
@@ -19,7 +19,7 @@ def _records(n, start=0):
 
 
 def _new(path, chunk=4):
-    return create_store(str(path), "fake", "t1", FAKE_GRID, APOGEE_DR17_SCHEMA, {"source": "x"}, chunk=chunk)
+    return create_store(str(path), "fake", "t1", FAKE_GRID, APOGEE_CORE_SCHEMA, {"source": "x"}, chunk=chunk)
 
 
 def test_round_trip_values_exact(tmp_path):

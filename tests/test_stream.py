@@ -18,7 +18,7 @@ from pairspec.config import (
     TrainSection,
 )
 from pairspec.grid import LogLinearGrid
-from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 
 torch.set_num_threads(1)
 NPIX = 300
@@ -33,7 +33,7 @@ def store(tmp_path_factory):
     from pairspec.store import create_store
 
     path = tmp_path_factory.mktemp("stream") / "s.zarr"
-    s = create_store(str(path), "apogee", "dr17", GRID, APOGEE_DR17_SCHEMA, chunk=16)
+    s = create_store(str(path), "apogee", "dr17", GRID, APOGEE_CORE_SCHEMA, chunk=16)
     rng, records = np.random.default_rng(0), []
     for i in range(40):
         lab = np.array([rng.uniform(4000, 6000), rng.uniform(1, 4), rng.uniform(-1, 0.3),
@@ -204,7 +204,7 @@ class Val:
 @pytest.fixture
 def fake_stream(monkeypatch):
     def load(cfg):
-        return ArrayStream(learnable(48, 0)), Val(learnable(16, 1)), APOGEE_DR17_SCHEMA, GRID
+        return ArrayStream(learnable(48, 0)), Val(learnable(16, 1)), APOGEE_CORE_SCHEMA, GRID
     monkeypatch.setattr(T, "_load_stream", load)
 
 

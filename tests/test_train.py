@@ -19,7 +19,7 @@ from pairspec.config import (
 )
 from pairspec.grid import LogLinearGrid
 from pairspec.models import create_model
-from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 
 torch.set_num_threads(1)
 L = 256
@@ -65,7 +65,7 @@ def config(tmp_path, name="run", model=None, **train):
 @pytest.fixture
 def fake_store(monkeypatch):
     def load(cfg):
-        return fake_twins(48, 0), fake_twins(40, 1), APOGEE_DR17_SCHEMA, GRID
+        return fake_twins(48, 0), fake_twins(40, 1), APOGEE_CORE_SCHEMA, GRID
     monkeypatch.setattr(T, "_load_data", load)
     return monkeypatch
 
@@ -139,7 +139,7 @@ def test_nonfinite_step_is_skipped_and_weights_unchanged():
 
 def test_training_gives_up_after_max_nonfinite(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "_load_data", lambda cfg: (fake_twins(48, 0, True), fake_twins(16, 1),
-                                                      APOGEE_DR17_SCHEMA, GRID))
+                                                      APOGEE_CORE_SCHEMA, GRID))
     with pytest.raises(FloatingPointError, match="3 consecutive non-finite"):
         T.train(config(tmp_path, max_nonfinite=3), progress=False)
 
@@ -193,7 +193,7 @@ def build_store(path, n_stars=40, n_visits=3, npix=300, seed=0):
     from pairspec.store import create_store
 
     grid = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=npix, blocks=((10, npix - 10),))
-    store = create_store(str(path), "apogee", "dr17", grid, APOGEE_DR17_SCHEMA)
+    store = create_store(str(path), "apogee", "dr17", grid, APOGEE_CORE_SCHEMA)
     rng, records = np.random.default_rng(seed), []
     for i in range(n_stars):
         lab = np.array([rng.uniform(4000, 6000), rng.uniform(1, 4), rng.uniform(-1, 0.3), rng.uniform(-0.1, 0.4)],

@@ -20,9 +20,9 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def fake_store(monkeypatch):
-    from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+    from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 
-    monkeypatch.setattr(T, "_load_data", lambda cfg: (fake_twins(96, 0), fake_twins(64, 1), APOGEE_DR17_SCHEMA, GRID))
+    monkeypatch.setattr(T, "_load_data", lambda cfg: (fake_twins(96, 0), fake_twins(64, 1), APOGEE_CORE_SCHEMA, GRID))
 
 
 def test_ridge_baseline_fits_and_predicts_like_a_model(tmp_path, fake_store):
@@ -126,14 +126,14 @@ def test_init_from_copies_matching_weights(tmp_path, fake_store):
 
 
 def test_denoised_spectra_carry_a_per_pixel_sigma(tmp_path, monkeypatch):
-    from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+    from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 
     def precise(n, seed):  # targets of S/N 100: a one-epoch model misses them by far more than their noise
         tw = fake_twins(n, seed)
         tw.target_w = np.full_like(tw.target_w, 1e4)
         return tw
 
-    monkeypatch.setattr(T, "_load_data", lambda cfg: (precise(96, 0), precise(64, 1), APOGEE_DR17_SCHEMA, GRID))
+    monkeypatch.setattr(T, "_load_data", lambda cfg: (precise(96, 0), precise(64, 1), APOGEE_CORE_SCHEMA, GRID))
     best = T.train(config(tmp_path, "den", epochs=1), progress=False)
     prof = read_meta(best)["denoise_sigma"]
     table = np.asarray(prof["sigma"])

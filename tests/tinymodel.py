@@ -9,9 +9,9 @@ from fake_survey import MODEL_GRID
 from pairspec import data
 from pairspec.checkpoint import save_checkpoint
 from pairspec.models import create_model, preset_kwargs
-from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA
+from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 
-SCHEMA = APOGEE_DR17_SCHEMA.subset(["teff", "logg"])
+SCHEMA = APOGEE_CORE_SCHEMA.subset(["teff", "logg"])
 
 
 def make_checkpoint(path, seed: int = 0, grid=MODEL_GRID):

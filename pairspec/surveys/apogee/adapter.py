@@ -23,7 +23,11 @@ from pairspec.surveys.apogee.bits import (
     clean_row,
     has_bit,
 )
-from pairspec.surveys.apogee.layout import APOGEE_DR17_SCHEMA, APOGEE_GRID
+from pairspec.surveys.apogee.layout import (
+    APOGEE_CORE_LABELS,
+    APOGEE_DR17_SCHEMA,
+    APOGEE_GRID,
+)
 from pairspec.surveys.base import (
     AdapterError,
     Discovery,
@@ -199,7 +203,7 @@ class ApogeeDR17Adapter:
     drop_duplicates: skip allStar rows with EXTRATARG bit 4 (non-primary duplicates).
     star_bad: ASPCAPFLAG STAR_BAD stars are kept with NaN labels ("nan_labels", default, so their
     visits still make twins), kept with their labels ("keep") or skipped ("drop").
-    require_labels: skip allStar rows with any schema label missing.
+    require_labels: skip allStar rows missing any of `labels` (default: teff, logg, fe_h, mg_fe).
     labels: subset of APOGEE_DR17_SCHEMA names; stars_dir: telescope folders if not beside allStar.
     """
 
@@ -211,6 +215,7 @@ class ApogeeDR17Adapter:
         if star_bad not in STAR_BAD_POLICIES:
             raise ValueError(f"star_bad={star_bad!r}; choose one of {STAR_BAD_POLICIES}")
         self.schema = APOGEE_DR17_SCHEMA.subset(list(labels)) if labels else APOGEE_DR17_SCHEMA
+        self.labels_asked = bool(labels)  # asked by name: an allStar without one is an error, not NaN
         self.grid = APOGEE_GRID
         bits = set(PIXMASK_BAD_BITS if bad_bits is None else bad_bits)
         if strict:
@@ -231,8 +236,13 @@ class ApogeeDR17Adapter:
         extra_cols = [c.upper() for lab in self.schema.labels for c in (lab.err_column, lab.flag_column) if c]
         cols, n_rows = _read_allstar(allstar, list(_REQUIRED + _OPTIONAL) + label_cols + extra_cols)
         missing = [c for c in label_cols if c not in cols]
-        if missing:
-            raise AdapterError(str(allstar), f"allStar lacks label column(s) {missing} needed by the schema")
+        if missing and (self.labels_asked or len(missing) == len(label_cols)):
+            raise AdapterError(str(allstar), f"allStar lacks label column(s) {missing}"
+                               + (" asked for by labels=" if self.labels_asked else " (it has none of the schema's)"))
+        self._present = [i for i, c in enumerate(label_cols) if c in cols]  # require_labels checks these
+        if missing:  # another release or a custom table: ingest what is there
+            warnings.warn(f"{allstar}: {len(label_cols) - len(missing)} of the {len(label_cols)} DR17 label columns "
+                          f"present; {', '.join(missing)} are NaN in the store", stacklevel=2)
 
         on_disk = _scan_tree(root)
         referenced: set[str] = set()
@@ -273,8 +283,11 @@ class ApogeeDR17Adapter:
             return "ASPCAPFLAG STAR_BAD"
         if self.require_labels:
             labels, _, _, _ = self._labels(row)
-            if np.isnan(labels).any():
-                lost = [n for n, v in zip(self.schema.names, labels) if np.isnan(v)]
+            # the labels asked for by name, else the four core ones, where this allStar has their columns
+            present = getattr(self, "_present", range(len(labels)))
+            wanted = [i for i in present if self.labels_asked or self.schema.names[i] in APOGEE_CORE_LABELS]
+            lost = [self.schema.names[i] for i in wanted if np.isnan(labels[i])]
+            if lost:
                 return f"missing labels: {', '.join(lost)}"
         return None
 

@@ -20,6 +20,13 @@ def aspcap7214_index() -> np.ndarray:
     return np.concatenate([np.arange(a, b) for a, b in ASPCAP_7214_BLOCKS])
 
 
+# DR17 allStar's named ASPCAP labels (formats.md 1.9): the four the shipped emulator and simulator know
+# first, then the overall metallicity and alpha, then every element abundance DR17 publishes, each with its
+# _ERR and _FLAG columns. Ingest keeps every one the allStar has (the others are NaN, with a warning);
+# a recipe's data.labels chooses what to train.
+APOGEE_CORE_LABELS = ("teff", "logg", "fe_h", "mg_fe")
+APOGEE_ABUNDANCES = ("c_fe", "ci_fe", "n_fe", "o_fe", "na_fe", "al_fe", "si_fe", "p_fe", "s_fe", "k_fe", "ca_fe",
+                     "ti_fe", "tiii_fe", "v_fe", "cr_fe", "mn_fe", "co_fe", "ni_fe", "cu_fe", "ce_fe", "yb_fe")
 APOGEE_DR17_SCHEMA = LabelSchema(
     survey="apogee",
     labels=(
@@ -27,8 +34,12 @@ APOGEE_DR17_SCHEMA = LabelSchema(
         Label("logg", "dex", -1.0, 6.0, "LOGG", "LOGG_ERR"),
         Label("fe_h", "dex", -5.0, 1.5, "FE_H", "FE_H_ERR", "FE_H_FLAG"),
         Label("mg_fe", "dex", -1.5, 2.0, "MG_FE", "MG_FE_ERR", "MG_FE_FLAG"),
-    ),
+        Label("m_h", "dex", -5.0, 1.5, "M_H", "M_H_ERR"),
+        Label("alpha_m", "dex", -1.5, 2.0, "ALPHA_M", "ALPHA_M_ERR"),
+    ) + tuple(Label(name, "dex", -3.0, 3.0, name.upper(), f"{name.upper()}_ERR", f"{name.upper()}_FLAG")
+              for name in APOGEE_ABUNDANCES),
 )
+APOGEE_CORE_SCHEMA = APOGEE_DR17_SCHEMA.subset(list(APOGEE_CORE_LABELS))
 
 
 def apogee_continuum_pixels() -> np.ndarray:

@@ -184,6 +184,12 @@ def allstar_table(stars: dict, files: list[dict], results: list[dict], seed: int
         cols[k], cols[f"{k}_ERR"] = f32(lab[k]), f32(lab[f"{k}_ERR"])
         if k in ("FE_H", "MG_FE"):
             cols[f"{k}_FLAG"] = np.where(np.isnan(lab[k]) & ~bad, 1, 0).astype(np.int32)
+    # DR17's other abundance columns are there, as in the real file, but NaN: the emulator has no C, N, ...
+    from pairspec.surveys.apogee.layout import APOGEE_ABUNDANCES
+
+    for name in (a.upper() for a in APOGEE_ABUNDANCES):
+        cols[name], cols[f"{name}_ERR"] = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32)
+        cols[f"{name}_FLAG"] = np.zeros(n, dtype=np.int32)
     return cols
 
 
