@@ -16,8 +16,8 @@ def learnable_star(i: int, rng, npix: int, n_visits: int, labels: np.ndarray) ->
     vf = (clean * (1 + rng.normal(size=(n_visits, npix)) / snr)).astype(np.float32)
     vi = ((snr / clean) ** 2 * np.ones((n_visits, 1))).astype(np.float32)
     return StarRecord(
-        star_id=f"2M{i:08d}", source=f"u{i}", labels=labels, label_err=np.full(4, 0.01, np.float32),
-        label_flags=np.zeros(4, np.int64), star_flags=0, coadd_flux=clean.astype(np.float32),
+        star_id=f"2M{i:08d}", source=f"u{i}", labels=labels, label_err=np.full(len(labels), 0.01, np.float32),
+        label_flags=np.zeros(len(labels), np.int64), star_flags=0, coadd_flux=clean.astype(np.float32),
         coadd_ivar=np.full(npix, 1e-2, np.float32), coadd_pixmask=np.zeros(npix, np.int64),
         visit_flux=vf, visit_ivar=vi, visit_pixmask=np.zeros((n_visits, npix), np.int64),
         visit_snr=recompute_snr(vf, vi), visit_snr_survey=np.full(n_visits, np.nan, np.float32),

@@ -221,3 +221,30 @@ def test_end_to_end_on_a_real_store(tmp_path):
     assert np.all((out["labels"][:, 0] > 3000) & (out["labels"][:, 0] < 7000))  # de-standardised to K
     assert np.all(np.isfinite(out["denoised"][:, 10:290])) and np.isnan(out["denoised"][0, 0])
     assert np.allclose(out["snr"], store.visit_table()["snr"][:6], rtol=0.05)
+
+
+def test_all_labels_means_those_the_store_has_values_for(tmp_path):
+    """data.labels null on a store whose schema has a label nobody measured (an abundance column the
+    catalogue lacked): that label is left out with a warning, the others train; asked for, it is an error."""
+    from learnable import learnable_star
+
+    from pairspec.schema import Label, LabelSchema
+    from pairspec.store import create_store
+
+    schema = LabelSchema("apogee", APOGEE_CORE_SCHEMA.labels[:2] + (Label("c_fe", "dex", -3, 3, "C_FE", "C_FE_ERR"),))
+    grid = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=300, blocks=((10, 290),))
+    store = create_store(str(tmp_path / "s.zarr"), "apogee", "dr17", grid, schema)
+    rng = np.random.default_rng(0)
+    store.append([learnable_star(i, rng, 300, 3, np.array([rng.uniform(4000, 6000), rng.uniform(1, 4), np.nan],
+                                                             np.float32)) for i in range(30)])
+    run = RunSection(name="all", out_dir=str(tmp_path / "run"), seed=0)
+    cfg = RunConfig(run=run, data=DataSection(store=str(tmp_path / "s.zarr"), labels=None),
+                    model=ModelSection(preset="tsn_tiny", depth=1), train=TrainSection(epochs=1, batch_size=8, device="cpu"))
+    with pytest.warns(UserWarning, match="no train twin has a value for c_fe"):
+        best = T.train(cfg, progress=False)
+    assert read_meta(best)["label_names"] == ["teff", "logg"]
+    asked = RunConfig(run=RunSection(name="c", out_dir=str(tmp_path / "run2"), seed=0),
+                      data=DataSection(store=str(tmp_path / "s.zarr"), labels=("teff", "c_fe")),
+                      model=ModelSection(preset="tsn_tiny", depth=1), train=TrainSection(epochs=1, batch_size=8, device="cpu"))
+    with pytest.raises(ValueError, match="no train twin has a value for \\['c_fe'\\]"):
+        T.train(asked, progress=False)
