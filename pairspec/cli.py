@@ -270,7 +270,10 @@ def demo(
     (with the visit-level emulator fit on a subset of the test visits), and check the quality bar."""
     from pairspec.demo import run_demo
 
-    run_demo(out, n_stars=stars, epochs=epochs, seed=seed, train_seed=train_seed)
+    try:
+        run_demo(out, n_stars=stars, epochs=epochs, seed=seed, train_seed=train_seed)
+    except (ValueError, FileNotFoundError, PermissionError) as err:
+        _fail(f"{err} (if {out} holds files of an earlier demo, remove it or pick another --out)")
 
 
 @app.command()

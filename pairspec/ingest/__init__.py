@@ -68,7 +68,9 @@ def _open_existing(store_path: str, adapter):
         return None
     if store.survey != adapter.name or store.grid != adapter.grid or store.schema.names != adapter.schema.names:
         raise ValueError(f"{store_path}: store holds {store.survey} {store.release} on a {store.grid.npix}-px grid "
-                         f"with labels {store.schema.names}; the {adapter.name} adapter does not match")
+                         f"with labels {store.schema.names}; the {adapter.name} adapter (labels "
+                         f"{adapter.schema.names}) does not match: ingest into a new store, or choose the store's "
+                         f"labels with the adapter's labels option (--option labels=[...])")
     release = str(getattr(adapter, "release", store.release))
     if release != store.release:
         raise ValueError(f"{store_path}: store holds {store.survey} {store.release}; refusing to append "
