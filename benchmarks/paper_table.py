@@ -20,7 +20,8 @@ from pathlib import Path
 SEED = 20260426
 SIZES = {  # stars, epochs, model preset, emulator-fit visits, max_steps per run (None = all)
     "toy": dict(n_stars=60, epochs=1, preset="tsn_tiny", max_fit=20, max_steps=20, batch_size=16),
-    "cpu": dict(n_stars=1500, epochs=10, preset="tsn_mini", max_fit=300, max_steps=None, batch_size=32),
+    "cpu": dict(n_stars=1500, epochs=10, preset="tsn_mini", max_fit=300, max_steps=None, batch_size=32,
+                embed="local"),  # the CPU precision study's choice (docs/recipes.md, "Precision levers")
     "gpu": dict(n_stars=20000, epochs=40, preset="tsn_base", max_fit=2000, max_steps=None, batch_size=256),
 }
 
@@ -37,7 +38,7 @@ def base_recipe(store: str, out_root: Path, size: dict):
     return RunConfig(
         run=RunSection(name="tsn", out_dir=str(out_root / "tsn"), seed=SEED % 1000),
         data=DataSection(store=store, mode="loo"),
-        model=ModelSection(preset=size["preset"]),
+        model=ModelSection(preset=size["preset"], embed=size.get("embed", "conv")),
         train=TrainSection(epochs=size["epochs"], batch_size=size["batch_size"], max_steps=size["max_steps"],
                            lr=size.get("lr", 2e-3)),
     )
