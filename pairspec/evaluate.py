@@ -58,6 +58,11 @@ def read_truth(path, star_ids, names) -> tuple[np.ndarray, np.ndarray | None]:
         raise ValueError(f"{path}: truth table has none of the model's labels {list(names)} "
                          f"(columns: {', '.join(tab.colnames[:12])}); is it the truth of another survey?")
     ids = np.char.strip(np.asarray(tab[cols[TRUTH_ID]]).astype(str))
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1]
+        raise ValueError(f"{path}: {dup.size} star id(s) appear more than once in the truth table "
+                         f"(e.g. {dup[0]!r}): which row is the truth is ambiguous")
     row = {sid: i for i, sid in enumerate(ids)}
     idx = np.array([row.get(str(s).strip(), -1) for s in star_ids])
     if not (idx >= 0).any():
@@ -66,7 +71,10 @@ def read_truth(path, star_ids, names) -> tuple[np.ndarray, np.ndarray | None]:
     out = np.full((len(star_ids), len(names)), np.nan)
     for k, name in enumerate(names):
         if name in cols:
-            col = np.asarray(tab[cols[name]], dtype=np.float64)
+            try:
+                col = np.ma.filled(np.ma.asarray(tab[cols[name]], dtype=np.float64), np.nan)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{path}: truth column {cols[name]!r} is not numeric ({err})") from err
             out[idx >= 0, k] = col[idx[idx >= 0]]
     cluster = None
     if "cluster" in cols:

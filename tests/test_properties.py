@@ -335,9 +335,6 @@ def test_truth_file_gives_the_file_values_or_a_clear_error(tmp_path, mutations, 
     CHECKED["truth"][1] += 1
 
 
-@pytest.mark.xfail(strict=True, reason="pairspec/evaluate.py read_truth converts a label column with "
-                   "np.asarray(..., float64): a text column raises numpy's 'could not convert string to float' "
-                   "without the file's name (fix reported to evaluate.py's owner: catch it and name path and column)")
 def test_truth_file_with_a_text_label_column_names_the_file(tmp_path):
     from astropy.table import Table
 
@@ -349,8 +346,6 @@ def test_truth_file_with_a_text_label_column_names_the_file(tmp_path):
         read_truth(path, IDS, NAMES)
 
 
-@pytest.mark.xfail(strict=True, reason="pairspec/evaluate.py read_truth keeps the LAST row of a star_id given "
-                   "twice, silently (fix reported: refuse a truth file with duplicate star ids, naming one)")
 def test_truth_file_with_duplicate_star_ids_is_refused(tmp_path):
     from astropy.table import Table
 
