@@ -226,7 +226,7 @@ def evaluate(
     max_fit: Annotated[int, typer.Option(help="At most this many visits for the emulator fit.")] = 2000,
     device: Annotated[str, typer.Option(help="Where the networks run: cpu, cuda, or auto.")] = "auto",
     masses: Annotated[Optional[Path], typer.Option(
-        help="Table of asteroseismic masses (star_id or APOGEE_ID, and mass) for C/N ages of the giants; "
+        help="Table of asteroseismic masses (a column of the store's star ids, and mass) for C/N ages of giants; "
              "the model must predict c_fe, n_fe, fe_h and logg.")] = None,
 ) -> None:
     """Scatter and bias per label in S/N bins, calibration, cluster spreads, plots: the paper's comparison."""

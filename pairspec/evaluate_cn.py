@@ -21,13 +21,13 @@ from pairspec import metrics as M
 
 NEEDED = ("c_fe", "n_fe", "fe_h", "logg")
 GIANT_LOGG_MAX = 3.5
-ID_COLUMNS = ("star_id", "apogee_id", "2mass_id", "sdss_id")
 MASS_COLUMNS = ("mass", "m_cor", "mass_seis", "m_seis")
 
 
 def read_masses(path, star_ids) -> np.ndarray:
     """Mass (Msun) per store star from a table (FITS, CSV, ECSV, VOTable: whatever astropy reads) with a
-    star-id column (star_id, APOGEE_ID, 2MASS_ID or sdss_id) and a mass column (mass, M_cor, mass_seis);
+    mass column (mass, M_cor, mass_seis) and a column of the store's star ids: `star_id`, or else the
+    text column whose values match the most store stars (a survey's own id column, e.g. APOKASC's);
     NaN for stars the table lacks. ValueError naming the file when it cannot be used."""
     from astropy.table import Table
 
@@ -39,12 +39,22 @@ def read_masses(path, star_ids) -> np.ndarray:
     except Exception as err:  # noqa: BLE001 - astropy raises many kinds for unreadable tables
         raise ValueError(f"{path}: not a readable table ({type(err).__name__}: {err})") from err
     lower = {c.lower(): c for c in t.colnames}
-    id_col = next((lower[c] for c in ID_COLUMNS if c in lower), None)
     mass_col = next((lower[c] for c in MASS_COLUMNS if c in lower), None)
-    if id_col is None or mass_col is None:
-        raise ValueError(f"{path}: a masses table needs a star-id column ({', '.join(ID_COLUMNS)}) and a mass "
-                         f"column ({', '.join(MASS_COLUMNS)}); it has {t.colnames}")
-    ids = np.char.strip(np.asarray(t[id_col]).astype(str))
+    if mass_col is None:
+        raise ValueError(f"{path}: a masses table needs a mass column ({', '.join(MASS_COLUMNS)}); "
+                         f"it has {t.colnames}")
+    wanted = {str(s).strip() for s in np.asarray(star_ids).astype(str)}
+    best, best_n = None, 0
+    for name in ([lower["star_id"]] if "star_id" in lower else []) + [c for c in t.colnames if t[c].dtype.kind in "SU"]:
+        n = len(wanted & set(np.char.strip(np.asarray(t[name]).astype(str))))
+        if n > best_n:
+            best, best_n = name, n
+        if name.lower() == "star_id" and n:
+            break
+    if best is None:
+        raise ValueError(f"{path}: none of its {len(t)} rows names a star of the store (no column of its "
+                         f"{t.colnames} holds the store's star ids)")
+    ids = np.char.strip(np.asarray(t[best]).astype(str))
     mass = np.ma.filled(np.ma.asarray(t[mass_col], dtype=np.float64), np.nan)
     row = {s: i for i, s in enumerate(ids)}
     out = np.full(len(star_ids), np.nan)
@@ -52,8 +62,6 @@ def read_masses(path, star_ids) -> np.ndarray:
         i = row.get(s.strip())
         if i is not None and np.isfinite(mass[i]) and mass[i] > 0:
             out[k] = mass[i]
-    if not np.isfinite(out).any():
-        raise ValueError(f"{path}: none of its {len(ids)} stars (column {id_col}) is a star of the store")
     return out
 
 

@@ -48,7 +48,7 @@ def test_read_masses_matches_by_star_id_and_names_the_file(tmp_path):
     Table({"APOGEE_ID": ["2M1"], "radius": [10.0]}).write(bad, format="ascii.csv")
     with pytest.raises(ValueError, match="nomass.csv: a masses table needs"):
         read_masses(bad, ["2M1"])
-    with pytest.raises(ValueError, match="apokasc.csv: none of its 3 stars"):
+    with pytest.raises(ValueError, match="apokasc.csv: none of its 3 rows names a star"):
         read_masses(path, ["2M7"])
     with pytest.raises(ValueError, match="no such masses table"):
         read_masses(tmp_path / "absent.fits", ["2M1"])
