@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pairspec import metrics as M
+from pairspec.evaluate import _star_mean
 
 NEEDED = ("c_fe", "n_fe", "fe_h", "logg")
 GIANT_LOGG_MAX = 3.5
@@ -65,20 +66,6 @@ def read_masses(path, star_ids) -> np.ndarray:
     return out
 
 
-def _per_star(values, star, n_star) -> np.ndarray:
-    """Median of each star's visit values (NaN where a star has none)."""
-    out = np.full(n_star, np.nan)
-    order = np.argsort(star, kind="stable")
-    s, v = star[order], values[order]
-    bounds = np.flatnonzero(np.diff(s)) + 1
-    for chunk_s, chunk_v in zip(np.split(s, bounds), np.split(v, bounds)):
-        if chunk_s.size:
-            ok = np.isfinite(chunk_v)
-            if ok.any():
-                out[chunk_s[0]] = np.median(chunk_v[ok])
-    return out
-
-
 def cn_age_metrics(mass, star_ids, names, methods, survey_star, star, snr) -> dict:
     """{"n_calibration", "n_test", "survey", <method>: {"star", "visit_lt60", "n_visits"}} in Gyr, with
     `mass` per store star, `survey_star` (n_star, K) the survey's labels in `names` order, and for each
@@ -106,7 +93,7 @@ def cn_age_metrics(mass, star_ids, names, methods, survey_star, star, snr) -> di
     for meth, p in methods.items():
         lab = np.asarray(p["labels"], dtype=np.float64)
         cn_v, feh_v = lab[:, k["c_fe"]] - lab[:, k["n_fe"]], lab[:, k["fe_h"]]
-        cn_star, feh_star = _per_star(cn_v, star, len(mass)), _per_star(feh_v, star, len(mass))
+        cn_star, feh_star = _star_mean(np.stack([cn_v, feh_v], axis=1), star, len(mass)).T  # per-star medians
         out[meth] = {"star": M.cn_age_precision(cn_star[test], feh_star[test], age_ref[test], coef),
                      "visit_lt60": M.cn_age_precision(cn_v[low], feh_v[low], age_ref[star[low]], coef)
                      if low.sum() >= 5 else float("nan"),

@@ -198,9 +198,8 @@ def _collect(predictor, pairs, star_ids, writer, advance) -> dict:
     for c, out in pairs:
         for k in ("star", "visit_id", "mjd", "snr_survey"):
             cols[k].append(np.asarray(c[k]))
-        for k in ("labels", "sigma", "snr", "frac_bad"):
+        for k in ("labels", "sigma", "sigma_visit", "snr", "frac_bad"):  # chunk_outputs gives each
             cols[k].append(out[k])
-        cols["sigma_visit"].append(out.get("sigma_visit", out["sigma"]))
         if writer is not None:
             extra = {"star_id": np.asarray(star_ids, dtype=str)[c["star"]], "mjd": np.asarray(c["mjd"], np.float64),
                      "snr": np.asarray(out["snr"], np.float32)}
