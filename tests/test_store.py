@@ -326,3 +326,45 @@ def test_chunk_codec_writes_zarrs_own_bytes_and_merges(tmp_path, dtype, shape):
         write_array(ours, start, block)
         expect[start:start + n] = block
     assert np.asarray(zarr.open_array(str(tmp_path / "g.zarr/ours"), mode="r")[:]).tolist() == expect.tolist()
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, and no `except Exception` catches it."""
+
+
+def test_creation_cut_after_any_write_can_be_redone(tmp_path, monkeypatch):
+    """A kill during create_store lands between two of zarr's (atomic) file writes; after each of them a
+    rerun must make the store, never refuse the half-made one as 'not a pair store' (a CI failure: the
+    marker used to be a second write of the root metadata)."""
+    from zarr.storage import _local
+
+    real, writes = _local._put, []
+
+    def counting(path, value, exclusive=False):
+        writes.append(path)
+        return real(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(_local, "_put", counting)
+    _new(tmp_path / "whole.zarr")
+    n = len(writes)
+    assert n > 5
+    # the first writes, the middle and the last ones (all ~100 would take a minute)
+    for cut in sorted(set(range(6)) | {n // 3, n // 2} | set(range(n - 4, n))):
+        path = tmp_path / f"cut{cut}.zarr"
+        for stop in (cut, max(0, cut - 2)):  # killed after `cut` writes, killed again redoing it
+            done = []
+
+            def dying(p, value, exclusive=False):
+                if len(done) >= stop:  # zarr writes concurrently: every write from the cut on dies
+                    raise _Killed
+                done.append(p)
+                return real(p, value, exclusive=exclusive)
+
+            monkeypatch.setattr(_local, "_put", dying)
+            with pytest.raises(_Killed):
+                _new(path)
+        monkeypatch.setattr(_local, "_put", real)
+        with pytest.raises((ValueError, FileNotFoundError), match="not a pairspec store"):
+            open_store(str(path))
+        _new(path)
+        assert open_store(str(path)).validate() == []

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pairspec.store.pairstore import PairStore
 
 STORE_VERSION = 1
+CREATING_MARKER = ".pairspec-creating"  # a file in a store folder while create_store runs
 SPLIT_NAMES = {0: "train", 1: "val", 2: "test"}
 _INNER = 16  # rows per inner chunk of a spectra shard: one random visit = one small read
 
@@ -69,20 +70,32 @@ def _create(group, name, dtype, shape, chunk, dims):
 def create_store(path: str, survey: str, release: str, grid: LogLinearGrid, schema: LabelSchema,
                  provenance: dict | None = None, chunk: int = 256) -> "PairStore":
     """Create an empty store at `path` (local or fsspec URL). Refuses to overwrite anything but an
-    unfinished pair store (a Zarr group without the version marker): ValueError naming the path."""
+    unfinished pair store (one whose creation was cut off): ValueError naming the path.
+
+    A creation in progress is marked by a file of its own (CREATING_MARKER), written before any Zarr
+    metadata and removed after the version marker: zarr rewrites the root group's metadata, attributes
+    emptied, whenever it makes a child, so a marker among the attributes did not survive a kill mid-way."""
+    import fsspec
+
     zarr = _zarr()
+    fs, root = fsspec.core.url_to_fs(path)
+    marker = f"{root.rstrip('/')}/{CREATING_MARKER}"
     try:
         existing = zarr.open_group(path, mode="r")
     except FileNotFoundError:  # also zarr's GroupNotFoundError: nothing there yet
         existing = None
     if existing is not None and "pairspec_store_version" in existing.attrs:
         raise ValueError(f"{path}: a pair store already exists here; open it with open_store(mode='a')")
-    if existing is not None and not existing.attrs.get("pairspec_creating"):
+    # (the attribute is how stores made before the marker file said so)
+    unfinished = fs.exists(marker) or (existing is not None and bool(existing.attrs.get("pairspec_creating")))
+    if not unfinished and existing is not None:
         raise ValueError(f"{path}: a Zarr group that is not a pair store is here; refusing to overwrite")
-    if existing is None and _occupied(path):
+    if not unfinished and _occupied(path):
         raise ValueError(f"{path}: exists and is not a Zarr group; refusing to overwrite it with a pair store")
-    g = zarr.open_group(path, mode="w")
-    g.attrs["pairspec_creating"] = True  # lets a rerun overwrite a store whose creation was cut off
+    fs.makedirs(root, exist_ok=True)
+    fs.pipe_file(marker, b"a pairspec store is being created here; a rerun of the ingest may overwrite it\n")
+    _clear_children(path, keep=CREATING_MARKER)  # an unfinished creation's remains; the marker stays
+    g = zarr.open_group(path, mode="a")  # (a new group: nothing but the marker file is left)
     dims = {"": (), "pixel": (grid.npix,), "label": (len(schema),)}
     names = {"": (), "pixel": ("pixel",), "label": ("label",)}
     for sub, specs, dim in (("stars", STAR_ARRAYS, "star"), ("visits", VISIT_ARRAYS, "visit")):
@@ -101,9 +114,9 @@ def create_store(path: str, survey: str, release: str, grid: LogLinearGrid, sche
     prov.update(provenance or {})
     attrs = {"survey": survey, "release": release, "grid": grid.to_dict(), "schema": schema.to_dict(),
              "provenance": prov, "chunk": int(chunk), "n_stars": 0, "n_visits": 0, "last_ingest": {},
-             "pairspec_creating": False}
-    g.attrs.update(attrs)
-    g.attrs["pairspec_store_version"] = STORE_VERSION  # the marker, written after everything else
+             "pairspec_store_version": STORE_VERSION}
+    g.update_attributes(attrs)  # one write of the root metadata, after every array, with the version marker
+    fs.rm_file(marker)
     from pairspec.store.pairstore import PairStore
 
     return PairStore(path, g, mode="a")
@@ -196,6 +209,16 @@ def record_problem(rec: StarRecord, npix: int, n_labels: int) -> str | None:
     if (rec.coadd_ivar < 0).any() or (rec.visit_ivar < 0).any():
         return "negative ivar"
     return None
+
+
+def _clear_children(path: str, keep: str) -> None:
+    """Remove everything in the folder at `path` but the entry named `keep`."""
+    import fsspec
+
+    fs, p = fsspec.core.url_to_fs(path)
+    for entry in fs.ls(p, detail=False):
+        if entry.rstrip("/").rsplit("/", 1)[-1] != keep:
+            fs.rm(entry, recursive=True)
 
 
 def _occupied(path: str) -> bool:
