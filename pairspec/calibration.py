@@ -4,7 +4,7 @@ A visit's error against the truth has two parts. One changes from visit to visit
 visit's bad pixels, its continuum): the repeat visits of a star disagree by it. The other is common to
 all visits of a star (what the network gets wrong for that kind of star, and the noise of the survey
 label it learned): repeat visits share it, so it cancels in their difference and does not average down
-when visits are combined. One sigma cannot pass both tests Astra uses on real data (z-scores against
+when visits are combined. One sigma cannot pass both tests a survey pipeline uses on real data (z-scores against
 the reference labels AND from repeat pairs), so the calibration splits it:
 
     sigma_visit = a_k * sigma_net               a_k: 1.4826 MAD of the repeat-pair z-scores

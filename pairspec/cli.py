@@ -87,8 +87,8 @@ def ingest(
         help="Processes that read and write (local store); default: all cores. 1: this process only.")] = None,
     batch_size: Annotated[int, typer.Option(help="Units (stars) per atomic batch appended to the store.")] = 256,
     option: Annotated[Optional[list[str]], typer.Option(
-        "--option", help="Adapter option KEY=VALUE, repeatable (e.g. APOGEE: --option strict=true also treats "
-                         "persistence and sky-line bits as bad; see docs/surveys.md).")] = None,
+        "--option", help="Adapter option KEY=VALUE, repeatable: what each survey's adapter takes "
+                         "is listed in docs/surveys.md.")] = None,
     strict: Annotated[bool, typer.Option(help="Shorthand for --option strict=true.")] = False,
     limit: Annotated[Optional[int], typer.Option(help="Ingest at most this many stars (for trials; >= 1).")] = None,
     dask: Annotated[Optional[str], typer.Option(help=_DASK_HELP)] = None,
@@ -153,8 +153,8 @@ def train(
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `pairspec train` (best.pt).")],
     inputs: Annotated[list[str], typer.Argument(
-        help="A pair store (path or fsspec URL), or spectrum files of the model's survey (e.g. apStar/asStar "
-             "FITS; globs ok).")],
+        help="A pair store (path or fsspec URL), or spectrum files of the model's survey (the "
+             "files its adapter reads: docs/surveys.md; globs ok).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Catalogue: .fits, .parquet or .ecsv.")] = Path(
         "labels.fits"
     ),

@@ -4,7 +4,7 @@ An unknown key at any level is a ConfigError naming the key and the file; a valu
 is a ConfigError naming the key, the file, the expected type and the value. Relative paths in a
 recipe (data.store, run.out_dir) are resolved against the CURRENT WORKING DIRECTORY at load time,
 not against the recipe's folder, so `pairspec train recipes/demo.yaml` run from the repository root
-finds `demo/apogee.zarr` there. URLs (anything with "://") are left as they are.
+finds the demo store under `demo/` there. URLs (anything with "://") are left as they are.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training data: network inputs from spectra, and twins (input visit, high-S/N target, labels) from a store.
 
-Inputs and targets live on the model pixels (the grid's usable blocks; APOGEE: 7514 px) and are
+Inputs and targets live on the model pixels (the grid's usable blocks, e.g. 7514 px of three detector chips) and are
 continuum-normalised per spectrum with `pairspec.preprocess.normalize`, the same call at training and
 at inference. Targets are normalised flux (continuum ~ 1); the model predicts target - 1.
 """
@@ -207,7 +207,7 @@ class TwinData:
     the combined spectrum (astroNN-style baseline).
 
     In memory is the current design: loading streams star chunks (iter_chunks), but the result is held
-    whole, ~ 3 x 4 x L bytes per twin (90 kB for APOGEE; 10^4 visits ~ 1 GB). `max_stars` caps it;
+    whole, ~ 3 x 4 x L bytes per twin (90 kB for L = 7514 px; 10^4 visits ~ 1 GB). `max_stars` caps it;
     `stars` (increasing star indices) replaces the selection; `device` (a CUDA device) normalises the
     continua there (ChunkReader); `threads` chunks are read at once (default: cores, at most 8). For training on a whole survey, stream instead (recipe data.stream,
     pairspec.stream.TwinStream).

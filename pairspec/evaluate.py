@@ -1,8 +1,8 @@
 """`pairspec evaluate`: TSN and baselines on a store split, against survey labels and (optionally) truth.
 
 Writes out_dir/metrics.json, out_dir/report.md and PNG figures (docs/evaluation.md explains them).
-Residuals are per visit; the reference of a visit is its star's label (the survey's, as the paper
-compares to ASPCAP, or the simulation's truth).
+Residuals are per visit; the reference of a visit is its star's label (the survey pipeline's, as the
+paper compares to them, or the simulation's truth).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import numpy as np
 from pairspec import metrics as M
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-# The paper's visit-level targets against ASPCAP at S/N < 60 (Sun, Chiappini & Nepal 2026).
-PAPER_TARGETS = {"teff": 19.0, "logg": 0.06, "fe_h": 0.03}
 N_EXAMPLES = 3  # example visits kept for the reconstruction figure
 
 
@@ -273,6 +271,9 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
     if cluster is None:
         cluster = np.array([json.loads(m or "{}").get("cluster", "") for m in stars["meta_json"]]).astype(str)
     metrics = _metrics(names, predictor.schema.units, methods, refs, star, snr, snr_edges, cluster, survey, recon, store.n_stars)
+    from pairspec.surveys import paper_targets
+
+    metrics["paper_targets_lt60"] = paper_targets(store.survey)  # the survey's published bar, if any
     metrics.update({"split": split, "n_stars": int(star_sel.size), "n_visits": int(rows.size),
                     "store": str(store_path), "checkpoint": str(checkpoint), "spectra": spectra.result(snr_edges)})
     if mass is not None:
@@ -300,7 +301,7 @@ def _summary(resid) -> dict:
 def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star, recon, n_star) -> dict:
     """The nested metrics dict (see docs/evaluation.md for its layout)."""
     m = {"labels": names, "units": list(units), "snr_edges": [float(e) for e in edges],
-         "snr_bins": M.snr_bin_labels(edges), "paper_targets_lt60": PAPER_TARGETS,
+         "snr_bins": M.snr_bin_labels(edges), "paper_targets_lt60": {},
          "scatter": {}, "slope": {}, "slope_snr20": {}, "chemical_plane": {}, "calibration": {}, "clusters": {},
          "timings": {}}
     a, b = M.repeat_pairs(star)

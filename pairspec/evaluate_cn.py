@@ -1,13 +1,13 @@
 """C/N ages of red giants in `pairspec evaluate --masses TABLE` (the paper's age comparison).
 
 A giant's [C/N] after first dredge-up follows its mass; mass is regressed on ([C/N], [Fe/H]) for giants with
-asteroseismic masses (an APOKASC-like table matched by star id), and age follows from mass
+asteroseismic masses (a catalogue of seismic masses matched by star id), and age follows from mass
 (pairspec.metrics: fit_mass_from_cn, age_from_mass). Here the regression is calibrated on half of the
 evaluated giants with masses (chosen by a hash of the star id) with the survey's own labels, as a survey
 team would calibrate it, and scored on the other half: robust scatter of the C/N age against the age from
 the seismic mass, with the survey's star labels, with each method's per-star label (median of its visits)
 and with each method's single visits at S/N < 60. A method whose [C/N] carries more of the truth gives
-ages closer to the seismic ones (the paper: 1.70 Gyr with ASPCAP, 1.59 Gyr with TSN, on DR17).
+ages closer to the seismic ones (the paper: 1.70 Gyr with the survey pipeline's labels, 1.59 Gyr with TSN).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ MASS_COLUMNS = ("mass", "m_cor", "mass_seis", "m_seis")
 def read_masses(path, star_ids) -> np.ndarray:
     """Mass (Msun) per store star from a table (FITS, CSV, ECSV, VOTable: whatever astropy reads) with a
     mass column (mass, M_cor, mass_seis) and a column of the store's star ids: `star_id`, or else the
-    text column whose values match the most store stars (a survey's own id column, e.g. APOKASC's);
+    text column whose values match the most store stars (a survey's own id column, as a seismic catalogue has);
     NaN for stars the table lacks. ValueError naming the file when it cannot be used."""
     from astropy.table import Table
 

@@ -203,7 +203,7 @@ def recon_chi2(denoised, target, target_ivar) -> np.ndarray:
 
 # --- C/N ages of giants ------------------------------------------------------------------------
 # The giant-branch [C/N] is set by first dredge-up, which deepens with stellar mass; so mass is
-# regressed on ([C/N], [Fe/H]) for giants with known masses (APOKASC-like), and age follows from
+# regressed on ([C/N], [Fe/H]) for giants with known (asteroseismic) masses, and age follows from
 # mass through the main-sequence lifetime.
 
 

@@ -1,7 +1,7 @@
 """`pairspec predict`: labels, calibrated errors and flags for every visit, and per-star combinations.
 
 Inputs are a pair store (streamed in chunks of batch_size * CHUNK_BATCHES visits, so memory stays
-bounded whatever the store size) or a list of apStar/asStar files (read one by one; a file that
+bounded whatever the store size) or a list of the survey's spectrum files (read one by one by its adapter; a file that
 cannot be read is reported and the rest go on). Tables are built and written by catalog.py.
 """
 
@@ -315,7 +315,7 @@ def predict(
     compile: bool = False,
     dask=None,
 ) -> PredictResult:
-    """Predict every visit of a pair store (path/URL/open store) or of apStar files; write the catalogue.
+    """Predict every visit of a pair store (path/URL/open store) or of spectrum files; write the catalogue.
 
     out_path's extension picks the format: .fits (HDUs VISITS and STARS), .parquet or .ecsv
     (<stem>.visits.<ext> and <stem>.stars.<ext>). See docs/catalogue.md for columns and flags.

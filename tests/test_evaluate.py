@@ -112,7 +112,11 @@ def test_evaluate_with_fake_predictor(tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["scatter"]["tsn"]["truth"]["teff"]["all"]["n"] == 120
     report = (out / "report.md").read_text()
-    assert "Paper targets" in report and "| teff | 19 |" in report
+    assert "Paper targets" in report and "| teff | 19 |" in report  # the apogee adapter's paper_targets
+    from pairspec.report import write_report
+
+    write_report(out / "other.md", {**m, "paper_targets_lt60": {}})  # a survey with no published bar
+    assert "publishes no visit-level targets" in (out / "other.md").read_text()
     for png in ("sigma_vs_snr_truth.png", "sigma_vs_snr_survey.png", "kiel.png", "mgfe_feh.png",
                 "examples.png", "zscores.png", "tsn_vs_reference.png"):
         assert (out / png).stat().st_size > 1000, png
@@ -133,3 +137,10 @@ def test_evaluate_emulator_fit_and_split(tmp_path):
     with pytest.raises(ValueError, match="split"):
         E.evaluate(FakePredictor(truth), str(tmp_path / "store.zarr"), split="nope", out_dir=str(tmp_path / "x"),
                    progress=False, plots=False)
+
+
+def test_paper_targets_come_from_the_survey_adapter():
+    from pairspec.surveys import paper_targets
+
+    assert paper_targets("apogee") == {"teff": 19.0, "logg": 0.06, "fe_h": 0.03}
+    assert paper_targets("lamost") == {} and paper_targets("no_such_survey") == {}

@@ -1,6 +1,6 @@
 """The numpy backend of pairspec.preprocess: pseudo-continuum normalisation and network inputs.
 
-Per usable block of the grid (APOGEE: the three chips), an ivar-weighted Chebyshev polynomial is fitted
+Per usable block of the grid (e.g. one per detector chip), an ivar-weighted Chebyshev polynomial is fitted
 to each spectrum with asymmetric, noise-aware sigma clipping: pixels more than `lower` pixel-sigmas
 below the fit (absorption lines) or `upper` above it (cosmic rays) are dropped and the fit repeated.
 Clipping pure noise at [-lower, +upper] sigma biases the kept pixels upward by a known amount

@@ -10,7 +10,9 @@ Optional hooks an adapter class may define, found by name:
 - `can_read(path) -> bool` and `read_file(path) -> StarRecord` (classmethod / method): `pairspec predict`
   on the survey's own spectrum files;
 - `visit_fitter() -> object with .fit(flux, ivar, pixmask=None) and .label_names`: the visit-level
-  pipeline baseline of `pairspec evaluate --emulator-fit`.
+  pipeline baseline of `pairspec evaluate --emulator-fit`;
+- `paper_targets`, a class attribute {label: sigma}: published visit-level scatter targets at S/N < 60
+  that `pairspec evaluate` reports beside its own figures (APOGEE: the TSN paper's).
 """
 
 from __future__ import annotations
@@ -111,6 +113,16 @@ def visit_fitter(name: str, **options):
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return hook(**options)
     return hook(**{k: v for k, v in options.items() if k in params})
+
+
+def paper_targets(name: str) -> dict:
+    """{label: sigma} the survey's adapter publishes as visit-level targets at S/N < 60; {} if none (or
+    the survey is not installed here)."""
+    try:
+        cls = adapter_class(name)
+    except KeyError:
+        return {}
+    return {str(k): float(v) for k, v in dict(getattr(cls, "paper_targets", None) or {}).items()}
 
 
 def file_reader(name: str, **options):

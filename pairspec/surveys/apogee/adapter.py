@@ -209,6 +209,8 @@ class ApogeeDR17Adapter:
 
     name = "apogee"
     release = "dr17"
+    # the TSN paper's visit-level scatter against ASPCAP at S/N < 60 (Sun, Chiappini & Nepal 2026)
+    paper_targets = {"teff": 19.0, "logg": 0.06, "fe_h": 0.03}
 
     def __init__(self, labels=None, bad_bits=None, strict=False, require_labels=False,
                  drop_duplicates=True, star_bad="nan_labels", stars_dir=None):
