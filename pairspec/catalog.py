@@ -144,8 +144,9 @@ def visit_table(star_id, visit_id, mjd, snr, snr_survey, labels, sigma, flag, fr
     return t
 
 
-def star_table(star_id, combined, snr_max, names, units, survey_labels=None, survey_err=None):
-    """The per-star catalogue: combined labels, and the survey's own labels when given (n_star, K)."""
+def star_table(star_id, combined, snr_max, names, units, survey_labels=None, survey_err=None, survey_flags=None):
+    """The per-star catalogue: combined labels, the survey's own labels when given (n_star, K) and its
+    star bitmask (e.g. that a star's visits are synthetic copies of one spectrum)."""
     from astropy.table import Table
 
     t = Table()
@@ -157,7 +158,19 @@ def star_table(star_id, combined, snr_max, names, units, survey_labels=None, sur
     _column(t, "flag", combined["flag"], np.int32, None, "bitmask, see FLAGBITn / docs/catalogue.md")
     if survey_labels is not None:
         _add_labels(t, names, units, np.asarray(survey_labels), np.asarray(survey_err), "_survey", "survey")
+    if survey_flags is not None:
+        _column(t, "survey_flags", survey_flags, np.int64, None,
+                "the survey adapter's star bitmask, see SFLAGn / docs/catalogue.md")
     return t
+
+
+def add_survey_flag_names(table, survey: str) -> None:
+    """The names of the survey adapter's star bits (its `star_flag_bits`) as SFLAGn meta, and SURVEY."""
+    from pairspec.surveys import star_flag_bits
+
+    table.meta["SURVEY"] = str(survey)
+    for bit, name in star_flag_bits(survey).items():
+        table.meta[f"SFLAG{bit}"] = name
 
 
 def add_meta(table, meta: dict) -> None:

@@ -104,9 +104,10 @@ def _store_chunks(store, visits, star_sel, chunk: int):
         yield {**_chunk_meta(visits, star_sel, rows), "flux": flux, "ivar": ivar}
 
 
-def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skipped: list, advance):
+def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skipped: list, advance,
+                 star_flags: list[int] | None = None):
     """Visits of the files (read by the survey adapter `reader`), grouped into chunks; star_ids grows as
-    new stars are met."""
+    new stars are met, and star_flags with them (the records' survey star bits, OR-ed over a star's files)."""
     index: dict[str, int] = {}
     pending: list[dict] = []
     n_pending = 0
@@ -138,6 +139,10 @@ def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skip
         if rec.star_id not in index:  # one star may have files from two telescopes
             index[rec.star_id] = len(star_ids)
             star_ids.append(rec.star_id)
+            if star_flags is not None:
+                star_flags.append(0)
+        if star_flags is not None:
+            star_flags[index[rec.star_id]] |= int(rec.star_flags)
         pending.append({
             "star": np.full(rec.n_visits, index[rec.star_id]),
             "visit_id": np.asarray(rec.visit_id, dtype=str),
@@ -242,7 +247,8 @@ def _sigma_max(predictor) -> np.ndarray:
 
 
 def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, cluster=None):
-    """Predict every input visit. Returns (visit columns, star ids, survey labels or None, source, skipped).
+    """Predict every input visit. Returns (visit columns, star ids, survey labels or None, source, skipped,
+    the survey's star bits per star).
     cluster: (Dask client, checkpoint path or predictor, device) to run the model on Dask workers."""
     is_store = hasattr(inputs, "visit_spectra")  # an already opened PairStore
     single_file = isinstance(inputs, (str, Path)) and (str(inputs).lower().endswith(FITS_SUFFIXES)
@@ -259,15 +265,16 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, 
             raise ValueError("no input files")
         reader = _file_reader(predictor)
         star_ids: list[str] = []
+        star_flags: list[int] = []
         skipped: list[tuple[str, str]] = []
         with _progress(progress, len(paths), "predicting files") as advance:
-            chunks = _file_chunks(reader, paths, predictor.grid.npix, chunk, star_ids, skipped, advance)
+            chunks = _file_chunks(reader, paths, predictor.grid.npix, chunk, star_ids, skipped, advance, star_flags)
             visits = _predict_chunks(predictor, chunks, star_ids, batch_size, writer, lambda n: None)
         if not star_ids:  # nothing readable: an empty catalogue would look like success
             listing = "; ".join(f"{p}: {why}" for p, why in skipped[:5])
             raise ValueError(f"none of the {len(paths)} input file(s) could be read ({listing}"
                              f"{'; ...' if len(skipped) > 5 else ''})")
-        return visits, star_ids, None, f"{len(paths)} FITS files", skipped
+        return visits, star_ids, None, f"{len(paths)} FITS files", skipped, np.asarray(star_flags, np.int64)
 
     if is_store:
         store = inputs
@@ -298,7 +305,8 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, 
             metas = (_chunk_meta(visit_tab, star_sel, rows) for rows, _ in _store_chunk_rows(store, visit_tab, star_sel, chunk))
             visits = _collect(predictor, zip(metas, outs), star_ids, writer, advance)
     source = str(getattr(store, "path", inputs))[-60:]
-    return visits, star_ids, _survey_labels(store, star_sel, predictor), source, []
+    flags = np.asarray(stars["star_flags"], dtype=np.int64)[star_sel] if "star_flags" in stars else None
+    return visits, star_ids, _survey_labels(store, star_sel, predictor), source, [], flags
 
 
 def predict(
@@ -341,14 +349,14 @@ def predict(
         writer = create_spectra_store(denoised_path, predictor.grid, predictor.grid.npix, attrs)
     try:
         if dask is None:
-            visits, star_ids, survey, source, skipped = _read_inputs(
+            visits, star_ids, survey, source, skipped, star_flags = _read_inputs(
                 predictor, inputs, split, chunk, batch_size, writer, progress)
         else:
             from pairspec.distributed import dask_client
 
             spec = checkpoint_or_predictor if not hasattr(checkpoint_or_predictor, "predict") else predictor
             with dask_client(dask) as client:
-                visits, star_ids, survey, source, skipped = _read_inputs(
+                visits, star_ids, survey, source, skipped, star_flags = _read_inputs(
                     predictor, inputs, split, chunk, batch_size, writer, progress, (client, spec, device))
     finally:
         if writer is not None:
@@ -371,10 +379,12 @@ def predict(
     combined = catalog.combine_visits(star, len(star_ids), labels, sigma, flags, sigma_visit)
     snr_max = np.full(len(star_ids), np.nan)
     np.fmax.at(snr_max, star, visits["snr"])
-    star_tab = catalog.star_table(star_ids_arr, combined, snr_max, names, units, *(survey or (None, None)))
+    star_tab = catalog.star_table(star_ids_arr, combined, snr_max, names, units, *(survey or (None, None)),
+                                  survey_flags=star_flags)
     meta = {"SNRLOW": float(snr_low), "MAXBAD": float(max_bad_frac), "SOURCE": source, "SPLIT": split or "all"}
     for tab in (visit_tab, star_tab):
         catalog.add_meta(tab, meta)
+    catalog.add_survey_flag_names(star_tab, predictor.schema.survey)
     visit_path, star_path = catalog.write_catalogue(visit_tab, star_tab, out_path)
     return PredictResult(visit_path, star_path, len(visit_tab), len(star_tab), skipped,
                          None if denoised_path is None else str(denoised_path))

@@ -63,9 +63,14 @@ def test_train_and_predict_on_the_store_and_on_files(survey, tmp_path):
     for col in ("teff", "e_teff", "logg", "fe_h", "alpha_fe", "e_alpha_fe"):
         assert col in visits.colnames
     assert np.isfinite(np.asarray(visits["teff"], float)).mean() > 0.9
+    # the star catalogue says the visits it combined are synthetic copies of one mean spectrum
+    assert stars.meta["SURVEY"] == "gaia_rvs" and stars.meta["SFLAG0"] == "SYNTHETIC_TWINS"
+    assert ((np.asarray(stars["survey_flags"]) & 1) != 0).all()
     # the datalink FITS files themselves: each one-spectrum file is one visit; the RAW file is refused
     files = sorted(str(p) for p in (survey / "sim" / "datalink").glob("*.fits"))
     invoke("predict", run / "best.pt", *files, "-o", tmp_path / "files.fits", "--device", "cpu")
     from_files = Table.read(tmp_path / "files.fits", hdu="VISITS", unit_parse_strict="silent")
     singles = [f for f in files if "RAW" not in f]
     assert len(from_files) == len(singles) and all(v.endswith(":mean") for v in from_files["visit_id"])
+    file_stars = Table.read(tmp_path / "files.fits", hdu="STARS", unit_parse_strict="silent")
+    assert ((np.asarray(file_stars["survey_flags"]) & 1) == 0).all()  # the mean itself: no synthetic twin

@@ -12,7 +12,9 @@ Optional hooks an adapter class may define, found by name:
 - `visit_fitter() -> object with .fit(flux, ivar, pixmask=None) and .label_names`: the visit-level
   pipeline baseline of `pairspec evaluate --emulator-fit`;
 - `paper_targets`, a class attribute {label: sigma}: published visit-level scatter targets at S/N < 60
-  that `pairspec evaluate` reports beside its own figures (APOGEE: the TSN paper's).
+  that `pairspec evaluate` reports beside its own figures (APOGEE: the TSN paper's);
+- `star_flag_bits`, a class attribute {bit: name}: the names of StarRecord.star_flags bits, written as
+  SFLAGn cards of the star catalogue beside its `survey_flags` column.
 """
 
 from __future__ import annotations
@@ -123,6 +125,15 @@ def paper_targets(name: str) -> dict:
     except KeyError:
         return {}
     return {str(k): float(v) for k, v in dict(getattr(cls, "paper_targets", None) or {}).items()}
+
+
+def star_flag_bits(name: str) -> dict[int, str]:
+    """{bit: name} of the survey adapter's star_flags bits; {} if it names none (or is not installed)."""
+    try:
+        cls = adapter_class(name)
+    except KeyError:
+        return {}
+    return {int(k): str(v) for k, v in dict(getattr(cls, "star_flag_bits", None) or {}).items()}
 
 
 def file_reader(name: str, **options):

@@ -15,6 +15,7 @@ import numpy as np
 
 from pairspec.grid import LogLinearGrid
 from pairspec.surveys.apogee.bits import (
+    ASPCAPFLAG_BITS,
     ASPCAPFLAG_STAR_BAD,
     EXTRATARG_DUPLICATE,
     PIXMASK_BAD_BITS,
@@ -211,6 +212,7 @@ class ApogeeDR17Adapter:
     release = "dr17"
     # the TSN paper's visit-level scatter against ASPCAP at S/N < 60 (Sun, Chiappini & Nepal 2026)
     paper_targets = {"teff": 19.0, "logg": 0.06, "fe_h": 0.03}
+    star_flag_bits = ASPCAPFLAG_BITS  # star_flags is allStar's ASPCAPFLAG
 
     def __init__(self, labels=None, bad_bits=None, strict=False, require_labels=False,
                  drop_duplicates=True, star_bad="nan_labels", stars_dir=None):

@@ -13,6 +13,13 @@ PIXMASK_STRICT_BITS = PIXMASK_BAD_BITS | {9, 10, 11, 12}
 
 EXTRATARG_DUPLICATE = 4  # non-primary row of a star that has another allStar row
 ASPCAPFLAG_STAR_BAD = 23
+# ASPCAPFLAG bit names (DR17 bitmask documentation; bits above 33 are not named here)
+ASPCAPFLAG_BITS = dict(enumerate(
+    "TEFF_WARN LOGG_WARN VMICRO_WARN M_H_WARN ALPHA_M_WARN C_M_WARN N_M_WARN STAR_WARN CHI2_WARN "
+    "COLORTE_WARN ROTATION_WARN SN_WARN SPEC_HOLE_WARN ATMOS_HOLE_WARN VSINI_WARN".split()))
+ASPCAPFLAG_BITS.update(enumerate(
+    "TEFF_BAD LOGG_BAD VMICRO_BAD M_H_BAD ALPHA_M_BAD C_M_BAD N_M_BAD STAR_BAD CHI2_BAD COLORTE_BAD "
+    "ROTATION_BAD SN_BAD SPEC_HOLE_BAD ATMOS_HOLE_BAD VSINI_BAD NO_ASPCAP_RESULT MISSING_APSTAR NO_GRID".split(), 16))
 
 # Errors at or above this are the pipeline's "infinite" errors (chip edges reach 1e14).
 ERR_CEILING = 1e5

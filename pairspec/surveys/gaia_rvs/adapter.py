@@ -36,6 +36,7 @@ from pairspec.surveys.gaia_rvs.layout import (
     GAIA_RVS_SCHEMA,
     NPIX,
     STAR_EPOCH_VISITS,
+    STAR_FLAG_BITS,
     STAR_LABELS_TRANSFERRED,
     STAR_NO_LABEL_ROW,
     STAR_SNR_RECOMPUTED,
@@ -102,6 +103,7 @@ class GaiaRvsAdapter:
     """
 
     name = "gaia_rvs"
+    star_flag_bits = STAR_FLAG_BITS  # SYNTHETIC_TWINS: the visits are degraded copies of the mean
 
     def __init__(self, labels=None, labels_from=None, label_columns=None, gaia_source=None, twins: int = 4,
                  min_gain: float = 3.0, twin_seed: int = 0, correlated_noise: bool = True, edge_nm: float = 0.5,

@@ -65,6 +65,7 @@ class SdssvAdapter:
     """
 
     name = "sdssv"
+    star_flag_bits = L.STAR_FLAG_NAMES
 
     @staticmethod
     def visit_fitter(instrument="apogee"):

@@ -43,6 +43,7 @@ VISIT_BAD_RV_BITS = (18, 22)  # BAD_RV_COMBINATION, RV_FAIL
 
 # StarRecord.star_flags of this adapter (the astra summary's booleans; result_flags goes to meta)
 STAR_FLAG_WARN, STAR_FLAG_BAD, STAR_NO_SUMMARY_ROW = 1, 2, 4
+STAR_FLAG_NAMES = {0: "FLAG_WARN", 1: "FLAG_BAD", 2: "NO_SUMMARY_ROW"}
 # StarRecord.label_flags: bits 0-11 are astra's per-label `<x>_flags` (FERRE/abundance bits); bit 32 is the
 # star's flag_warn, set on every label (flag_bad makes the labels NaN instead).
 LABEL_FLAG_WARN = 1 << 32
