@@ -159,52 +159,53 @@ def _with_labels(twins, cols):
     return twins
 
 
-def load_twins(config: RunConfig, run: RunContext) -> Twins:
+def _select_labels(train0, val0, schema0, names: list[str], streaming: bool):
+    """(train, val, schema, label stats) with only the label columns `names` of the store's `schema0`;
+    always taken from the twins as loaded, so a second selection replaces the first."""
     from pairspec import data
 
+    cols = None if list(names) == list(schema0.names) else [schema0.index(n) for n in names]
+    schema = schema0 if cols is None else schema0.subset(list(names))
+    val = _with_labels(val0, cols)
+    if streaming:  # a TwinStream: stats from the store's star labels, no spectra
+        train0.label_cols = cols
+        return train0, val, schema, train0.label_stats()
+    train = _with_labels(train0, cols)
+    return train, val, schema, data.compute_label_stats(train.labels)
+
+
+def load_twins(config: RunConfig, run: RunContext) -> Twins:
     streaming = config.data.stream
-    train_twins, val_twins, schema, grid = (_load_stream if streaming else _load_data)(config)
-    cols = None
-    if config.data.labels is not None:
-        missing = [n for n in config.data.labels if n not in schema.names]
+    train0, val0, schema0, grid = (_load_stream if streaming else _load_data)(config)
+    asked = config.data.labels
+    if asked is not None:
+        missing = [n for n in asked if n not in schema0.names]
         if missing:
             raise ValueError(f"{config.data.store}: data.labels asks for {missing}, which the store does not hold; "
-                             f"it holds {schema.names}")
-        cols, schema = [schema.index(n) for n in config.data.labels], schema.subset(list(config.data.labels))
-    val_twins = _with_labels(val_twins, cols)
-    if streaming:  # a TwinStream: stats from the store's star labels, no spectra
-        train_twins.label_cols = cols
-        stats, n_train, n_pix = train_twins.label_stats(), train_twins.n_twins, train_twins.n_pix
+                             f"it holds {schema0.names}")
+    names = list(schema0.names if asked is None else asked)
+    train_twins, val_twins, schema, stats = _select_labels(train0, val0, schema0, names, streaming)
+    if streaming:
+        n_train, n_pix = train_twins.n_twins, train_twins.n_pix
         if len(train_twins.chunks) < run.world:
             raise ValueError(f"{config.data.store}: {len(train_twins.chunks)} star chunks for {run.world} DDP ranks; "
                              "lower data.stream_chunk_stars")
     else:
-        train_twins = _with_labels(train_twins, cols)
-        stats = data.compute_label_stats(train_twins.labels)
         n_train, n_pix = len(train_twins), int(train_twins.x.shape[-1])
     if n_train // config.train.batch_size == 0:
         raise ValueError(f"{config.data.store}: {n_train} train twins, fewer than train.batch_size "
                          f"{config.train.batch_size}")
     no_label = [n for n, v in zip(schema.names, np.asarray(stats.lo)) if not np.isfinite(v)]
-    if no_label and config.data.labels is None:  # "all labels": all the store has values for
+    if no_label and asked is not None:
+        raise ValueError(f"{config.data.store}: no train twin has a value for {no_label}; "
+                         "drop them from data.labels")
+    if no_label:  # "all labels": all the store has values for
         keep = [n for n in schema.names if n not in no_label]
         if not keep:
             raise ValueError(f"{config.data.store}: no train twin has a value for any label {schema.names}")
         warnings.warn(f"{config.data.store}: training {len(keep)} of the store's {len(schema.names)} labels; no train "
                       f"twin has a value for {', '.join(no_label)} (set data.labels to choose)", stacklevel=2)
-        sub = [schema.index(n) for n in keep]
-        cols, schema = (sub if cols is None else [cols[i] for i in sub]), schema.subset(keep)
-        val_twins = _with_labels(val_twins, sub)
-        if streaming:
-            train_twins.label_cols = cols
-            stats = train_twins.label_stats()
-        else:
-            train_twins = _with_labels(train_twins, sub)
-            stats = data.compute_label_stats(train_twins.labels)
-        no_label = []
-    if no_label and not streaming:
-        raise ValueError(f"{config.data.store}: no train twin has a value for {no_label}; "
-                         "drop them from data.labels")
+        train_twins, val_twins, schema, stats = _select_labels(train0, val0, schema0, keep, streaming)
     return Twins(train_twins, val_twins, schema, grid, stats, n_train, n_pix, streaming)
 
 

@@ -223,9 +223,11 @@ def test_end_to_end_on_a_real_store(tmp_path):
     assert np.allclose(out["snr"], store.visit_table()["snr"][:6], rtol=0.05)
 
 
-def test_all_labels_means_those_the_store_has_values_for(tmp_path):
+@pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streamed"])
+def test_all_labels_means_those_the_store_has_values_for(tmp_path, stream):
     """data.labels null on a store whose schema has a label nobody measured (an abundance column the
-    catalogue lacked): that label is left out with a warning, the others train; asked for, it is an error."""
+    catalogue lacked): that label is left out with a warning, the others train; asked for, it is an error
+    (streamed training too: it used to start with NaN label statistics)."""
     from learnable import learnable_star
 
     from pairspec.schema import Label, LabelSchema
@@ -238,13 +240,13 @@ def test_all_labels_means_those_the_store_has_values_for(tmp_path):
     store.append([learnable_star(i, rng, 300, 3, np.array([rng.uniform(4000, 6000), rng.uniform(1, 4), np.nan],
                                                              np.float32)) for i in range(30)])
     run = RunSection(name="all", out_dir=str(tmp_path / "run"), seed=0)
-    cfg = RunConfig(run=run, data=DataSection(store=str(tmp_path / "s.zarr"), labels=None),
+    cfg = RunConfig(run=run, data=DataSection(store=str(tmp_path / "s.zarr"), labels=None, stream=stream),
                     model=ModelSection(preset="tsn_tiny", depth=1), train=TrainSection(epochs=1, batch_size=8, device="cpu"))
     with pytest.warns(UserWarning, match="no train twin has a value for c_fe"):
         best = T.train(cfg, progress=False)
     assert read_meta(best)["label_names"] == ["teff", "logg"]
     asked = RunConfig(run=RunSection(name="c", out_dir=str(tmp_path / "run2"), seed=0),
-                      data=DataSection(store=str(tmp_path / "s.zarr"), labels=("teff", "c_fe")),
+                      data=DataSection(store=str(tmp_path / "s.zarr"), labels=("teff", "c_fe"), stream=stream),
                       model=ModelSection(preset="tsn_tiny", depth=1), train=TrainSection(epochs=1, batch_size=8, device="cpu"))
     with pytest.raises(ValueError, match="no train twin has a value for \\['c_fe'\\]"):
         T.train(asked, progress=False)
