@@ -243,7 +243,7 @@ class ApogeeDR17Adapter:
         if missing and (self.labels_asked or len(missing) == len(label_cols)):
             raise AdapterError(str(allstar), f"allStar lacks label column(s) {missing}"
                                + (" asked for by labels=" if self.labels_asked else " (it has none of the schema's)"))
-        self._present = [i for i, c in enumerate(label_cols) if c in cols]  # require_labels checks these
+        present = [i for i, c in enumerate(label_cols) if c in cols]  # require_labels checks these
         if missing:  # another release or a custom table: ingest what is there
             warnings.warn(f"{allstar}: {len(label_cols) - len(missing)} of the {len(label_cols)} DR17 label columns "
                           f"present; {', '.join(missing)} are NaN in the store", stacklevel=2)
@@ -258,7 +258,7 @@ class ApogeeDR17Adapter:
             star, tel, field, fname = (row[c] for c in _REQUIRED)
             path = os.path.join(prefix, tel, field, fname)  # str, not Path: 10x faster over 700k rows
             referenced.add(path)
-            problem = self._row_problem(row)
+            problem = self._row_problem(row, present)
             if problem is None and path not in on_disk:
                 problem = "allStar row has no file on disk"
             if problem:
@@ -280,7 +280,9 @@ class ApogeeDR17Adapter:
             skipped.append(Skip(path, "no allStar row for this apStar file", _star_id_from_name(Path(path))))
         return Discovery(units=units, skipped=skipped)
 
-    def _row_problem(self, row: dict) -> str | None:
+    def _row_problem(self, row: dict, present: list[int]) -> str | None:
+        """Why an allStar row is not ingested (None: it is); `present`: schema indices whose label
+        columns this allStar has."""
         if self.drop_duplicates and has_bit(_as_int(row.get("EXTRATARG")), EXTRATARG_DUPLICATE):
             return "EXTRATARG bit 4: non-primary duplicate row of this star"
         if self.star_bad == "drop" and has_bit(_as_int(row.get("ASPCAPFLAG")), ASPCAPFLAG_STAR_BAD):
@@ -288,7 +290,6 @@ class ApogeeDR17Adapter:
         if self.require_labels:
             labels, _, _, _ = self._labels(row)
             # the labels asked for by name, else the four core ones, where this allStar has their columns
-            present = getattr(self, "_present", range(len(labels)))
             wanted = [i for i in present if self.labels_asked or self.schema.names[i] in APOGEE_CORE_LABELS]
             lost = [self.schema.names[i] for i in wanted if np.isnan(labels[i])]
             if lost:

@@ -56,9 +56,10 @@ def render_record(job: tuple[list[int], list[dict]]):
     rendered = [render_star(t) for t in tasks]
     cols = allstar_table(stars, [files[k] for k in file_ids], [r[4] for r in rendered], seed, row_ids=file_ids)
     skipped, candidates = [], []
+    present = [i for i, lab in enumerate(adapter.schema.labels) if lab.column.upper() in cols]
     for j, k in enumerate(file_ids):
         row = {name: values[j] for name, values in cols.items()}
-        problem = adapter._row_problem(row)
+        problem = adapter._row_problem(row, present)
         if problem:
             skipped.append((files[k]["path"], problem))
         else:
