@@ -10,6 +10,7 @@ finds the demo store under `demo/` there. URLs (anything with "://") are left as
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -70,6 +71,8 @@ class TrainSection:
     label_loss: str = "nll"  # "nll", "beta_nll" (with beta_nll), "mse_var" (MSE mean, variance on detached residuals)
     beta_nll: float = 0.5
     recon_loss: str = "mse"  # "mse" (ivar-weighted mean square) or "chi2" (chi^2 per pixel against the target)
+    # per-label multipliers of the label loss, e.g. {mg_fe: 3}; labels not named keep 1 (docs/recipes.md)
+    label_weights: Union[dict[str, float], None] = None
     augment: float = 0.0  # fraction of each batch's inputs replaced by its target degraded to a visit's S/N
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); validation uses it
     init_from: Union[str, None] = None  # checkpoint to start from (fine-tuning); its model must match
@@ -130,6 +133,8 @@ RULES = {
     ("train", "min_lr_frac"): (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
     ("train", "recon_weight"): (lambda v: v >= 0, ">= 0"),
     ("train", "label_weight"): (lambda v: v >= 0, ">= 0"),
+    ("train", "label_weights"): (lambda v: len(v) >= 1 and all(w >= 0 and math.isfinite(w) for w in v.values()),
+                                 "a non-empty mapping of label name to a weight >= 0"),
     ("train", "beta_nll"): (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
     ("train", "augment"): (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
     ("train", "ema"): (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
@@ -242,6 +247,10 @@ def _coerce(value, hint, where: str, source: str):
     elif origin is tuple:
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return tuple(value)
+    elif origin is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+            return {k: float(v) for k, v in value.items()}
     elif hint is bool:
         if isinstance(value, bool):
             return value
@@ -267,6 +276,8 @@ def _type_name(hint) -> str:
         return "null"
     if typing.get_origin(hint) is tuple:
         return "a list of strings"
+    if typing.get_origin(hint) is dict:
+        return "a mapping of names to numbers"
     return hint.__name__
 
 

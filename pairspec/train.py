@@ -206,6 +206,9 @@ def load_twins(config: RunConfig, run: RunContext) -> Twins:
         warnings.warn(f"{config.data.store}: training {len(keep)} of the store's {len(schema.names)} labels; no train "
                       f"twin has a value for {', '.join(no_label)} (set data.labels to choose)", stacklevel=2)
         train_twins, val_twins, schema, stats = _select_labels(train0, val0, schema0, keep, streaming)
+    from pairspec.train_steps import label_weight_vector
+
+    label_weight_vector(config.train, schema.names)  # a label_weights name the run does not train: say so now
     return Twins(train_twins, val_twins, schema, grid, stats, n_train, n_pix, streaming)
 
 

@@ -14,6 +14,7 @@ from pairspec.train_steps import (
     degrade_targets,
     denoise_error_profile,
     epoch_batches,
+    label_weight_vector,
     physical,
     predict_twins,
     train_step,
@@ -54,6 +55,7 @@ def train_epoch(config, run, twins, model, opt, state, bar, task) -> tuple[dict,
     """One epoch of optimizer steps: (summed loss parts, steps taken, stopped by max_steps)."""
     tc, epoch = config.train, state["epoch"]
     sums, n_ok, stopped = {}, 0, False
+    label_w = label_weight_vector(tc, twins.schema.names)
     loader = _train_loader(config, run, twins, opt, epoch, state["batch_in_epoch"])
     try:
         for batch in loader:
@@ -64,7 +66,7 @@ def train_epoch(config, run, twins, model, opt, state, bar, task) -> tuple[dict,
                 batch = degrade_targets(batch, tc.augment, _augment_generator(config.run.seed, epoch,
                                                                              state["batch_in_epoch"], run.rank))
             batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
-            parts = train_step(model, batch, opt.optimizer, opt.scheduler, tc, run.amp)
+            parts = train_step(model, batch, opt.optimizer, opt.scheduler, tc, run.amp, label_w)
             state["batch_in_epoch"] += 1
             if parts is None:
                 state["nonfinite"] += 1
@@ -96,7 +98,8 @@ def validate(config, run, twins, raw_model, opt, val_loader) -> dict:
 
     saved = opt.average.swap_into(raw_model) if opt.average is not None else None
     try:
-        val = predict_twins(raw_model, val_loader, run.device, run.amp, config.train)
+        label_w = label_weight_vector(config.train, twins.schema.names)  # the val loss is the train objective
+        val = predict_twins(raw_model, val_loader, run.device, run.amp, config.train, label_w)
         out = {"n": val["n"]}
         if val["n"]:
             pred, _ = physical(val, twins.stats)

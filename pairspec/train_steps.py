@@ -39,19 +39,32 @@ def make_optimizer(model, lr: float, weight_decay: float):
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
 
 
-def loss_parts(out, batch, tcfg) -> dict:
-    """The recipe's loss (train.recon_weight, label_weight, label_loss, beta_nll, recon_loss)."""
+def label_weight_vector(tcfg, names) -> torch.Tensor | None:
+    """train.label_weights as a (K,) tensor in the order of `names` (1 for labels it does not name); None
+    without it. ValueError naming a label the run does not train."""
+    weights = tcfg.label_weights
+    if not weights:
+        return None
+    unknown = [n for n in weights if n not in names]
+    if unknown:
+        raise ValueError(f"train.label_weights names {unknown}, which this run does not train; it trains {list(names)}")
+    return torch.tensor([float(weights.get(n, 1.0)) for n in names], dtype=torch.float32)
+
+
+def loss_parts(out, batch, tcfg, label_w=None) -> dict:
+    """The recipe's loss (train.recon_weight, label_weight, label_loss, beta_nll, recon_loss; `label_w`
+    the label_weight_vector of train.label_weights)."""
     from pairspec.models.tsn import TwinSpecNet
 
     return TwinSpecNet.forward_loss(out, batch, tcfg.recon_weight, tcfg.label_weight, label_loss=tcfg.label_loss,
-                                    beta=tcfg.beta_nll, recon_loss=tcfg.recon_loss)
+                                    beta=tcfg.beta_nll, recon_loss=tcfg.recon_loss, label_weights=label_w)
 
 
-def train_step(model, batch, optimizer, scheduler, tcfg, amp) -> dict | None:
+def train_step(model, batch, optimizer, scheduler, tcfg, amp, label_w=None) -> dict | None:
     """One optimizer step; None (weights and optimizer untouched) when the loss or gradient is non-finite."""
     with amp():
         out = model(batch["x"])
-    parts = loss_parts(out, batch, tcfg)
+    parts = loss_parts(out, batch, tcfg, label_w)
     optimizer.zero_grad(set_to_none=True)
     parts["loss"].backward()  # always: under DDP every rank must join the gradient all-reduce
     clip = tcfg.grad_clip if tcfg.grad_clip > 0 else float("inf")
@@ -132,7 +145,7 @@ class WeightAverage:
 
 
 @torch.inference_mode()
-def predict_twins(model, loader, device, amp, tcfg) -> dict:
+def predict_twins(model, loader, device, amp, tcfg, label_w=None) -> dict:
     """Standardised mean/log_var of every twin in loader order, and the mean loss parts."""
     model.eval()
     means, log_vars, sums, n = [], [], {}, 0
@@ -141,7 +154,7 @@ def predict_twins(model, loader, device, amp, tcfg) -> dict:
         with amp():
             out = model(batch["x"])
         b = batch["x"].shape[0]
-        for k, v in loss_parts(out, batch, tcfg).items():
+        for k, v in loss_parts(out, batch, tcfg, label_w).items():
             sums[k] = sums.get(k, 0.0) + float(v) * b
         means.append(out["mean"].float().cpu())
         log_vars.append(out["log_var"].float().cpu())

@@ -158,3 +158,41 @@ def test_ridge_path_starts_at_the_ridge_solution(tmp_path, fake_store):
         a, b = lin(x)["mean"], net(x)["mean"]
     # the untrained network adds (almost) nothing to the ridge path: its predictions are the ridge's
     assert torch.allclose(a, b, atol=1e-3) and meta["model_kwargs"]["ridge_path"] is True
+
+
+def test_label_weights_scale_each_label_term():
+    """train.label_weights multiplies each label's loss term: weight 0 takes a label out of the gradient,
+    weights of 1 change nothing, other weights give the weighted sum."""
+    from pairspec.models.tsn import TwinSpecNet
+
+    g = torch.Generator().manual_seed(0)
+    B, K, P = 16, 3, 40
+    mean = torch.randn(B, K, generator=g, requires_grad=True)
+    out = {"mean": mean, "log_var": torch.randn(B, K, generator=g) * 0.3, "recon": torch.zeros(B, P)}
+    batch = {"labels": torch.randn(B, K, generator=g), "label_mask": torch.ones(B, K, dtype=torch.bool),
+             "target": torch.ones(B, P), "target_w": torch.ones(B, P)}
+    plain = TwinSpecNet.forward_loss(out, batch, recon_weight=0.0)["loss"]
+    ones = TwinSpecNet.forward_loss(out, batch, recon_weight=0.0, label_weights=torch.ones(K))["loss"]
+    assert torch.allclose(plain, ones, rtol=1e-6)
+    w = torch.tensor([1.0, 0.0, 3.0])
+    weighted = TwinSpecNet.forward_loss(out, batch, recon_weight=0.0, label_weights=w)["loss"]
+    lv, y = out["log_var"], batch["labels"]
+    per = 0.5 * (lv + (y - mean) ** 2 * torch.exp(-lv))
+    assert torch.allclose(weighted, (per * w).sum() / (B * K), rtol=1e-5)
+    weighted.backward()
+    assert torch.all(mean.grad[:, 1] == 0) and torch.all(mean.grad[:, 0] != 0)
+
+
+def test_label_weights_in_a_recipe(tmp_path, fake_store):
+    from pairspec.train_steps import label_weight_vector
+
+    cfg = apply_overrides(config(tmp_path, "w", epochs=1), ["train.label_weights={fe_h: 3}"])
+    assert cfg.train.label_weights == {"fe_h": 3.0}
+    assert label_weight_vector(cfg.train, ["teff", "logg", "fe_h"]).tolist() == [1.0, 1.0, 3.0]
+    assert T.train(cfg, progress=False).exists()
+    bad = apply_overrides(config(tmp_path, "bad", epochs=1), ["train.label_weights={mg_fe: 3}"])
+    with pytest.raises(ValueError, match=r"label_weights names \['mg_fe'\], which this run does not train"):
+        T.train(bad, progress=False)
+    for value in ("{fe_h: -1}", "{}", "3", "{fe_h: yes}"):
+        with pytest.raises(ConfigError, match="label_weights"):
+            apply_overrides(config(tmp_path), [f"train.label_weights={value}"])

@@ -157,7 +157,8 @@ class TwinSpecNet(nn.Module):
 
     @staticmethod
     def forward_loss(out: dict, batch: dict, recon_weight: float = 1.0, label_weight: float = 1.0,
-                     label_loss: str = "nll", beta: float = 0.5, recon_loss: str = "mse") -> dict:
+                     label_loss: str = "nll", beta: float = 0.5, recon_loss: str = "mse",
+                     label_weights: torch.Tensor | None = None) -> dict:
         """Reconstruction loss + label loss over the non-missing labels (float32).
 
         Reconstruction ("mse"): per twin sum(w * (recon - (target - 1))^2) / sum(w), w the target's ivar;
@@ -170,7 +171,8 @@ class TwinSpecNet(nn.Module):
         0.5 * (log_var + (y - mean)^2 / var); "beta_nll" the same times stop_grad(var)^beta (Seitzer et al.
         2022), so well-predicted labels do not take over the gradient; "mse_var" 0.5 (y - mean)^2 for the
         mean plus the NLL of the variance head on the detached residual, so the variance cannot absorb
-        what the mean should learn.
+        what the mean should learn. `label_weights` (K,) multiplies each label's term (train.label_weights:
+        under one summed NLL the labels compete for the encoder, and a hard label such as [Mg/Fe] starves).
         """
         w = batch["target_w"].float()
         resid2 = (out["recon"].float() - (batch["target"].float() - 1.0)) ** 2
@@ -191,6 +193,8 @@ class TwinSpecNet(nn.Module):
             per = 0.5 * (y - mean) ** 2 + 0.5 * (log_var + (y - mean.detach()) ** 2 * inv_var)
         else:
             raise ValueError(f"unknown label_loss {label_loss!r}; choose from {LABEL_LOSSES}")
+        if label_weights is not None:
+            per = per * label_weights.to(per)
         labels = torch.where(mask, per, torch.zeros_like(per)).sum() / mask.sum().clamp_min(1)
 
         loss = recon_weight * recon + label_weight * labels
