@@ -18,6 +18,7 @@ class _Train:
 @dataclasses.dataclass(frozen=True)
 class _Model:
     preset: str = "tsn_mini"
+    decoder_depth: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,9 @@ def test_baseline_recipes_change_only_what_they_say():
     dirs = {r.out_dir for r in rec.values()} | {base.out_dir}
     assert len(dirs) == 5 and rec["direct"].name == "demo-direct"
     assert rec["ridge"].model.preset == "ridge" and rec["ridge"].data.mode == "loo"
+    # no reconstruction loss, no decoder (it would be trained by nothing); TSN's own variants keep it
+    assert rec["direct"].model.decoder_depth == 0 == rec["tsn_no_recon"].model.decoder_depth
+    assert rec["tsn_coadd_target"].model.decoder_depth == 2
     assert base.data.mode == "loo"  # the base is untouched
 
 

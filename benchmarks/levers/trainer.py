@@ -23,7 +23,7 @@ DEFAULTS = dict(
     recon=1.0, preset_dim=96, depth=3, heads=2, patch=32, aug=0.0, aug_target=0.0, seed=1, ema=0.0,
     threads=2, stem=0, head="token", mse_warm=0.0, val_twins=1500, max_minutes=1e9, drop_path=0.0,
     recon_w="ivar", eval_every=0, dec_depth=0, label_noise_w=0.0, embed="conv", linskip=0, recon_norm="mean",
-    recon_skip=0, steps=0,
+    recon_skip=0, steps=0, label_w="",
 )
 
 
@@ -148,7 +148,7 @@ def augment(xb, tb, twb, rng, p_deg, p_tgt):
     return xb
 
 
-def label_loss(mean, lv, y, mask, kind, beta, step_frac, mse_warm):
+def label_loss(mean, lv, y, mask, kind, beta, step_frac, mse_warm, label_w=None):
     var = torch.exp(lv)
     if kind == "mse" or step_frac < mse_warm:
         nll = 0.5 * (y - mean) ** 2 + 0.5 * (lv + ((y - mean.detach()) ** 2) * torch.exp(-lv))
@@ -160,6 +160,8 @@ def label_loss(mean, lv, y, mask, kind, beta, step_frac, mse_warm):
         nll = 0.5 * (y - mean) ** 2 + 0.5 * (lv + ((y - mean.detach()) ** 2) * torch.exp(-lv))
     else:
         raise ValueError(kind)
+    if label_w is not None:  # per-label weights (one per label column, e.g. label_w=1,1,1,10)
+        nll = nll * label_w
     return torch.where(mask, nll, torch.zeros_like(nll)).sum() / mask.sum().clamp_min(1)
 
 
@@ -179,6 +181,7 @@ def run(cfg, name):
     lab = tr["labels"].astype(np.float64)
     mu, sd = np.nanmean(lab, 0), np.nanstd(lab, 0)
     n_pix = tr["x"].shape[-1]
+    lw = torch.tensor([float(v) for v in cfg["label_w"].split(",")]) if cfg["label_w"] else None
     model = Net(n_pix, 4, stem=cfg["stem"], head=cfg["head"], dec_depth=cfg["dec_depth"], embed=cfg["embed"],
                 patch_size=cfg["patch"],
                 embed_dim=cfg["preset_dim"], depth=cfg["depth"], num_heads=cfg["heads"], drop_path=cfg["drop_path"])
@@ -236,7 +239,8 @@ def run(cfg, name):
             x = torch.from_numpy(xb)
             out = model(x)
             y, m = torch.from_numpy(ylab[idx]), torch.from_numpy(ymask[idx])
-            ll = label_loss(out["mean"], out["log_var"], y, m, cfg["loss"], cfg["beta"], step / total, cfg["mse_warm"])
+            ll = label_loss(out["mean"], out["log_var"], y, m, cfg["loss"], cfg["beta"], step / total, cfg["mse_warm"],
+                            lw)
             tw = torch.from_numpy(tr["target_w"][idx])
             tgt = torch.from_numpy(tr["target"][idx].astype(np.float32))
             if cfg["recon_w"] == "ivar":
