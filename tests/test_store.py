@@ -1,6 +1,7 @@
 """Pair store: round trip, views, refusals, split, validation, crash repair, URLs, spectra writer."""
 
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -352,17 +353,26 @@ def test_creation_cut_after_any_write_can_be_redone(tmp_path, monkeypatch):
     for cut in sorted(set(range(6)) | {n // 3, n // 2} | set(range(n - 4, n))):
         path = tmp_path / f"cut{cut}.zarr"
         for stop in (cut, max(0, cut - 2)):  # killed after `cut` writes, killed again redoing it
-            done = []
+            done, inflight = [], []
 
             def dying(p, value, exclusive=False):
                 if len(done) >= stop:  # zarr writes concurrently: every write from the cut on dies
                     raise _Killed
                 done.append(p)
-                return real(p, value, exclusive=exclusive)
+                inflight.append(p)
+                try:
+                    return real(p, value, exclusive=exclusive)
+                finally:
+                    inflight.remove(p)
 
             monkeypatch.setattr(_local, "_put", dying)
             with pytest.raises(_Killed):
                 _new(path)
+            # a real kill stops every write at once; here zarr's other writer threads finish theirs
+            for _ in range(500):
+                if not inflight:
+                    break
+                time.sleep(0.01)
         monkeypatch.setattr(_local, "_put", real)
         with pytest.raises((ValueError, FileNotFoundError), match="not a pairspec store"):
             open_store(str(path))

@@ -218,7 +218,10 @@ def _clear_children(path: str, keep: str) -> None:
     fs, p = fsspec.core.url_to_fs(path)
     for entry in fs.ls(p, detail=False):
         if entry.rstrip("/").rsplit("/", 1)[-1] != keep:
-            fs.rm(entry, recursive=True)
+            try:
+                fs.rm(entry, recursive=True)
+            except FileNotFoundError:  # gone already (e.g. a writer's temporary file renamed meanwhile)
+                pass
 
 
 def _occupied(path: str) -> bool:
