@@ -105,7 +105,7 @@ def _store_chunks(store, visits, star_sel, chunk: int):
 
 
 def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skipped: list, advance,
-                 star_flags: list[int] | None = None):
+                 star_flags: list[int]):
     """Visits of the files (read by the survey adapter `reader`), grouped into chunks; star_ids grows as
     new stars are met, and star_flags with them (the records' survey star bits, OR-ed over a star's files)."""
     index: dict[str, int] = {}
@@ -139,10 +139,8 @@ def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skip
         if rec.star_id not in index:  # one star may have files from two telescopes
             index[rec.star_id] = len(star_ids)
             star_ids.append(rec.star_id)
-            if star_flags is not None:
-                star_flags.append(0)
-        if star_flags is not None:
-            star_flags[index[rec.star_id]] |= int(rec.star_flags)
+            star_flags.append(0)
+        star_flags[index[rec.star_id]] |= int(rec.star_flags)
         pending.append({
             "star": np.full(rec.n_visits, index[rec.star_id]),
             "visit_id": np.asarray(rec.visit_id, dtype=str),

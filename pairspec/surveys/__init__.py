@@ -117,23 +117,23 @@ def visit_fitter(name: str, **options):
     return hook(**{k: v for k, v in options.items() if k in params})
 
 
-def paper_targets(name: str) -> dict:
-    """{label: sigma} the survey's adapter publishes as visit-level targets at S/N < 60; {} if none (or
-    the survey is not installed here)."""
+def _adapter_mapping(name: str, attr: str) -> dict:
+    """A mapping class attribute of the survey's adapter; {} if it has none (or is not installed here)."""
     try:
         cls = adapter_class(name)
     except KeyError:
         return {}
-    return {str(k): float(v) for k, v in dict(getattr(cls, "paper_targets", None) or {}).items()}
+    return dict(getattr(cls, attr, None) or {})
+
+
+def paper_targets(name: str) -> dict:
+    """{label: sigma} the survey's adapter publishes as visit-level targets at S/N < 60; {} if none."""
+    return {str(k): float(v) for k, v in _adapter_mapping(name, "paper_targets").items()}
 
 
 def star_flag_bits(name: str) -> dict[int, str]:
-    """{bit: name} of the survey adapter's star_flags bits; {} if it names none (or is not installed)."""
-    try:
-        cls = adapter_class(name)
-    except KeyError:
-        return {}
-    return {int(k): str(v) for k, v in dict(getattr(cls, "star_flag_bits", None) or {}).items()}
+    """{bit: name} of the survey adapter's star_flags bits; {} if it names none."""
+    return {int(k): str(v) for k, v in _adapter_mapping(name, "star_flag_bits").items()}
 
 
 def file_reader(name: str, **options):
