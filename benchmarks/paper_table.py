@@ -20,8 +20,10 @@ from pathlib import Path
 SEED = 20260426
 SIZES = {  # stars, epochs, model preset, emulator-fit visits, max_steps per run (None = all)
     "toy": dict(n_stars=60, epochs=1, preset="tsn_tiny", max_fit=20, max_steps=20, batch_size=16),
+    # the CPU precision study's choices (docs/recipes.md, "Precision levers"): the per-patch embedding, and
+    # the reconstruction as chi^2 against the target's noise at weight 0.1, a weight average (the demo's)
     "cpu": dict(n_stars=1500, epochs=10, preset="tsn_mini", max_fit=300, max_steps=None, batch_size=32,
-                embed="local"),  # the CPU precision study's choice (docs/recipes.md, "Precision levers")
+                embed="local", recon_loss="chi2", recon_weight=0.1, ema=0.99),
     "gpu": dict(n_stars=20000, epochs=40, preset="tsn_base", max_fit=2000, max_steps=None, batch_size=256),
 }
 
@@ -40,7 +42,8 @@ def base_recipe(store: str, out_root: Path, size: dict):
         data=DataSection(store=store, mode="loo"),
         model=ModelSection(preset=size["preset"], embed=size.get("embed", "conv")),
         train=TrainSection(epochs=size["epochs"], batch_size=size["batch_size"], max_steps=size["max_steps"],
-                           lr=size.get("lr", 2e-3)),
+                           lr=size.get("lr", 2e-3), recon_loss=size.get("recon_loss", "mse"),
+                           recon_weight=size.get("recon_weight", 1.0), ema=size.get("ema", 0.0)),
     )
 
 

@@ -13,6 +13,7 @@ class _Data:
 @dataclasses.dataclass(frozen=True)
 class _Train:
     recon_weight: float = 1.0
+    ema: float = 0.99
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,9 @@ def test_baseline_recipes_change_only_what_they_say():
     # no reconstruction loss, no decoder (it would be trained by nothing); TSN's own variants keep it
     assert rec["direct"].model.decoder_depth == 0 == rec["tsn_no_recon"].model.decoder_depth
     assert rec["tsn_coadd_target"].model.decoder_depth == 2
+    # the direct network trains without the weight average (measured worse with it); TSN's variants keep it
+    assert rec["direct"].train.ema == 0.0
+    assert rec["tsn_no_recon"].train.ema == 0.99 == rec["tsn_coadd_target"].train.ema
     assert base.data.mode == "loo"  # the base is untouched
 
 
