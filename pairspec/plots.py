@@ -108,9 +108,10 @@ def examples(examples: list, grid, path) -> str:
         vis, vivar, _ = normalize(ex["visit"][None], ex["visit_ivar"][None], grid)
         good = win & (vivar[0] > 0)
         ax.plot(wavelength[good], vis[0][good], color="0.6", lw=0.7, label=f"visit (S/N {ex['snr']:.0f})")
-        ax.plot(wavelength[win], ex["target"][win], "k-", lw=0.8, label="LOO coadd")
-        ax.plot(wavelength[win], ex["denoised"][win], "r-", lw=0.8, label="denoised")
         ok = win & (ex["target_ivar"] > 0)
+        # pixels without data are fill values (1.0 after normalisation): break the lines there, not draw them
+        ax.plot(wavelength[win], np.where(ok, ex["target"], np.nan)[win], "k-", lw=0.8, label="LOO coadd")
+        ax.plot(wavelength[win], np.where(ok | good, ex["denoised"], np.nan)[win], "r-", lw=0.8, label="denoised")
         rax.plot(wavelength[ok], (ex["denoised"] - ex["target"])[ok], "r-", lw=0.6)
         rax.axhline(0, color="k", lw=0.5)
         rax.set_ylabel("resid")
