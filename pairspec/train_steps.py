@@ -120,22 +120,38 @@ def degrade_targets(batch: dict, fraction: float, generator: torch.Generator, sn
 
 
 class WeightAverage:
-    """Exponential moving average of a model's floating-point weights (decay per optimizer step).
+    """Exponential moving average of a model's floating-point weights (decay per optimizer step),
+    bias-corrected as Adam's moments are: after n steps it is sum_i decay^(n-i) w_i / sum_i decay^(n-i)
+    over the weights after each step, so the untrained initial weights carry no share of it. (Without
+    the correction they keep decay^n of it: a 20-step run at decay 0.99 was 82 % its initialisation.)
+    The per-step rule: avg_n = d_n avg_(n-1) + (1 - d_n) w_n, d_n = decay (1 - decay^(n-1)) / (1 - decay^n).
 
-    Validation, best.pt and the calibration use the averaged weights; last.pt keeps both, so a resumed
-    run continues the same average."""
+    Validation, best.pt and the calibration use the averaged weights; last.pt keeps both and the step
+    count (`steps`), so a resumed run continues the same average. An average restored without a count
+    (checkpoints before the correction) is continued with the plain decay."""
 
     def __init__(self, model, decay: float):
         self.decay = float(decay)
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.steps: int | None = 0
+
+    def step_decay(self) -> float:
+        """The decay of the next update (the plain decay when the step count is unknown)."""
+        if self.steps is None:
+            return self.decay
+        n = self.steps + 1
+        return self.decay * (1.0 - self.decay ** (n - 1)) / (1.0 - self.decay ** n)
 
     @torch.no_grad()
     def update(self, model) -> None:
+        d = self.step_decay()
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
-                self.state[k].mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+                self.state[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
             else:
                 self.state[k].copy_(v)
+        if self.steps is not None:
+            self.steps += 1
 
     def swap_into(self, model) -> dict:
         """Load the average into `model`; returns the raw weights so they can be put back."""

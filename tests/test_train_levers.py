@@ -72,13 +72,28 @@ def test_ema_resumes_to_the_same_average(tmp_path, fake_store):
     assert not torch.allclose(raw.pos_embed, a.pos_embed, atol=1e-7)  # best.pt holds the average, not the raw weights
 
 
-def test_weight_average_moves_toward_the_weights():
+def test_weight_average_is_the_bias_corrected_mean_of_the_steps():
     model = torch.nn.Linear(3, 1)
-    avg = WeightAverage(model, 0.5)
-    with torch.no_grad():
-        model.weight.add_(1.0)
+    w0 = model.weight.detach().clone()
+    decay, seen = 0.9, []
+    avg = WeightAverage(model, decay)
+    for step in range(6):
+        with torch.no_grad():
+            model.weight.add_(float(step + 1))
+        seen.append(model.weight.detach().clone())
+        avg.update(model)
+        if step == 0:  # the first average is the first step's weights: the initialisation has no share
+            assert torch.allclose(avg.state["weight"], seen[0])
+    n = len(seen)
+    w = torch.tensor([decay ** (n - 1 - i) for i in range(n)])
+    expected = sum(wi * si for wi, si in zip(w, seen)) / w.sum()
+    assert torch.allclose(avg.state["weight"], expected, atol=1e-5)
+    assert not torch.allclose(avg.state["weight"], seen[-1]) and not torch.allclose(avg.state["weight"], w0)
+    # an average restored without its step count (an older last.pt) continues with the plain decay
+    avg.steps = None
+    before = avg.state["weight"].clone()
     avg.update(model)
-    assert torch.allclose(avg.state["weight"], model.weight - 0.5)
+    assert torch.allclose(avg.state["weight"], decay * before + (1 - decay) * model.weight, atol=1e-6)
 
 
 def test_degrade_targets_lowers_snr_and_drops_recon_weight():
