@@ -30,19 +30,27 @@ def sigma_vs_snr(metrics: dict, ref: str, path) -> str:
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
     x = np.arange(len(bins))
     for ax, name, unit in zip(axes[0], names, metrics["units"]):
+        plotted = []
         for meth, per_ref in metrics["scatter"].items():
             if ref in per_ref:
                 y = [per_ref[ref][name][b]["sigma"] for b in bins]
-                ax.plot(x, y, "o-", label=meth)
+                ax.plot(x, np.asarray(y, dtype=float), "o-", label=meth)
+                plotted += y
         if "survey_noise" in metrics and ref == "truth":
-            ax.plot(x, [metrics["survey_noise"][name][b]["sigma"] for b in bins], "k--", label="survey labels")
+            y = [metrics["survey_noise"][name][b]["sigma"] for b in bins]
+            ax.plot(x, np.asarray(y, dtype=float), "k--", label="survey labels")
+            plotted += y
         target = metrics.get("paper_targets_lt60", {}).get(name)
         if target and ref == "survey":
             ax.axhline(target, color="grey", lw=0.8, ls=":", label="paper, S/N<60")
         ax.set_xticks(x, bins)
         ax.set_xlabel("visit S/N")
         ax.set_ylabel(f"sigma {name} [{unit}]")
-        ax.set_yscale("log")
+        values = np.asarray(plotted, dtype=float)
+        if (values > 0).any():  # NaN (None) where the reference has no such label, e.g. a truth without it
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, f"no {ref} values\nfor {name}", ha="center", va="center", transform=ax.transAxes)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"residual scatter vs {ref}")
     return _save(fig, path)

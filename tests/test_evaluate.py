@@ -144,3 +144,21 @@ def test_paper_targets_come_from_the_survey_adapter():
 
     assert paper_targets("apogee") == {"teff": 19.0, "logg": 0.06, "fe_h": 0.03}
     assert paper_targets("lamost") == {} and paper_targets("no_such_survey") == {}
+
+
+def test_evaluate_with_a_truth_that_lacks_a_trained_label(tmp_path):
+    """A truth table without one of the model's labels (the APOGEE simulator keeps no m_h or alpha_m, a
+    paper-table run trains them): that label has no truth column, and the report and figures still come."""
+    from astropy.table import Table
+
+    truth, _ = _build(tmp_path)
+    tab = Table.read(tmp_path / "truth.fits")
+    tab.remove_columns(["mg_fe", "alpha_fe"])
+    tab.write(tmp_path / "truth_partial.fits")
+    out = tmp_path / "report"
+    m = E.evaluate(FakePredictor(truth), str(tmp_path / "store.zarr"), split="all",
+                   truth=str(tmp_path / "truth_partial.fits"), out_dir=str(out), progress=False)
+    assert m["scatter"]["tsn"]["truth"]["mg_fe"]["all"]["n"] == 0
+    assert m["scatter"]["tsn"]["truth"]["teff"]["all"]["n"] == N_STAR * N_VISIT
+    assert m["scatter"]["tsn"]["survey"]["mg_fe"]["all"]["n"] == N_STAR * N_VISIT
+    assert (out / "sigma_vs_snr_truth.png").stat().st_size > 1000 and (out / "report.md").exists()
