@@ -312,7 +312,6 @@ def resume_state(config: RunConfig, run: RunContext, model, opt: Optimisation) -
             torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), run.device)
         if opt.average is not None and "ema" in saved:
             opt.average.state = {k: v.to(run.device) for k, v in saved["ema"].items()}
-            opt.average.steps = saved.get("ema_steps")  # None (an older last.pt): continue without the correction
         state.update({k: saved[k] for k in state})
     elif run.rank == 0:
         (run.run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -379,7 +378,6 @@ def save_last(run: RunContext, model, meta, opt: Optimisation, state: dict) -> N
         train_state["cuda_rng"] = torch.cuda.get_rng_state(run.device)
     if opt.average is not None:
         train_state["ema"] = opt.average.state
-        train_state["ema_steps"] = opt.average.steps
     info = {"epoch": state["epoch"], "step": state["step"]}
     save_checkpoint(run.run_dir / "last.pt", model.state_dict(), meta | info, train_state)
 

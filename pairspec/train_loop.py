@@ -76,7 +76,7 @@ def train_epoch(config, run, twins, model, opt, state, bar, task) -> tuple[dict,
                         f"step {state['step']}; lower train.lr or check the data")
                 continue
             if opt.average is not None:
-                opt.average.update(_raw(model))
+                opt.average.update(_raw(model), state["step"])
             state["nonfinite"], state["step"], n_ok = 0, state["step"] + 1, n_ok + 1
             sums = {k: sums.get(k, 0.0) + v for k, v in parts.items()}
             bar.update(task, advance=1, description=f"epoch {epoch + 1}/{tc.epochs} loss {parts['loss']:.4f}")

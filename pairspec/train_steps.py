@@ -126,32 +126,27 @@ class WeightAverage:
     the correction they keep decay^n of it: a 20-step run at decay 0.99 was 82 % its initialisation.)
     The per-step rule: avg_n = d_n avg_(n-1) + (1 - d_n) w_n, d_n = decay (1 - decay^(n-1)) / (1 - decay^n).
 
-    Validation, best.pt and the calibration use the averaged weights; last.pt keeps both and the step
-    count (`steps`), so a resumed run continues the same average. An average restored without a count
-    (checkpoints before the correction) is continued with the plain decay."""
+    Validation, best.pt and the calibration use the averaged weights; last.pt keeps both. The average is
+    updated once per optimizer step, so n is the run's own step count (saved in last.pt): a resumed run
+    continues the same average."""
 
     def __init__(self, model, decay: float):
         self.decay = float(decay)
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.steps: int | None = 0
 
-    def step_decay(self) -> float:
-        """The decay of the next update (the plain decay when the step count is unknown)."""
-        if self.steps is None:
-            return self.decay
-        n = self.steps + 1
+    def step_decay(self, n: int) -> float:
+        """The decay d_n of the n-th update (n >= 1; d_1 = 0: the first average is the first step's weights)."""
         return self.decay * (1.0 - self.decay ** (n - 1)) / (1.0 - self.decay ** n)
 
     @torch.no_grad()
-    def update(self, model) -> None:
-        d = self.step_decay()
+    def update(self, model, steps_before: int) -> None:
+        """Fold in the weights after one more optimizer step; `steps_before`: the steps averaged so far."""
+        d = self.step_decay(steps_before + 1)
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
                 self.state[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
             else:
                 self.state[k].copy_(v)
-        if self.steps is not None:
-            self.steps += 1
 
     def swap_into(self, model) -> dict:
         """Load the average into `model`; returns the raw weights so they can be put back."""
