@@ -53,7 +53,8 @@ class ModelSection:
     num_heads: Union[int, None] = None  # must divide embed_dim
     drop_path: float = 0.0
     embed: str = "conv"  # patch embedding: "conv" (one map shared by every patch) or "local" (one per patch)
-    label_head: str = "token"  # labels from the label token ("token") or a linear map of every token ("flat")
+    # labels from the label token ("token"), one token per label ("per_label") or a map of every token ("flat")
+    label_head: str = "token"
     decoder_depth: int = 0  # transformer blocks between the encoder and the reconstruction head
     ridge_path: bool = False  # add a fixed ridge regression of the pixels (fitted on the train twins) to the label means
 
@@ -107,7 +108,7 @@ CHOICES = {
     ("train", "label_loss"): ("nll", "beta_nll", "mse_var"),
     ("train", "recon_loss"): ("mse", "chi2"),
     ("model", "embed"): ("conv", "local"),
-    ("model", "label_head"): ("token", "flat"),
+    ("model", "label_head"): ("token", "flat", "per_label"),
 }
 PATH_FIELDS = (("data", "store"), ("run", "out_dir"), ("train", "init_from"))
 # value rules: (section, field) -> (test of a non-None value, what it must be)

@@ -38,6 +38,30 @@ def test_stage_shapes_and_padding():
         model(torch.randn(1, 2, 256))
 
 
+def test_per_label_tokens_give_each_label_its_own_token():
+    torch.manual_seed(0)
+    model = TwinSpecNet(n_pix=250, n_labels=3, patch_size=32, embed_dim=32, depth=1, num_heads=2,
+                        label_head="per_label")
+    assert model.n_label_tokens == 3 and model.label_token.shape == (1, 3, 32)
+    x = torch.randn(4, 2, 250)
+    tokens = model.forward_encoder(x)
+    assert tokens.shape == (4, 3 + 8, 32)
+    assert model.forward_reconstruction(tokens).shape == (4, 250)
+    mean, log_var = model.forward_labels(tokens)
+    w, b = model.label_head.weight, model.label_head.bias
+    for k in range(3):  # label k reads label token k alone: rows k (mean) and 3 + k (log-variance)
+        torch.testing.assert_close(mean[:, k], tokens[:, k] @ w[k] + b[k])
+        torch.testing.assert_close(log_var[:, k], (tokens[:, k] @ w[3 + k] + b[3 + k]).clamp(-12, 6))
+    with torch.no_grad():  # changing token 2 leaves labels 0 and 1 alone
+        shifted = tokens.clone()
+        shifted[:, 2] += 1.0
+        m2, _ = model.forward_labels(shifted)
+    torch.testing.assert_close(m2[:, :2], mean[:, :2])
+    assert not torch.allclose(m2[:, 2], mean[:, 2])
+    # the reconstruction reads the patch tokens only
+    torch.testing.assert_close(model.forward_reconstruction(shifted), model.forward_reconstruction(tokens))
+
+
 def test_log_var_is_clamped():
     model = TwinSpecNet(n_pix=64, n_labels=2, patch_size=16, embed_dim=16, depth=1, num_heads=2)
     with torch.no_grad():

@@ -60,6 +60,14 @@ def test_model_options_reach_the_checkpoint(tmp_path, fake_store):
     assert len(model.decoder) == 1 and model.label_head.in_features == model.embed_dim * (1 + model.n_patches)
 
 
+def test_per_label_tokens_train_and_reload(tmp_path, fake_store):
+    shape = ModelSection(preset="tsn_tiny", depth=1, label_head="per_label")
+    best = T.train(config(tmp_path, "per_label", model=shape, epochs=1), progress=False)
+    model, meta = load_checkpoint(best)
+    assert meta["model_kwargs"]["label_head"] == "per_label"
+    assert model.label_token.shape[1] == model.n_labels == len(meta["label_names"])
+
+
 def test_ema_resumes_to_the_same_average(tmp_path, fake_store):
     T.train(config(tmp_path, "straight", ema=0.9), progress=False)
     T.train(config(tmp_path, "split", ema=0.9, max_steps=17), progress=False)

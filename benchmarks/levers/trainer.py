@@ -42,7 +42,8 @@ class Net(TwinSpecNet):
     """TwinSpecNet with experiment options (conv stem, pooled head, decoder blocks)."""
 
     def __init__(self, n_pix, n_labels, stem=0, head="token", dec_depth=0, embed="conv", **kw):
-        super().__init__(n_pix, n_labels, **kw)
+        # head=per_label: one label token per label (pairspec's model.label_head: per_label)
+        super().__init__(n_pix, n_labels, label_head="per_label" if head == "per_label" else "token", **kw)
         self.embed_kind = embed
         if embed == "local":  # one linear map per patch position (spectra are not translation invariant)
             fan_in = self.in_chans * self.patch_size

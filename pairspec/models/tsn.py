@@ -22,7 +22,7 @@ from pairspec.models.presets import PRESETS
 EMBEDS = ("conv", "local")
 LABEL_LOSSES = ("nll", "beta_nll", "mse_var")
 RECON_LOSSES = ("mse", "chi2")
-LABEL_HEADS = ("token", "flat")
+LABEL_HEADS = ("token", "flat", "per_label")
 # log-variance range in standardised units: sigma in [exp(-6), exp(3)] label std; keeps the NLL
 # finite when a head saturates early in training.
 LOG_VAR_MIN, LOG_VAR_MAX = -12.0, 6.0
@@ -56,6 +56,9 @@ class TwinSpecNet(nn.Module):
         self.n_patches = math.ceil(self.n_pix / self.patch_size)
         self.padded = self.n_patches * self.patch_size  # padding carries zero weight
         self.embed, self.label_head_kind, self.decoder_depth = embed, label_head, int(decoder_depth)
+        # "per_label": one label token per label, so each label can attend to its own lines (an [Mg/Fe]
+        # token to the Mg lines) instead of all labels sharing one token's attention
+        self.n_label_tokens = self.n_labels if label_head == "per_label" else 1
 
         if embed == "local":
             # one linear map per patch position: a line at 15753 A is not a line at 16000 A (spectra,
@@ -65,8 +68,8 @@ class TwinSpecNet(nn.Module):
             self.local_bias = nn.Parameter(torch.zeros(self.n_patches, embed_dim))
         else:
             self.patch_embed = nn.Conv1d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.label_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.n_patches, embed_dim))
+        self.label_token = nn.Parameter(torch.zeros(1, self.n_label_tokens, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.n_label_tokens + self.n_patches, embed_dim))
         dpr = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth ramp
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=dpr[i])
@@ -74,7 +77,8 @@ class TwinSpecNet(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim)
         # mean and log-variance: from the label token, or ("flat") a linear map of every token, which
-        # contains a linear regression on the pixels as a special case
+        # contains a linear regression on the pixels as a special case; with "per_label" label k's mean and
+        # log-variance are rows k and K + k of the same map applied to label token k
         head_in = embed_dim * (1 + self.n_patches) if label_head == "flat" else embed_dim
         self.label_head = nn.Linear(head_in, 2 * n_labels)
         # reconstruction: `decoder_depth` transformer blocks over the tokens (MAE-style), then one patch of
@@ -116,7 +120,7 @@ class TwinSpecNet(nn.Module):
     # --- stages ------------------------------------------------------------------------------
 
     def forward_encoder(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, L) -> tokens (B, 1 + n_patches, D); token 0 is the label token."""
+        """(B, in_chans, L) -> tokens (B, T + n_patches, D); the first T = n_label_tokens are label tokens."""
         if x.shape[-1] != self.n_pix:
             raise ValueError(f"TwinSpecNet expects {self.n_pix} pixels, got {x.shape[-1]}")
         x = F.pad(x, (0, self.padded - self.n_pix))  # zero flux-1 and zero weight
@@ -135,8 +139,13 @@ class TwinSpecNet(nn.Module):
 
     def forward_labels(self, tokens: torch.Tensor, flux: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Label token (or every token) -> (mean (B, K), log_var (B, K)) in standardised label units."""
-        feats = tokens.flatten(1) if self.label_head_kind == "flat" else tokens[:, 0]
-        mean, log_var = self.label_head(feats).float().chunk(2, dim=-1)
+        if self.label_head_kind == "per_label":
+            k = self.n_labels
+            out = self.label_head(tokens[:, :k]).float()  # (B, K tokens, 2K): keep token k's rows k, K + k
+            mean, log_var = out[..., :k].diagonal(dim1=1, dim2=2), out[..., k:].diagonal(dim1=1, dim2=2)
+        else:
+            feats = tokens.flatten(1) if self.label_head_kind == "flat" else tokens[:, 0]
+            mean, log_var = self.label_head(feats).float().chunk(2, dim=-1)
         if self.ridge_path:
             if flux is None:
                 raise ValueError("a model with a ridge path needs the input flux in forward_labels")
@@ -147,7 +156,8 @@ class TwinSpecNet(nn.Module):
         """Tokens -> (B, L) normalised flux - 1 of the high-S/N twin (padding cut off)."""
         for block in self.decoder:
             tokens = block(tokens)
-        patches = self.recon_head(self.decoder_norm(tokens)[:, 1:]).float()  # (B, n_patches, patch_size)
+        # (B, n_patches, patch_size), the label tokens dropped
+        patches = self.recon_head(self.decoder_norm(tokens)[:, self.n_label_tokens:]).float()
         return patches.flatten(1)[:, : self.n_pix]
 
     def forward(self, x: torch.Tensor) -> dict:
@@ -229,7 +239,7 @@ def count_flops(model: TwinSpecNet, n_pix: int | None = None) -> int:
     L = model.n_pix if n_pix is None else int(n_pix)
     P, D, C = model.patch_size, model.embed_dim, model.in_chans
     n_patches = math.ceil(L / P)
-    T = n_patches + 1
+    T = n_patches + getattr(model, "n_label_tokens", 1)
     hidden = model.blocks[0].mlp.fc1.out_features if len(model.blocks) else 0
     per_block = 2 * T * D * 3 * D + 2 * 2 * T * T * D + 2 * T * D * D + 2 * 2 * T * D * hidden
     embed = 2 * n_patches * P * C * D
