@@ -31,6 +31,8 @@ def cached_twins(split, mode="loo", max_stars=None, min_visits=2, tag=None):
         t0 = time.time()
         tw = data.TwinData(store, split, mode=mode, min_visits=min_visits, max_stars=max_stars)
         d = {k: getattr(tw, k) for k in ("x", "target", "target_w", "labels", "snr", "star_index", "visit_index")}
+        # the study's four labels only (the store's schema holds every label the survey has)
+        d["labels"] = d["labels"][:, [list(tw.schema.names).index(n) for n in LABELS]]
         d["x"] = d["x"].astype(np.float16)
         d["target"] = d["target"].astype(np.float16)
         np.savez(path, **d)
