@@ -51,4 +51,5 @@ elif what == "fit":
         s = H.score(lab, t_true[sel], te["snr"][sel], r["sigma"])
         out[f"fit_{name}"] = {"score": s, "t": time.time() - t0, "n": n}
         print(f"fit {name} {time.time() - t0:.0f}s\n" + H.fmt(s), flush=True)
+H.RESULTS.mkdir(parents=True, exist_ok=True)
 json.dump(out, open(f"{H.RESULTS}/refs_{what}.json", "w"))

@@ -167,6 +167,7 @@ def label_loss(mean, lv, y, mask, kind, beta, step_frac, mse_warm, label_w=None)
 
 
 def run(cfg, name):
+    H.RESULTS.mkdir(parents=True, exist_ok=True)  # before training: a missing folder must not cost the run
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
