@@ -21,9 +21,10 @@ SEED = 20260426
 SIZES = {  # stars, epochs, model preset, emulator-fit visits, max_steps per run (None = all)
     "toy": dict(n_stars=60, epochs=1, preset="tsn_tiny", max_fit=20, max_steps=20, batch_size=16),
     # the CPU precision study's choices (docs/recipes.md, "Precision levers"): the per-patch embedding, and
-    # the reconstruction as chi^2 against the target's noise at weight 0.1, a weight average (the demo's)
+    # the reconstruction as chi^2 against the target's noise at weight 0.1, a weight average (the demo's),
+    # one label token per label
     "cpu": dict(n_stars=1500, epochs=10, preset="tsn_mini", max_fit=300, max_steps=None, batch_size=32,
-                embed="local", recon_loss="chi2", recon_weight=0.1, ema=0.99),
+                embed="local", recon_loss="chi2", recon_weight=0.1, ema=0.99, label_head="per_label"),
     "gpu": dict(n_stars=20000, epochs=40, preset="tsn_base", max_fit=2000, max_steps=None, batch_size=256),
 }
 
