@@ -198,8 +198,8 @@ def iter_chunks(store, split: str = "train", mode: str = "loo", min_visits: int 
 
 class TwinData:
     """All twins of one split in memory (float32): x (M, 2, L), target (M, L), target_w (M, L),
-    labels (M, K) raw physical units (NaN missing), snr (M,), star_index (M,), visit_index (M,) (-1 in
-    direct mode).
+    labels (M, K) raw physical units (NaN missing), label_err (M, K) the survey's errors of those labels,
+    snr (M,), star_index (M,), visit_index (M,) (-1 in direct mode).
 
     Modes: "loo" (TSN default) every visit of a star with >= 2 visits, target = leave-one-out coadd of
     its other normalised visits; "coadd" every visit, target = the survey's combined spectrum (ablation;
@@ -228,6 +228,8 @@ class TwinData:
                  "visit_index": np.zeros(0, np.int64)}
         for name, default in empty.items():
             setattr(self, name, np.concatenate([c[name] for c in chunks]) if chunks else default)
+        # the survey's own errors of each twin's labels (NaN = unknown): the sigma calibration takes them out
+        self.label_err = np.asarray(store.label_err(), dtype=np.float32)[self.star_index]
 
     def __len__(self) -> int:
         return int(self.x.shape[0])

@@ -266,11 +266,15 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
     snr = np.asarray(visits["snr"])[rows].astype(np.float64)
     survey = _reorder(store.labels(), store.schema.names, names)
     refs = {"survey": survey[star]}
+    # the survey's own label errors: z-scores against its labels use sqrt(sigma^2 + label_err^2), as the
+    # calibration (pairspec.calibration) takes them out of the predicted sigma
+    ref_err = {"survey": np.nan_to_num(_reorder(store.label_err(), store.schema.names, names)[star], nan=0.0)}
     if true_star is not None:
         refs["truth"] = true_star[star]
     if cluster is None:
         cluster = np.array([json.loads(m or "{}").get("cluster", "") for m in stars["meta_json"]]).astype(str)
-    metrics = _metrics(names, predictor.schema.units, methods, refs, star, snr, snr_edges, cluster, survey, recon, store.n_stars)
+    metrics = _metrics(names, predictor.schema.units, methods, refs, star, snr, snr_edges, cluster, survey, recon,
+                       store.n_stars, ref_err)
     from pairspec.surveys import paper_targets
 
     metrics["paper_targets_lt60"] = paper_targets(store.survey)  # the survey's published bar, if any
@@ -298,7 +302,8 @@ def _summary(resid) -> dict:
     return {"n": int(r.size), "sigma": M.robust_sigma(r), "bias": M.bias(r)}
 
 
-def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star, recon, n_star) -> dict:
+def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star, recon, n_star,
+             ref_err=None) -> dict:
     """The nested metrics dict (see docs/evaluation.md for its layout)."""
     m = {"labels": names, "units": list(units), "snr_edges": [float(e) for e in edges],
          "snr_bins": M.snr_bin_labels(edges), "paper_targets_lt60": {},
@@ -320,7 +325,9 @@ def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star
                     "<60": _summary((lab[:, k] - ref[:, k])[low]), "all": _summary(lab[:, k] - ref[:, k])}
                 for k, n in enumerate(names)}
             m["slope"][meth][ref_name] = {n: M.slope(lab[:, k], ref[:, k]) for k, n in enumerate(names)}
-            cal[ref_name] = {n: M.zscore_stats(lab[:, k], sig[:, k], ref[:, k]) for k, n in enumerate(names)}
+            err = (ref_err or {}).get(ref_name)
+            sig_ref = sig if err is None else np.sqrt(sig**2 + err**2)
+            cal[ref_name] = {n: M.zscore_stats(lab[:, k], sig_ref[:, k], ref[:, k]) for k, n in enumerate(names)}
         # precision bought by shrinking to the mean shows as a slope below 1 (against the truth when there is one)
         m["slope_snr20"][meth] = {n: M.slope(lab[hi20, k], best[hi20, k]) for k, n in enumerate(names)}
         if "truth" in refs and {"fe_h", "mg_fe"} <= set(names):

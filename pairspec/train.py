@@ -152,10 +152,14 @@ def _with_labels(twins, cols):
     """The same twins with only the label columns `cols` (the recipe's label subset)."""
     if cols is None:
         return twins
+    err = getattr(twins, "label_err", None)
     if dataclasses.is_dataclass(twins):
-        return dataclasses.replace(twins, labels=twins.labels[:, cols])
+        extra = {} if err is None else {"label_err": err[:, cols]}
+        return dataclasses.replace(twins, labels=twins.labels[:, cols], **extra)
     twins = copy.copy(twins)
     twins.labels = twins.labels[:, cols]
+    if err is not None:
+        twins.label_err = err[:, cols]
     return twins
 
 
@@ -359,7 +363,8 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
 def calibrate(pred, sigma, twins) -> dict:
     """The sigma calibration (pairspec.calibration) of val predictions against the val twins' labels."""
     return fit_calibration(pred, sigma, twins.val.labels, snr=np.asarray(twins.val.snr),
-                           star=np.asarray(twins.val.star_index), label_names=twins.schema.names)
+                           star=np.asarray(twins.val.star_index), label_names=twins.schema.names,
+                           label_err=getattr(twins.val, "label_err", None))
 
 
 def val_sigma(pred, twins) -> dict:

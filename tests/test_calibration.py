@@ -43,3 +43,37 @@ def test_no_star_part_when_visits_explain_everything():
     visit = split_sigma(net, snr, cal)[1]
     # only sampling noise of the robust scales is left to explain: a star term far below the visit term
     assert cal["star_sigma"][0] < 0.25 * float(np.median(visit))
+
+
+def test_visit_part_follows_snr_when_the_network_sigma_does_not():
+    """The network's sigma falls as S/N^-0.5 while the visit noise falls as S/N^-1: one scale would be too
+    large at high S/N and too small at low S/N; the S/N exponent of the visit part puts the pairs right."""
+    rng = np.random.default_rng(3)
+    n_star = 800
+    star = np.repeat(np.arange(n_star), 4)
+    snr = rng.uniform(8, 120, star.size)
+    truth = rng.uniform(4000, 6000, n_star)[star][:, None]
+    pred = truth + 20.0 * rng.normal(size=(n_star, 1))[star] + (1500.0 / snr)[:, None] * rng.normal(size=(star.size, 1))
+    net = (100.0 / np.sqrt(snr))[:, None]
+    cal = fit_calibration(pred, net, truth, snr=snr, star=star)
+    assert -0.75 < cal["visit_snr_slope"][0] < -0.3  # pairs binned by their noisier visit: a little steep
+    visit = split_sigma(net, snr, cal)[1]
+    a, b = repeat_pairs(star)
+    low = np.minimum(snr[a], snr[b])
+    for sel in (low < 25, low > 60):  # calibrated at both ends of the S/N range
+        z = pair_zscore_stats(pred[a[sel], 0], visit[a[sel], 0], pred[b[sel], 0], visit[b[sel], 0])
+        assert 0.85 < z["z_std"] < 1.15 and 0.60 < z["cov68"] < 0.76
+
+
+def test_reference_label_noise_is_taken_out_of_the_star_part():
+    """Fitted against labels with their own noise (label_err), the sigma is the error against the truth."""
+    pred, net, truth, snr, star = _twins(600, 4)
+    rng = np.random.default_rng(5)
+    label_err = np.full_like(truth, 40.0)
+    noisy = truth + label_err * rng.normal(size=(600, 1))[star]  # the survey's label: one draw per star
+    naive = fit_calibration(pred, net, noisy, snr=snr, star=star)
+    cal = fit_calibration(pred, net, noisy, snr=snr, star=star, label_err=label_err)
+    assert np.median(np.asarray(cal["star_sigma_by_snr"])[:, 0]) < np.median(np.asarray(naive["star_sigma_by_snr"])[:, 0])
+    pred2, net2, truth2, snr2, _ = _twins(600, 6)
+    z = zscore_stats(pred2[:, 0], split_sigma(net2, snr2, cal)[0][:, 0], truth2[:, 0])
+    assert 0.63 < z["cov68"] < 0.73
