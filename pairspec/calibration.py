@@ -46,10 +46,7 @@ from __future__ import annotations
 import numpy as np
 
 from pairspec.metrics import DEFAULT_SNR_EDGES as SNR_EDGES
-from pairspec.metrics import (
-    repeat_pairs,
-    robust_std,  # one robust sigma for the whole package  # noqa: F401 - re-exported (pairspec.train)
-)
+from pairspec.metrics import repeat_pairs
 
 COVERAGE = 0.6827  # P(|z| < 1) for a unit Gaussian
 SNR_REF = 30.0
@@ -98,11 +95,11 @@ def _visit_part(d, sa, sb, snr_a, snr_b, min_count: int) -> tuple[float, float]:
             candidates = _SLOPES
             quart = np.searchsorted(np.nanquantile(low, [0.25, 0.5, 0.75]), low, side="right")
             quart[~np.isfinite(low)] = -1  # pairs without an S/N count in the overall scale only
+    # log(S/N / ref) of each visit, once: the factor of exponent c is exp(c * log)
+    la, lb = (0.0, 0.0) if len(candidates) == 1 else (np.log(snr_factor(s, [1.0])[:, 0]) for s in (snr_a, snr_b))
     best = (np.inf, 1.0, 0.0)
     for c in candidates:
-        fa = 1.0 if c == 0.0 else snr_factor(snr_a, [c])[:, 0]
-        fb = 1.0 if c == 0.0 else snr_factor(snr_b, [c])[:, 0]
-        z = d / np.sqrt((sa * fa) ** 2 + (sb * fb) ** 2)
+        z = d / np.sqrt((sa * np.exp(c * la)) ** 2 + (sb * np.exp(c * lb)) ** 2)
         a = coverage_scale(z)
         if not a > 0:
             continue

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pairspec.calibration import fit_calibration, robust_std
+from pairspec.calibration import fit_calibration
 from pairspec.checkpoint import read_train_state, save_checkpoint
 from pairspec.config import RunConfig, save_resolved, to_dict
+from pairspec.metrics import robust_std
 from pairspec.train_steps import (  # noqa: F401 - re-exported: tests and benchmarks use them from here
     WeightAverage,
     degrade_targets,

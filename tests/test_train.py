@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pairspec import train as T
-from pairspec.calibration import apply_calibration, fit_calibration, robust_std
+from pairspec.calibration import apply_calibration, fit_calibration
 from pairspec.checkpoint import load_checkpoint, read_meta
 from pairspec.config import (
     DataSection,
@@ -18,6 +18,7 @@ from pairspec.config import (
     TrainSection,
 )
 from pairspec.grid import LogLinearGrid
+from pairspec.metrics import robust_std
 from pairspec.models import create_model
 from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 
