@@ -56,6 +56,7 @@ class ModelSection:
     # labels from the label token ("token"), one token per label ("per_label") or a map of every token ("flat")
     label_head: str = "token"
     decoder_depth: int = 0  # transformer blocks between the encoder and the reconstruction head
+    linear_readout: int = 0  # rank of a linear readout of every patch token added to the label means (0 = off)
     ridge_path: bool = False  # add a fixed ridge regression of the pixels (fitted on the train twins) to the label means
 
 
@@ -126,6 +127,7 @@ RULES = {
     ("model", "num_heads"): (lambda v: v >= 1, ">= 1"),
     ("model", "drop_path"): (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     ("model", "decoder_depth"): (lambda v: v >= 0, ">= 0"),
+    ("model", "linear_readout"): (lambda v: v >= 0, ">= 0"),
     ("train", "epochs"): (lambda v: v >= 1, ">= 1"),
     ("train", "batch_size"): (lambda v: v >= 1, ">= 1"),
     ("train", "lr"): (lambda v: v > 0, "> 0"),

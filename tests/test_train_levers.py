@@ -68,6 +68,28 @@ def test_per_label_tokens_train_and_reload(tmp_path, fake_store):
     assert model.label_token.shape[1] == model.n_labels == len(meta["label_names"])
 
 
+def test_linear_readout_starts_as_the_head_and_learns(tmp_path, fake_store):
+    """The patch-token readout adds nothing before training (its output layer is zero), and a trained
+    run carries it through the checkpoint to prediction."""
+    plain = create_model("tsn_tiny", L, 3, depth=1, label_head="per_label")
+    with_ro = create_model("tsn_tiny", L, 3, depth=1, label_head="per_label", linear_readout=4)
+    missing = with_ro.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["readout.bias", "readout.weight", "readout_proj.bias", "readout_proj.weight"]
+    x = torch.from_numpy(fake_twins(8, 2).x)
+    with torch.no_grad():
+        np.testing.assert_allclose(with_ro(x)["mean"].numpy(), plain(x)["mean"].numpy(), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="linear_readout must be >= 0"):
+        create_model("tsn_tiny", L, 3, linear_readout=-1)
+    shape = ModelSection(preset="tsn_tiny", depth=1, label_head="per_label", linear_readout=4)
+    best = T.train(config(tmp_path, "readout", model=shape, epochs=2), progress=False)
+    model, meta = load_checkpoint(best)
+    assert meta["model_kwargs"]["linear_readout"] == 4
+    assert model.readout.in_features == 4 * model.n_patches and model.readout.weight.abs().max() > 0
+    with torch.no_grad():
+        out = LabelPredictor.from_checkpoint(best).network(torch.from_numpy(fake_twins(16, 1).x))
+    assert torch.isfinite(out["mean"]).all() and torch.isfinite(out["log_var"]).all()
+
+
 def test_ema_resumes_to_the_same_average(tmp_path, fake_store):
     T.train(config(tmp_path, "straight", ema=0.9), progress=False)
     T.train(config(tmp_path, "split", ema=0.9, max_steps=17), progress=False)

@@ -44,6 +44,7 @@ class TwinSpecNet(nn.Module):
         label_head: str = "token",
         decoder_depth: int = 0,
         ridge_path: bool = False,
+        linear_readout: int = 0,
     ):
         super().__init__()
         if embed_dim % num_heads:
@@ -81,6 +82,17 @@ class TwinSpecNet(nn.Module):
         # log-variance are rows k and K + k of the same map applied to label token k
         head_in = embed_dim * (1 + self.n_patches) if label_head == "flat" else embed_dim
         self.label_head = nn.Linear(head_in, 2 * n_labels)
+        # an optional linear readout of every patch token, added to the label means: each token is
+        # projected to `linear_readout` numbers and one linear map of all of them gives each label. Linear
+        # probes of a trained encoder (docs/recipes.md) found the [Mg/Fe] information in the patch
+        # tokens, not in the label tokens that attention pooling fills; this path reads it directly. Its
+        # output layer starts at zero, so an untrained model predicts what the label head does
+        self.linear_readout = int(linear_readout)
+        if self.linear_readout < 0:
+            raise ValueError(f"linear_readout must be >= 0, got {linear_readout}")
+        if self.linear_readout:
+            self.readout_proj = nn.Linear(embed_dim, self.linear_readout)
+            self.readout = nn.Linear(self.n_patches * self.linear_readout, n_labels)
         # reconstruction: `decoder_depth` transformer blocks over the tokens (MAE-style), then one patch of
         # flux per token
         self.decoder = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True)
@@ -107,6 +119,8 @@ class TwinSpecNet(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.linear_readout:
+            nn.init.zeros_(self.readout.weight)
 
     @torch.no_grad()
     def set_ridge(self, weight, bias) -> None:
@@ -146,6 +160,9 @@ class TwinSpecNet(nn.Module):
         else:
             feats = tokens.flatten(1) if self.label_head_kind == "flat" else tokens[:, 0]
             mean, log_var = self.label_head(feats).float().chunk(2, dim=-1)
+        if self.linear_readout:
+            patch_tokens = tokens[:, self.n_label_tokens:]
+            mean = mean + self.readout(self.readout_proj(patch_tokens).flatten(1)).float()
         if self.ridge_path:
             if flux is None:
                 raise ValueError("a model with a ridge path needs the input flux in forward_labels")
