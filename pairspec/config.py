@@ -57,6 +57,7 @@ class ModelSection:
     label_head: str = "token"
     decoder_depth: int = 0  # transformer blocks between the encoder and the reconstruction head
     linear_readout: int = 0  # rank of a linear readout of every patch token added to the label means (0 = off)
+    readout_detach: bool = False  # the readout's gradient does not reach the encoder (a probe trained alongside)
     ridge_path: bool = False  # add a fixed ridge regression of the pixels (fitted on the train twins) to the label means
 
 

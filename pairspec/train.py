@@ -227,7 +227,8 @@ def build_model(config: RunConfig, run: RunContext, twins: Twins):
     model_kwargs = preset_kwargs(m.preset, twins.n_pix, len(twins.schema), patch_size=m.patch_size,
                                  embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, drop_path=m.drop_path,
                                  embed=m.embed, label_head=m.label_head, decoder_depth=m.decoder_depth,
-                                 ridge_path=m.ridge_path, linear_readout=m.linear_readout)
+                                 ridge_path=m.ridge_path, linear_readout=m.linear_readout,
+                                 readout_detach=m.readout_detach)
     torch.manual_seed(config.run.seed)
     model = TwinSpecNet(**model_kwargs)
     if config.train.init_from:

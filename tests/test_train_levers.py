@@ -240,3 +240,20 @@ def test_label_weights_in_a_recipe(tmp_path, fake_store):
     for value in ("{fe_h: -1}", "{}", "3", "{fe_h: yes}"):
         with pytest.raises(ConfigError, match="label_weights"):
             apply_overrides(config(tmp_path), [f"train.label_weights={value}"])
+
+
+def test_detached_readout_sends_no_gradient_to_the_encoder():
+    """readout_detach: the readout learns, but the encoder gets no gradient through it. With the label
+    head zeroed the label means are the readout alone, so the encoder's gradient is the readout's."""
+    x = torch.from_numpy(fake_twins(8, 2).x)
+    grads = {}
+    for detach in (False, True):
+        model = create_model("tsn_tiny", L, 3, depth=1, label_head="per_label", linear_readout=4,
+                             readout_detach=detach)
+        torch.nn.init.normal_(model.readout.weight, std=0.1)
+        torch.nn.init.zeros_(model.label_head.weight)
+        model.forward_labels(model.forward_encoder(x), x[:, 0])[0].sum().backward()
+        grads[detach] = (model.readout.weight.grad.abs().sum().item(),
+                         sum(p.grad.abs().sum().item() for p in model.blocks.parameters() if p.grad is not None))
+    assert grads[False][0] > 0 and grads[False][1] > 0
+    assert grads[True][0] > 0 and grads[True][1] == 0

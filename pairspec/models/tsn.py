@@ -45,6 +45,7 @@ class TwinSpecNet(nn.Module):
         decoder_depth: int = 0,
         ridge_path: bool = False,
         linear_readout: int = 0,
+        readout_detach: bool = False,
     ):
         super().__init__()
         if embed_dim % num_heads:
@@ -87,7 +88,10 @@ class TwinSpecNet(nn.Module):
         # probes of a trained encoder (docs/recipes.md) found the [Mg/Fe] information in the patch
         # tokens, not in the label tokens that attention pooling fills; this path reads it directly. Its
         # output layer starts at zero, so an untrained model predicts what the label head does
-        self.linear_readout = int(linear_readout)
+        # `readout_detach`: the readout reads the tokens without passing its gradient to the encoder (a
+        # probe trained along with the network), so the encoder's tokens serve the head and the
+        # reconstruction as without it
+        self.linear_readout, self.readout_detach = int(linear_readout), bool(readout_detach)
         if self.linear_readout < 0:
             raise ValueError(f"linear_readout must be >= 0, got {linear_readout}")
         if self.linear_readout:
@@ -162,6 +166,8 @@ class TwinSpecNet(nn.Module):
             mean, log_var = self.label_head(feats).float().chunk(2, dim=-1)
         if self.linear_readout:
             patch_tokens = tokens[:, self.n_label_tokens:]
+            if self.readout_detach:
+                patch_tokens = patch_tokens.detach()
             mean = mean + self.readout(self.readout_proj(patch_tokens).flatten(1)).float()
         if self.ridge_path:
             if flux is None:
