@@ -26,3 +26,18 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
     assert set(metrics["scatter"]) == {"tsn", "direct", "ridge", "emulator_fit"}
     assert isinstance(metrics["quality_bar"]["passed"], bool)
     assert list((out / "report").glob("*.png"))
+
+
+def test_the_package_ships_the_demo_recipe(tmp_path):
+    """The demo reads recipes/demo.yaml through the package's link to it (a copy in a wheel), so an
+    installed demo trains what the checkout's recipe says, not the built-in defaults."""
+    from pathlib import Path
+
+    from pairspec.config import load_recipe
+    from pairspec.demo import REPO_RECIPE, demo_config
+
+    checkout = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
+    assert REPO_RECIPE.read_text() == checkout.read_text()
+    config = demo_config(tmp_path / "store.zarr", tmp_path / "runs", epochs=None, seed=5)
+    assert config.model == load_recipe(checkout).model and config.run.seed == 5
+    assert config.data.store == str(tmp_path / "store.zarr")
