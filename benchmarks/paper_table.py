@@ -22,10 +22,10 @@ SIZES = {  # stars, epochs, model preset, emulator-fit visits, max_steps per run
     "toy": dict(n_stars=60, epochs=1, preset="tsn_tiny", max_fit=20, max_steps=20, batch_size=16),
     # the CPU precision study's choices (docs/recipes.md, "Precision levers"): the per-patch embedding, and
     # the reconstruction as chi^2 against the target's noise at weight 0.1, a weight average (the demo's),
-    # one label token per label, and a linear readout of the patch tokens beside it
+    # one label token per label, a linear readout of the patch tokens beside it, and one decoder block
     "cpu": dict(n_stars=1500, epochs=10, preset="tsn_mini", max_fit=300, max_steps=None, batch_size=32,
                 embed="local", recon_loss="chi2", recon_weight=0.1, ema=0.99, label_head="per_label",
-                linear_readout=8),
+                linear_readout=8, decoder_depth=1),
     "gpu": dict(n_stars=20000, epochs=40, preset="tsn_base", max_fit=2000, max_steps=None, batch_size=256),
 }
 
@@ -44,7 +44,8 @@ def base_recipe(store: str, out_root: Path, size: dict):
         data=DataSection(store=store, mode="loo"),
         model=ModelSection(preset=size["preset"], embed=size.get("embed", "conv"),
                            label_head=size.get("label_head", "token"),
-                           linear_readout=size.get("linear_readout", 0)),
+                           linear_readout=size.get("linear_readout", 0),
+                           decoder_depth=size.get("decoder_depth", 0)),
         train=TrainSection(epochs=size["epochs"], batch_size=size["batch_size"], max_steps=size["max_steps"],
                            lr=size.get("lr", 2e-3), recon_loss=size.get("recon_loss", "mse"),
                            recon_weight=size.get("recon_weight", 1.0), ema=size.get("ema", 0.0)),
