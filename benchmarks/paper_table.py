@@ -42,10 +42,8 @@ def base_recipe(store: str, out_root: Path, size: dict):
     return RunConfig(
         run=RunSection(name="tsn", out_dir=str(out_root / "tsn"), seed=SEED % 1000),
         data=DataSection(store=store, mode="loo"),
-        model=ModelSection(preset=size["preset"], embed=size.get("embed", "conv"),
-                           label_head=size.get("label_head", "token"),
-                           linear_readout=size.get("linear_readout", 0),
-                           decoder_depth=size.get("decoder_depth", 0)),
+        # every model field the size names, ModelSection's own defaults for the rest
+        model=ModelSection(**{f.name: size[f.name] for f in dataclasses.fields(ModelSection) if f.name in size}),
         train=TrainSection(epochs=size["epochs"], batch_size=size["batch_size"], max_steps=size["max_steps"],
                            lr=size.get("lr", 2e-3), recon_loss=size.get("recon_loss", "mse"),
                            recon_weight=size.get("recon_weight", 1.0), ema=size.get("ema", 0.0)),

@@ -15,17 +15,14 @@ from rich.console import Console
 
 DEMO_FIT_VISITS = 100  # test visits (of ~170) the emulator fit runs on: ~1.9 visits/s on 2 cores, ~1 minute
 # recipes/demo.yaml, through the link pairspec/demo.yaml that the package ships (a copy in a wheel)
-REPO_RECIPE = Path(__file__).with_name("demo.yaml")
+DEMO_RECIPE = Path(__file__).with_name("demo.yaml")
 
 
 def demo_config(store: Path, runs: Path, epochs: int | None, seed: int):
     """The demo recipe (recipes/demo.yaml in a checkout), pointed at the demo's own folders."""
     from pairspec.config import load_recipe
 
-    if not REPO_RECIPE.exists():
-        raise FileNotFoundError(f"{REPO_RECIPE}: the demo recipe is missing from this installation (it is "
-                                "recipes/demo.yaml in a checkout; reinstall pairspec)")
-    config = load_recipe(REPO_RECIPE)
+    config = load_recipe(DEMO_RECIPE)  # a missing file is its FileNotFoundError, naming the path
     config = dataclasses.replace(
         config,
         run=dataclasses.replace(config.run, name="tsn", out_dir=str(runs / "tsn"), seed=seed),

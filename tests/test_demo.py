@@ -34,10 +34,10 @@ def test_the_package_ships_the_demo_recipe(tmp_path):
     from pathlib import Path
 
     from pairspec.config import load_recipe
-    from pairspec.demo import REPO_RECIPE, demo_config
+    from pairspec.demo import DEMO_RECIPE, demo_config
 
     checkout = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
-    assert REPO_RECIPE.read_text() == checkout.read_text()
+    assert DEMO_RECIPE.read_text() == checkout.read_text()
     config = demo_config(tmp_path / "store.zarr", tmp_path / "runs", epochs=None, seed=5)
     assert config.model == load_recipe(checkout).model and config.run.seed == 5
     assert config.data.store == str(tmp_path / "store.zarr")
