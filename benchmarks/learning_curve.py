@@ -1,18 +1,28 @@
 """Learning curve: label precision against the number of training stars, TSN beside its baselines.
 
-    python benchmarks/learning_curve.py                    # CPU: 13k-star survey, 4 sizes x 2 seeds
+    python benchmarks/learning_curve.py                    # CPU: 16k-star survey, 4 sizes x 2 seeds
     python benchmarks/learning_curve.py --toy              # minutes; checks the script end to end
-    python benchmarks/learning_curve.py --sizes 1500 3000 --seeds 2 --stars 13000 --tag cpu
+    # a 2-core machine: one process per seed, one thread each, then the table from both
+    OMP_NUM_THREADS=1 python benchmarks/learning_curve.py --only-seeds 0 &
+    OMP_NUM_THREADS=1 python benchmarks/learning_curve.py --only-seeds 1 ; wait
+    python benchmarks/learning_curve.py --report-only
 
-One standard synthetic survey (`pairspec simulate apogee --store-only`, seed 1) and ONE fixed test split
-(the store's hash split: the same test stars at every size); each size trains on the first N train
-stars ranked by a hash of the star id (data.max_stars: nested, not biased to some fields; the cap
-applies to the validation split too). Per size and training seed: TSN (the recipe below), the
-direct-regression network (same backbone, combined spectra only) and the ridge baseline (a linear map of
-the normalised pixels); the emulator fit (the visit-level pipeline) once, on a fixed random subset of the
-test visits (it does not learn from the training stars). Per visit-S/N bin (<20, 20-40, 40-60, >=60) and
-label: robust sigma and bias against the truth, and the Theil-Sen slope (S/N >= 20), each with its
-spread over the seeds.
+One standard synthetic survey (`pairspec simulate apogee --store-only`, seed 1; 16k stars give ~10.5k
+training stars with >= 2 visits) and ONE fixed test split (the store's hash split: the same test stars at
+every size); each size trains on N train stars ranked by a hash of the star id (data.max_stars: nested,
+not biased to some fields; the cap applies to the validation split too). Per size and training seed: TSN
+(recipes/precision_cpu.yaml, the demo's model), the direct-regression network (same backbone, combined
+spectra only) and the ridge baseline (a linear map of the normalised pixels); the emulator fit (the
+visit-level pipeline) once, on a fixed random subset of the test visits (it does not learn from the
+training stars). Per visit-S/N bin (<20, 20-40, 40-60, >=60) and label: robust sigma and bias against
+the truth, and the Theil-Sen slope (S/N >= 20), each with its spread over the seeds.
+
+Equal compute by default: every TSN run takes about the same number of optimizer steps (one epoch of the
+largest size; the whole number of epochs closest to it at the smaller sizes, so each lr schedule runs to
+its end). A 2-core CPU cannot train every size to convergence (10k stars x 10 epochs is ~2 core-hours per
+run), so this curve answers "what do more stars buy at a fixed CPU budget"; `--epochs` fixes the epochs
+instead (the GPU issue's budget). Each finished (size, seed) writes <work>/records/n<N>_s<k>.json; a rerun
+skips those, so an interrupted curve resumes, and several processes can share one work folder.
 
 Writes <results>/learning_curve-<tag>.json, .md and .png (sigma against training stars). Prints JSON.
 """
@@ -31,7 +41,7 @@ SEED = 1
 LABELS = ("teff", "logg", "fe_h", "mg_fe")
 BINS = ("<20", "20-40", "40-60", ">=60")
 SIZES = {
-    "cpu": dict(stars=13000, sizes=[1500, 3000, 6000, 10400], seeds=2, max_fit=600, epochs=None),
+    "cpu": dict(stars=16000, sizes=[1500, 2600, 5200, 10400], seeds=2, max_fit=600, epochs=None),
     "toy": dict(stars=150, sizes=[40, 80], seeds=2, max_fit=20, epochs=1),
 }
 
@@ -101,7 +111,9 @@ def markdown(result: dict) -> str:
     lines = [f"# Learning curve ({result['tag']}): {result['stars']}-star survey, seed {SEED}", "",
              f"Test split: {result['n_test_visits']} visits of {result['n_test_stars']} stars, the same at every size. "
              "Robust sigma against the truth, mean over training seeds [min-max]; slope at S/N >= 20.",
-             f"Total wall time {result['wall_s'] / 60:.0f} min ({result['machine']}).", ""]
+             f"Equal compute: {result.get('budget_steps')} optimizer steps per TSN run (whole epochs closest to it: "
+             + ", ".join(f"{n} stars {e} epochs" for n, e in result.get("epochs", {}).items())
+             + f"). Training took {result.get('train_core_s', 0) / 60:.0f} core-minutes ({result['machine']}).", ""]
     for name in LABELS:
         unit = "K" if name == "teff" else "dex"
         lines += [f"## {name} [{unit}]", "", "| train stars | method | " + " | ".join(BINS) + " | <60 | slope |",
@@ -167,15 +179,57 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def steps_per_epoch(store_path: str, n_train: int, batch_size: int, min_visits: int = 2) -> int:
+    """Optimizer steps of one TSN epoch at `n_train` training stars: one twin per visit of a selected star."""
+    from pairspec.data import select_stars, table_columns
+    from pairspec.store import open_store
+
+    store = open_store(store_path)
+    stars = select_stars(store, "train", "loo", min_visits, n_train)
+    n_twins = int(np.asarray(table_columns(store, "stars", ("n_visits",))["n_visits"])[stars].sum())
+    return max(1, -(-n_twins // batch_size))
+
+
+def epochs_for_budget(budget_steps: int, spe: int) -> int:
+    """Whole epochs closest to a step budget (>= 1): the lr schedule then runs to its end in every run."""
+    return max(1, int(round(budget_steps / spe)))
+
+
+def record_path(work: Path, n_train: int, k: int) -> Path:
+    return work / "records" / f"n{n_train}_s{k}.json"
+
+
+def collect(work: Path, sizes) -> list[dict]:
+    """Every finished run record under work/records for these sizes (written by any process)."""
+    runs = []
+    for path in sorted((work / "records").glob("n*_s*.json")):
+        rec = json.loads(path.read_text())
+        if rec["n_train"] in sizes:
+            runs.extend(rec["runs"])
+    return runs
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--toy", action="store_true", help="tiny run that only checks the script")
     ap.add_argument("--stars", type=int, help="stars in the simulated survey")
     ap.add_argument("--sizes", type=int, nargs="+", help="training stars per point")
     ap.add_argument("--seeds", type=int, help="training seeds per point")
+    ap.add_argument("--only-seeds", type=int, nargs="+",
+                    help="run only these seed indices (0-based; e.g. one process per seed on a 2-core machine)")
+    ap.add_argument("--points", nargs="+", metavar="N:K",
+                    help="run exactly these (training stars, seed index) points, in this order (to balance "
+                         "processes; default: every size x seed)")
     ap.add_argument("--max-fit", type=int, help="test visits the emulator fit runs on")
-    ap.add_argument("--epochs", type=int, help="override the recipe's epochs (toy runs)")
+    ap.add_argument("--epochs", type=int, help="fixed epochs at every size (default: equal compute, see --steps)")
+    ap.add_argument("--steps", type=int,
+                    help="optimizer-step budget per TSN run; epochs = the whole number closest to it at each size "
+                         "(default: one epoch of the largest size)")
     ap.add_argument("--methods", nargs="+", default=["tsn", "direct", "ridge"])
+    ap.add_argument("--direct-seeds", type=int, default=None,
+                    help="train the direct network for the first K seeds only (default: all)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="no training: aggregate the run records already under --work into the result files")
     ap.add_argument("--work", default="benchmarks/work/learning_curve")
     ap.add_argument("--store", help="an existing standard store (default: simulate one under --work)")
     ap.add_argument("--results", default="benchmarks/results")
@@ -188,7 +242,7 @@ def main(argv=None) -> dict:
             setattr(args, key.replace("-", "_"), value)
     tag = args.tag or kind
     work = Path(args.work) / tag
-    work.mkdir(parents=True, exist_ok=True)
+    (work / "records").mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
     from pairspec.evaluate import evaluate
@@ -204,39 +258,62 @@ def main(argv=None) -> dict:
         store, truth = str(work / "survey" / "apogee.zarr"), str(work / "survey" / "truth.fits")
     else:
         truth = str(Path(store).parent / "truth.fits")
-    runs, fit_summary, n_test = [], {}, (0, 0)
-    for n_train in args.sizes:
-        for k in range(args.seeds):
-            base = tsn_recipe(store, work / "runs" / f"n{n_train}_s{k}" / "tsn", n_train, 100 + k, args.epochs)
-            ckpts, times = {}, {}
-            for method, cfg in variants(base).items():
-                if method not in args.methods:
-                    continue
-                t0 = time.perf_counter()
-                ckpts[method] = train(cfg, progress=False)
-                times[method] = time.perf_counter() - t0
-            first = not fit_summary
+    batch = tsn_recipe(store, work, 1, 0, None).train.batch_size
+    spe = {n: steps_per_epoch(store, n, batch) for n in args.sizes}
+    budget = args.steps or spe[max(args.sizes)]
+    epochs = {n: args.epochs or epochs_for_budget(budget, spe[n]) for n in args.sizes}
+    fit_path = work / "records" / "emulator_fit.json"
+    seeds = args.only_seeds if args.only_seeds is not None else list(range(args.seeds))
+    points = ([tuple(int(v) for v in p.split(":")) for p in args.points] if args.points
+              else [(n, k) for n in args.sizes for k in seeds])
+    for n_train, k in [] if args.report_only else points:
+        if n_train not in spe:
+            raise SystemExit(f"--points {n_train}:{k}: {n_train} is not one of --sizes {args.sizes}")
+        if record_path(work, n_train, k).exists():
+            continue  # finished earlier (the script resumes where it stopped)
+        base = tsn_recipe(store, work / "runs" / f"n{n_train}_s{k}" / "tsn", n_train, 100 + k, epochs[n_train])
+        ckpts, times = {}, {}
+        for method, cfg in variants(base).items():
+            if method not in args.methods or (method == "direct" and args.direct_seeds is not None
+                                              and k >= args.direct_seeds):
+                continue
             t0 = time.perf_counter()
-            metrics = evaluate(str(ckpts["tsn"]), store, split="test", truth=truth,
-                               out_dir=str(work / "reports" / f"n{n_train}_s{k}"),
-                               compare={m: str(c) for m, c in ckpts.items() if m != "tsn"},
-                               emulator_fit=first, max_fit=args.max_fit, progress=False, plots=first)
-            times["evaluate"] = time.perf_counter() - t0
-            n_test = (metrics["n_stars"], metrics["n_visits"])
-            if first and "emulator_fit" in metrics["scatter"]:
-                fit_summary = summary(metrics, "emulator_fit")
-            for method in ckpts:
-                runs.append({"n_train": n_train, "seed": 100 + k, "method": method, "summary": summary(metrics, method),
-                             "train_s": times[method]})
-            print(json.dumps({"n_train": n_train, "seed": k, "times_s": {m: round(t) for m, t in times.items()},
-                              "tsn_teff_lt60": summary(metrics, "tsn").get("teff", {}).get("<60")}), file=sys.stderr,
-                  flush=True)
+            ckpts[method] = train(cfg, progress=False)
+            times[method] = time.perf_counter() - t0
+        with_fit = k == 0 and not fit_path.exists()
+        t0 = time.perf_counter()
+        metrics = evaluate(str(ckpts["tsn"]), store, split="test", truth=truth,
+                           out_dir=str(work / "reports" / f"n{n_train}_s{k}"),
+                           compare={m: str(c) for m, c in ckpts.items() if m != "tsn"},
+                           emulator_fit=with_fit, max_fit=args.max_fit, progress=False, plots=with_fit)
+        times["evaluate"] = time.perf_counter() - t0
+        if with_fit and "emulator_fit" in metrics["scatter"]:
+            fit_path.write_text(json.dumps({"summary": summary(metrics, "emulator_fit"),
+                                            "n_visits": int(min(args.max_fit, metrics["n_visits"]))}))
+        runs = [{"n_train": n_train, "seed": 100 + k, "method": method, "summary": summary(metrics, method),
+                 "epochs": epochs[n_train], "steps": epochs[n_train] * spe[n_train] if method == "tsn" else None,
+                 "train_s": times[method]} for method in ckpts]
+        tmp = record_path(work, n_train, k).with_suffix(".tmp")
+        tmp.write_text(json.dumps({"n_train": n_train, "seed_index": k, "n_test_stars": metrics["n_stars"],
+                                   "n_test_visits": metrics["n_visits"], "times_s": times, "runs": runs}))
+        tmp.replace(record_path(work, n_train, k))
+        print(json.dumps({"n_train": n_train, "seed": k, "epochs": epochs[n_train],
+                          "times_s": {m: round(t) for m, t in times.items()},
+                          "tsn_teff_lt60": summary(metrics, "tsn").get("teff", {}).get("<60")}), file=sys.stderr,
+              flush=True)
     import platform
 
-    result = {"tag": tag, "stars": args.stars, "sizes": args.sizes, "seeds": args.seeds, "n_test_stars": n_test[0],
-              "n_test_visits": n_test[1], "runs": runs, "aggregate": aggregate(runs), "emulator_fit": fit_summary,
-              "wall_s": time.perf_counter() - t_start, "machine": f"{platform.processor() or platform.machine()}, "
-              f"{__import__('os').cpu_count()} cores"}
+    runs = collect(work, args.sizes)
+    recs = [json.loads(p.read_text()) for p in sorted((work / "records").glob("n*_s*.json"))]
+    fit_summary = json.loads(fit_path.read_text())["summary"] if fit_path.exists() else {}
+    result = {"tag": tag, "stars": args.stars, "sizes": args.sizes, "seeds": args.seeds,
+              "n_test_stars": recs[0]["n_test_stars"] if recs else 0,
+              "n_test_visits": recs[0]["n_test_visits"] if recs else 0,
+              "budget_steps": budget, "steps_per_epoch": {str(n): spe[n] for n in args.sizes},
+              "epochs": {str(n): epochs[n] for n in args.sizes}, "runs": runs, "aggregate": aggregate(runs),
+              "emulator_fit": fit_summary, "wall_s": time.perf_counter() - t_start,
+              "train_core_s": float(sum(r["train_s"] for r in runs)),
+              "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores"}
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"learning_curve-{tag}.json").write_text(json.dumps(result, indent=1))

@@ -1,0 +1,61 @@
+"""benchmarks/learning_curve.py: the equal-compute epoch rule and the aggregation of run records written
+by several processes (one per training seed) into one table. The training itself is the package's own."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curve.py"
+
+
+@pytest.fixture(scope="module")
+def lc():
+    spec = importlib.util.spec_from_file_location("learning_curve", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_epochs_for_budget_is_the_nearest_whole_epoch_and_at_least_one(lc):
+    assert lc.epochs_for_budget(1340, 193) == 7  # 1351 steps, the nearest to the budget
+    assert lc.epochs_for_budget(1340, 1340) == 1
+    assert lc.epochs_for_budget(1340, 5000) == 1  # never zero: a size larger than the budget trains one epoch
+    assert lc.epochs_for_budget(1340, 335) == 4
+
+
+def _summary(sigma):
+    row = {b: {"sigma": sigma, "bias": 0.0, "n": 10} for b in lc_bins()}
+    row["slope"] = 1.0
+    return {name: dict(row) for name in ("teff", "logg", "fe_h", "mg_fe")}
+
+
+def lc_bins():
+    return ("<20", "20-40", "40-60", ">=60", "<60")
+
+
+def _write(work: Path, n, k, sigma, methods=("tsn", "ridge")):
+    runs = [{"n_train": n, "seed": 100 + k, "method": m, "summary": _summary(sigma + (m == "ridge")),
+             "train_s": 1.0} for m in methods]
+    (work / "records").mkdir(parents=True, exist_ok=True)
+    (work / "records" / f"n{n}_s{k}.json").write_text(json.dumps(
+        {"n_train": n, "seed_index": k, "n_test_stars": 5, "n_test_visits": 20, "runs": runs}))
+
+
+def test_records_of_two_processes_aggregate_with_their_seed_spread(lc, tmp_path):
+    _write(tmp_path, 100, 0, 2.0)
+    _write(tmp_path, 100, 1, 4.0)  # the second process's seed
+    _write(tmp_path, 200, 0, 1.0, methods=("tsn",))
+    _write(tmp_path, 999, 0, 9.0)  # a size not asked for is left out
+    runs = lc.collect(tmp_path, [100, 200])
+    assert sorted({r["n_train"] for r in runs}) == [100, 200]
+    agg = lc.aggregate(runs)
+    s = agg["100"]["tsn"]["teff"]["<20"]["sigma"]
+    assert (s["mean"], s["min"], s["max"], s["n"]) == (3.0, 2.0, 4.0, 2)
+    assert agg["100"]["ridge"]["teff"]["<20"]["sigma"]["mean"] == 4.0
+    assert set(agg["200"]) == {"tsn"}
+    md = lc.markdown({"tag": "t", "stars": 10, "n_test_visits": 20, "n_test_stars": 5, "aggregate": agg,
+                      "budget_steps": 7, "epochs": {"100": 2, "200": 1}, "train_core_s": 60.0, "machine": "m"})
+    assert "| 100 | tsn | 3 [2-4] |" in md  # teff in K: mean [min-max] over the two seeds
+    assert "100 stars 2 epochs" in md
