@@ -228,6 +228,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--methods", nargs="+", default=["tsn", "direct", "ridge"])
     ap.add_argument("--direct-seeds", type=int, default=None,
                     help="train the direct network for the first K seeds only (default: all)")
+    ap.add_argument("--direct-sizes", type=int, nargs="+",
+                    help="train the direct network at these sizes only (default: every size)")
     ap.add_argument("--report-only", action="store_true",
                     help="no training: aggregate the run records already under --work into the result files")
     ap.add_argument("--work", default="benchmarks/work/learning_curve")
@@ -274,13 +276,14 @@ def main(argv=None) -> dict:
         base = tsn_recipe(store, work / "runs" / f"n{n_train}_s{k}" / "tsn", n_train, 100 + k, epochs[n_train])
         ckpts, times = {}, {}
         for method, cfg in variants(base).items():
-            if method not in args.methods or (method == "direct" and args.direct_seeds is not None
-                                              and k >= args.direct_seeds):
+            if method not in args.methods or (method == "direct" and (
+                    (args.direct_seeds is not None and k >= args.direct_seeds)
+                    or (args.direct_sizes is not None and n_train not in args.direct_sizes))):
                 continue
             t0 = time.perf_counter()
             ckpts[method] = train(cfg, progress=False)
             times[method] = time.perf_counter() - t0
-        with_fit = k == 0 and not fit_path.exists()
+        with_fit = k == 0 and n_train == max(args.sizes) and not fit_path.exists()  # once, one process
         t0 = time.perf_counter()
         metrics = evaluate(str(ckpts["tsn"]), store, split="test", truth=truth,
                            out_dir=str(work / "reports" / f"n{n_train}_s{k}"),

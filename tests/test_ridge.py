@@ -6,8 +6,12 @@ import pytest
 from pairspec.models.ridge import fit_ridge
 
 
-@pytest.mark.parametrize("n", [50, 400], ids=["dual (fewer twins than pixels)", "primal"])
-def test_ridge_matches_the_normal_equations(n):
+@pytest.mark.parametrize("n,block", [(50, 2048), (400, 2048), (400, 64)],
+                         ids=["dual (fewer twins than pixels)", "primal", "primal summed over blocks"])
+def test_ridge_matches_the_normal_equations(n, block, monkeypatch):
+    import pairspec.models.ridge as R
+
+    monkeypatch.setattr(R, "RIDGE_BLOCK", block)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 120))
     y = x @ rng.normal(size=(120, 2)) + rng.normal(size=(n, 2))

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 # Ridge strengths tried, relative to the mean eigenvalue of the pixel covariance.
 ALPHAS = tuple(10.0 ** np.arange(-5.0, 1.01, 0.5))
+RIDGE_BLOCK = 2048  # twins per block of the primal form's covariance sum
 
 
 class RidgeLabelModel(nn.Module):
@@ -47,21 +48,40 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
     out of that label's validation score; training uses the rows where every label is present, so one
     eigendecomposition of the pixel covariance serves every label and every ridge strength).
     """
-    x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     full = np.isfinite(y).all(1)
     if full.sum() < 2:
         raise ValueError(f"ridge: {int(full.sum())} training twins with every label; need at least 2")
-    xf, yf = x[full], y[full]
-    x_mean, y_mean = xf.mean(0), yf.mean(0)
-    xc = xf - x_mean
+    rows = np.flatnonzero(full)
+    yf = y[rows]
+    y_mean = yf.mean(0)
+    n_pix = x.shape[1]
     # one eigendecomposition serves every alpha: of the pixel covariance (L x L) when there are more twins
     # than pixels, else of the twin Gram matrix (N x N, the dual form): the same solutions, cheaper
-    primal = xc.shape[0] >= xc.shape[1]
-    evals, evecs = np.linalg.eigh(xc.T @ xc if primal else xc @ xc.T)
+    primal = rows.size >= n_pix
+    if primal:
+        # accumulated over blocks of twins in float64: never a float64 copy of every twin (40k twins of
+        # 7514 px would be 2.4 GB per copy, and the direct formula took three)
+        x_mean = np.zeros(n_pix)
+        for r in np.array_split(rows, max(1, rows.size // RIDGE_BLOCK)):
+            x_mean += np.asarray(x[r], dtype=np.float64).sum(0)
+        x_mean /= rows.size
+        cov, xty = np.zeros((n_pix, n_pix)), np.zeros((n_pix, y.shape[1]))
+        for r in np.array_split(np.arange(rows.size), max(1, rows.size // RIDGE_BLOCK)):
+            block = np.asarray(x[rows[r]], dtype=np.float64) - x_mean
+            cov += block.T @ block
+            xty += block.T @ (yf[r] - y_mean)
+        evals, evecs = np.linalg.eigh(cov)
+        del cov
+        proj = evecs.T @ xty  # (L, K)
+    else:
+        xc = np.asarray(x[rows], dtype=np.float64)
+        x_mean = xc.mean(0)
+        xc -= x_mean
+        evals, evecs = np.linalg.eigh(xc @ xc.T)
+        proj = evecs.T @ (yf - y_mean)  # (N, K)
     evals = np.clip(evals, 0.0, None)
-    proj = evecs.T @ ((xc.T if primal else np.eye(xc.shape[0])) @ (yf - y_mean))  # (L or N, K)
-    scale = max(float(evals.sum()) / xc.shape[1], 1e-12)  # mean eigenvalue of the pixel covariance
+    scale = max(float(evals.sum()) / n_pix, 1e-12)  # mean eigenvalue of the pixel covariance
     xv = np.asarray(x_val, dtype=np.float64) - x_mean
     yv = np.asarray(y_val, dtype=np.float64)
     K = y.shape[1]
