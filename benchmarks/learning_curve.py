@@ -46,14 +46,15 @@ SIZES = {
 }
 
 
-def tsn_recipe(store: str, out: Path, n_train: int, seed: int, epochs: int | None):
-    """The TSN recipe the precision study chose (docs/recipes.md, 'Precision levers'); CPU-sized."""
+def tsn_recipe(store: str, out: Path, n_train: int, seed: int, epochs: int | None, extra=()):
+    """The TSN recipe the precision study chose (docs/recipes.md, 'Precision levers'); CPU-sized.
+    `extra`: more `section.field=value` overrides (a lever run: --set)."""
     from pairspec.config import load_recipe
 
     here = Path(__file__).resolve().parents[1]
     cfg = load_recipe(here / "recipes" / "precision_cpu.yaml", overrides=[
         f"data.store={store}", f"data.max_stars={n_train}", f"run.out_dir={out}", f"run.seed={seed}",
-        "run.name=tsn", "train.device=cpu"] + ([f"train.epochs={epochs}"] if epochs else []))
+        "run.name=tsn", "train.device=cpu"] + ([f"train.epochs={epochs}"] if epochs else []) + list(extra))
     return cfg
 
 
@@ -76,6 +77,29 @@ def summary(metrics: dict, method: str) -> dict:
                for b in BINS + ("<60",)}
         row["slope"] = metrics.get("slope_snr20", {}).get(method, {}).get(name)
         out[name] = row
+    return out
+
+
+def extras(metrics: dict, method: str) -> dict:
+    """What the issue asks beside sigma, from the same evaluation: the calibration (z-score std and 68 %
+    coverage against truth and from repeat pairs), the [Mg/Fe]-[Fe/H] plane (detrended slope, separation of
+    the two discs), sigma at S/N >= 60 over the survey labels' own scatter there, and (TSN) the denoised
+    spectra's RMS and deepest-line depth against the truth per S/N bin."""
+    out = {}
+    cal = metrics.get("calibration", {}).get(method, {})
+    out["calibration"] = {ref: {n: {k: cal[ref][n].get(k) for k in ("z_std", "cov68")} for n in cal[ref]}
+                          for ref in ("truth", "repeat_pairs") if ref in cal}
+    plane = metrics.get("chemical_plane", {}).get(method)
+    if plane:
+        out["chemical_plane"] = {k: plane.get(k) for k in ("detrended_slope", "separation", "separation_truth")}
+    sc, noise = metrics["scatter"].get(method, {}).get("truth", {}), metrics.get("survey_noise", {})
+    out["over_survey_ge60"] = {n: sc[n][">=60"]["sigma"] / noise[n][">=60"]["sigma"]
+                               for n in LABELS if n in sc and n in noise and noise[n][">=60"]["sigma"]}
+    spectra = metrics.get("spectra") if method == "tsn" else None
+    if spectra:
+        out["spectra"] = {kind: {m: {b: v["median"] for b, v in spectra[kind][m].items()}
+                                 for m in ("input", "denoised", "loo") if m in spectra[kind]}
+                          for kind in ("rms", "depth") if kind in spectra}
     return out
 
 
@@ -128,7 +152,44 @@ def markdown(result: dict) -> str:
             cells = [_num(fit[name][b]["sigma"], unit) for b in BINS + ("<60",)]
             lines.append("| (any) | emulator fit | " + " | ".join(cells) + f" | {_num(fit[name].get('slope'), '')} |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + extras_markdown(result.get("runs", [])))
+
+
+def extras_markdown(runs: list[dict]) -> list[str]:
+    """One row per TSN run: calibration, chemical plane, S/N >= 60 over the survey's scatter, denoiser."""
+    rows = [r for r in runs if r["method"] == "tsn" and r.get("extras")]
+    if not rows:
+        return []
+    def f2(v) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = ["## TSN beside sigma (each run)", "",
+             ("z-std and 68 % coverage ranges over the four labels, against truth and from repeat pairs; "
+              "[Mg/Fe] detrended slope and disc separation (truth's in brackets) at S/N < 40; TSN sigma at S/N >= 60 "
+              "over the survey labels' own scatter there (Teff / log g / [Fe/H] / [Mg/Fe]); the denoised spectrum's "
+              "RMS over the input visit's and its deepest lines' depth error at S/N < 20 / 20-40."), "",
+             ("| train stars | seed | z-std truth | cov68 truth | z-std pairs | cov68 pairs | detrended | separation "
+              "| >=60 / survey | denoised RMS / input | depth |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["n_train"], r["seed"])):
+        e, cells = r["extras"], []
+        for ref in ("truth", "repeat_pairs"):
+            cal = e.get("calibration", {}).get(ref, {})
+            for key in ("z_std", "cov68"):
+                v = [c[key] for c in cal.values() if c.get(key) is not None]
+                cells.append(f"{min(v):.2f}-{max(v):.2f}" if v else "-")
+        plane = e.get("chemical_plane", {})
+        cells += [f2(plane.get("detrended_slope")),
+                  f"{f2(plane.get('separation'))} ({f2(plane.get('separation_truth'))})" if plane else "-"]
+        cells.append(" / ".join(f2(e.get("over_survey_ge60", {}).get(n)) for n in LABELS))
+        sp = e.get("spectra", {})
+        if sp:
+            rms, depth = sp["rms"], sp["depth"]["denoised"]
+            cells.append(" / ".join(f"{rms['denoised'][b] / rms['input'][b]:.2f}" for b in BINS))
+            cells.append(" / ".join(f"{100 * depth[b]:+.1f} %" for b in BINS[:2]))
+        else:
+            cells += ["-", "-"]
+        lines.append(f"| {r['n_train']} | {r['seed']} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _num(v, unit) -> str:
@@ -205,6 +266,10 @@ def collect(work: Path, sizes) -> list[dict]:
     for path in sorted((work / "records").glob("n*_s*.json")):
         rec = json.loads(path.read_text())
         if rec["n_train"] in sizes:
+            report = work / "reports" / path.stem / "metrics.json"
+            for run in rec["runs"]:
+                if "extras" not in run and report.exists():  # a record written before extras existed
+                    run["extras"] = extras(json.loads(report.read_text()), run["method"])
             runs.extend(rec["runs"])
     return runs
 
@@ -237,6 +302,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--tag", help="result file suffix (default: cpu or toy)")
     ap.add_argument("--workers", type=int, default=2, help="simulator processes")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="override a field of the TSN recipe (repeatable; a lever run: use with --tag)")
     args = ap.parse_args(argv)
     kind = "toy" if args.toy else "cpu"
     for key, value in SIZES[kind].items():
@@ -260,7 +327,7 @@ def main(argv=None) -> dict:
         store, truth = str(work / "survey" / "apogee.zarr"), str(work / "survey" / "truth.fits")
     else:
         truth = str(Path(store).parent / "truth.fits")
-    batch = tsn_recipe(store, work, 1, 0, None).train.batch_size
+    batch = tsn_recipe(store, work, 1, 0, None, args.overrides).train.batch_size
     spe = {n: steps_per_epoch(store, n, batch) for n in args.sizes}
     budget = args.steps or spe[max(args.sizes)]
     epochs = {n: args.epochs or epochs_for_budget(budget, spe[n]) for n in args.sizes}
@@ -273,7 +340,8 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--points {n_train}:{k}: {n_train} is not one of --sizes {args.sizes}")
         if record_path(work, n_train, k).exists():
             continue  # finished earlier (the script resumes where it stopped)
-        base = tsn_recipe(store, work / "runs" / f"n{n_train}_s{k}" / "tsn", n_train, 100 + k, epochs[n_train])
+        base = tsn_recipe(store, work / "runs" / f"n{n_train}_s{k}" / "tsn", n_train, 100 + k, epochs[n_train],
+                          args.overrides)
         ckpts, times = {}, {}
         for method, cfg in variants(base).items():
             if method not in args.methods or (method == "direct" and (
@@ -283,7 +351,8 @@ def main(argv=None) -> dict:
             t0 = time.perf_counter()
             ckpts[method] = train(cfg, progress=False)
             times[method] = time.perf_counter() - t0
-        with_fit = k == 0 and n_train == max(args.sizes) and not fit_path.exists()  # once, one process
+        # once, by one process; --max-fit 0 skips it (lever runs compare with the curve's fit)
+        with_fit = args.max_fit > 0 and k == 0 and n_train == max(args.sizes) and not fit_path.exists()
         t0 = time.perf_counter()
         metrics = evaluate(str(ckpts["tsn"]), store, split="test", truth=truth,
                            out_dir=str(work / "reports" / f"n{n_train}_s{k}"),
@@ -294,6 +363,7 @@ def main(argv=None) -> dict:
             fit_path.write_text(json.dumps({"summary": summary(metrics, "emulator_fit"),
                                             "n_visits": int(min(args.max_fit, metrics["n_visits"]))}))
         runs = [{"n_train": n_train, "seed": 100 + k, "method": method, "summary": summary(metrics, method),
+                 "extras": extras(metrics, method),
                  "epochs": epochs[n_train], "steps": epochs[n_train] * spe[n_train] if method == "tsn" else None,
                  "train_s": times[method]} for method in ckpts]
         tmp = record_path(work, n_train, k).with_suffix(".tmp")
@@ -314,7 +384,7 @@ def main(argv=None) -> dict:
               "n_test_visits": recs[0]["n_test_visits"] if recs else 0,
               "budget_steps": budget, "steps_per_epoch": {str(n): spe[n] for n in args.sizes},
               "epochs": {str(n): epochs[n] for n in args.sizes}, "runs": runs, "aggregate": aggregate(runs),
-              "emulator_fit": fit_summary, "wall_s": time.perf_counter() - t_start,
+              "emulator_fit": fit_summary, "overrides": args.overrides, "wall_s": time.perf_counter() - t_start,
               "train_core_s": float(sum(r["train_s"] for r in runs)),
               "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores"}
     out = Path(args.results)

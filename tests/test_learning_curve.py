@@ -59,3 +59,34 @@ def test_records_of_two_processes_aggregate_with_their_seed_spread(lc, tmp_path)
                       "budget_steps": 7, "epochs": {"100": 2, "200": 1}, "train_core_s": 60.0, "machine": "m"})
     assert "| 100 | tsn | 3 [2-4] |" in md  # teff in K: mean [min-max] over the two seeds
     assert "100 stars 2 epochs" in md
+
+
+def test_extras_take_calibration_plane_survey_ratio_and_spectra_from_one_evaluation(lc, tmp_path):
+    """extras() reads what the evaluation measured beside sigma; a record written before extras existed is
+    filled from its saved report, and the markdown shows one row per TSN run."""
+    labels = ("teff", "logg", "fe_h", "mg_fe")
+    bins = ("<20", "20-40", "40-60", ">=60")
+    metrics = {
+        "scatter": {"tsn": {"truth": {n: {b: {"sigma": 4.0, "bias": 0.0, "n": 9} for b in lc_bins()} for n in labels}}},
+        "survey_noise": {n: {">=60": {"sigma": 2.0}} for n in labels},
+        "calibration": {"tsn": {"truth": {n: {"z_std": 0.9 + 0.05 * i, "cov68": 0.66} for i, n in enumerate(labels)},
+                                "repeat_pairs": {n: {"z_std": 1.0, "cov68": 0.70} for n in labels}}},
+        "chemical_plane": {"tsn": {"detrended_slope": 0.81, "separation": 3.5, "separation_truth": 4.4}},
+        "spectra": {"rms": {"input": {b: 0.04 for b in bins}, "denoised": {b: 0.01 for b in bins}},
+                    "depth": {"denoised": {b: -0.05 for b in bins}}},
+    }
+    metrics["spectra"] = {k: {m: {b: {"median": v} for b, v in d.items()} for m, d in kinds.items()}
+                          for k, kinds in metrics["spectra"].items()}
+    e = lc.extras(metrics, "tsn")
+    assert e["over_survey_ge60"] == {n: 2.0 for n in labels}
+    assert e["calibration"]["truth"]["logg"]["z_std"] == pytest.approx(0.95)
+    assert e["chemical_plane"]["detrended_slope"] == 0.81
+    assert e["spectra"]["rms"]["denoised"]["<20"] == 0.01
+    _write(tmp_path, 100, 0, 2.0, methods=("tsn",))
+    (tmp_path / "reports" / "n100_s0").mkdir(parents=True)
+    (tmp_path / "reports" / "n100_s0" / "metrics.json").write_text(json.dumps(metrics))
+    runs = lc.collect(tmp_path, [100])
+    assert runs[0]["extras"] == json.loads(json.dumps(e))
+    md = "\n".join(lc.extras_markdown(runs))
+    assert "| 100 | 100 | 0.90-1.05 | 0.66-0.66 | 1.00-1.00 | 0.70-0.70 | 0.81 | 3.50 (4.40) |" in md
+    assert "0.25 / 0.25 / 0.25 / 0.25 | -5.0 % / -5.0 % |" in md
