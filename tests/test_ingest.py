@@ -213,3 +213,23 @@ def test_reader_pool_for_a_store_other_processes_cannot_open(tmp_path):
     store = open_store(url)
     assert store.validate() == [] and sorted(store.star_table()["id"]) == [f"2M{i:05d}" for i in range(23)]
     assert zarr.open_group(url, mode="r").attrs["n_stars"] == 23
+
+
+UNGUARDED_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {here!r})
+    from fake_survey import FakeAdapter
+    from pairspec.ingest import ingest
+    ingest(FakeAdapter(), {src!r}, {store!r}, workers=2, batch_size=4, chunk=4, progress=False)
+""")
+
+
+def test_a_script_without_a_main_guard_fails_instead_of_hanging(tmp_path):
+    """Spawned workers import the main script; one that calls ingest at import used to make every worker
+    wait for ever on the store lock its parent holds. Now the workers refuse, and the ingest stops."""
+    src = str(write_units(tmp_path / "src", [f"A{i:05d}" for i in range(8)]))
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT.format(here=str(HERE), src=src, store=str(tmp_path / "s.zarr")))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert 'if __name__ == "__main__"' in run.stderr and "died" in run.stderr, run.stderr[-2000:]

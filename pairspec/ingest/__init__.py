@@ -118,8 +118,14 @@ def ingest(survey, source: str, store_path: str, workers: int | None = None, bat
     seconds) rather than fail with pairspec.locks.StoreLocked. `_after_batch(k)` is called after the
     k-th committed batch (tests use it to crash).
     """
+    from pairspec.ingest.parallel import in_starting_worker
     from pairspec.locks import writer_lock
 
+    if in_starting_worker():
+        raise RuntimeError(
+            "pairspec ingest was called again inside one of its own worker processes: each worker imports "
+            "the main script, and this script calls ingest at import. Put the call under "
+            "`if __name__ == \"__main__\":` (multiprocessing's spawn rule), or pass workers=1")
     _check_arguments(workers, batch_size, limit, chunk)
     t0 = time.perf_counter()
     adapter = _resolve_adapter(survey, adapter_options)

@@ -74,6 +74,18 @@ def ingest_parallel(workers: "Workers", the_store, todo, batch, report, masked, 
     return store
 
 
+WORKER_NAME = "pairspec-ingest-"  # + worker index: the process name of every parallel-ingest worker
+
+
+def in_starting_worker() -> bool:
+    """True inside a parallel-ingest worker that is still importing the user's main script (spawn runs it
+    again in every child: a script that calls ingest without `if __name__ == "__main__":` would make each
+    worker start an ingest of its own and wait for ever on the store's lock that its parent holds)."""
+    import multiprocessing as mp
+
+    return mp.current_process().name.startswith(WORKER_NAME)
+
+
 class Workers:
     """The reader-writer processes of a parallel ingest (spawn): one inbox each, one shared outbox.
     A worker that dies or raises stops the ingest with its error; leaving the block stops them all."""
@@ -89,7 +101,7 @@ class Workers:
         self.inboxes = [ctx.Queue() for _ in range(self.n)]
         for wid, inbox in enumerate(self.inboxes):
             proc = ctx.Process(target=worker_main, args=(*self.args, wid, inbox, self.outbox), daemon=True,
-                               name=f"pairspec-ingest-{wid}")
+                               name=f"{WORKER_NAME}{wid}")
             proc.start()
             self.procs.append(proc)
         return self
@@ -104,9 +116,9 @@ class Workers:
             except queue.Empty:
                 dead = [p for p in self.procs if not p.is_alive()]
                 if dead:
-                    raise RuntimeError(f"ingest worker {dead[0].name} died (exit code {dead[0].exitcode}); the "
-                                       "batches committed so far are whole, and running the same command "
-                                       "again resumes") from None
+                    raise RuntimeError(f"ingest worker {dead[0].name} died (exit code {dead[0].exitcode}; its "
+                                       "error, if any, is printed above); the batches committed so far are "
+                                       "whole, and running the same command again resumes") from None
                 continue
             if kind == "error":
                 raise RuntimeError(f"ingest worker {wid} failed on batch {k}:\n{payload}")
