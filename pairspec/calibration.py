@@ -213,3 +213,31 @@ def split_sigma(sigma, snr, calibration: dict | None) -> tuple[np.ndarray, np.nd
 def apply_calibration(sigma, snr, calibration: dict | None) -> np.ndarray:
     """The calibrated total sigma (see split_sigma)."""
     return split_sigma(sigma, snr, calibration)[0]
+
+
+def cross_calibrate(pred, sigma, labels, snr, star, label_names=None, label_err=None, folds: int = 2,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Calibrate the sigmas of a method that has no validation predictions of its own (a visit-level fit run
+    on test visits only) the same way as TSN's, without letting a star's own residuals set its scale: the
+    stars are dealt into `folds` groups, and each group's (sigma, sigma_visit) comes from fit_calibration on
+    the other groups' visits (against the same reference labels, with their label_err). Rows with no finite
+    prediction keep NaN. Returns (sigma, sigma_visit, the calibration of each fold)."""
+    pred, sigma, labels = (np.asarray(a, dtype=np.float64) for a in (pred, sigma, labels))
+    snr, star = np.asarray(snr, dtype=np.float64), np.asarray(star)
+    total, visit = np.full_like(sigma, np.nan), np.full_like(sigma, np.nan)
+    have = np.flatnonzero(np.isfinite(pred).any(axis=1))
+    stars = np.unique(star[have])
+    group = dict(zip(stars, np.random.default_rng(seed).permutation(stars.size) % folds))
+    fold = np.array([group[s] for s in star[have]], dtype=int)
+    lerr = None if label_err is None else np.asarray(label_err, dtype=np.float64)
+    cals = []
+    for f in range(folds):
+        fit_rows, out_rows = have[fold != f], have[fold == f]
+        if out_rows.size == 0:
+            continue
+        cal = fit_calibration(pred[fit_rows], sigma[fit_rows], labels[fit_rows], snr=snr[fit_rows],
+                              star=star[fit_rows], label_names=label_names,
+                              label_err=None if lerr is None else lerr[fit_rows])
+        total[out_rows], visit[out_rows], _ = split_sigma(sigma[out_rows], snr[out_rows], cal)
+        cals.append(cal)
+    return total, visit, cals

@@ -236,7 +236,6 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
     if star_sel.size == 0:
         raise ValueError(f"{store_path}: no stars in split {split!r}")
     first, nvis = np.asarray(stars["first_visit"]), np.asarray(stars["n_visits"])
-    split_rows = np.concatenate([np.arange(first[s], first[s] + nvis[s]) for s in star_sel])
     fitter, fit_rows = None, np.array([], dtype=np.int64)
     if emulator_fit and max_fit > 0:
         from pairspec.surveys import visit_fitter
@@ -244,8 +243,7 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
         fitter = visit_fitter(store.survey, **dict(store.provenance.get("adapter_options") or {}))
         if fitter is None:
             raise ValueError(f"{store_path}: survey {store.survey!r} has no visit-level fit baseline")
-        rng = np.random.default_rng(0)
-        fit_rows = np.sort(rng.choice(split_rows, size=min(max_fit, split_rows.size), replace=False))
+        fit_rows = _fit_subset(star_sel, first, nvis, max_fit)
     true_star, cluster, truth_spectra = None, None, None
     if truth is not None:  # read (and refuse) the truth before the long part and before writing anything
         from pairspec.evaluate_spectra import read_truth_spectra
@@ -273,8 +271,11 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
         refs["truth"] = true_star[star]
     if cluster is None:
         cluster = np.array([json.loads(m or "{}").get("cluster", "") for m in stars["meta_json"]]).astype(str)
+    fit_errors = _calibrate_fit(methods, refs, ref_err, star, snr, names) if "emulator_fit" in methods else None
     metrics = _metrics(names, predictor.schema.units, methods, refs, star, snr, snr_edges, cluster, survey, recon,
                        store.n_stars, ref_err)
+    if fit_errors is not None:
+        metrics["emulator_fit_errors"] = fit_errors
     from pairspec.surveys import paper_targets
 
     metrics["paper_targets_lt60"] = paper_targets(store.survey)  # the survey's published bar, if any
@@ -295,6 +296,39 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
                                 spectra_examples=spectra.examples)
     write_report(out / "report.md", metrics, figures)
     return metrics
+
+
+def _fit_subset(star_sel, first, nvis, max_fit: int) -> np.ndarray:
+    """The visits the emulator fit runs on: every visit of stars drawn at random from the split until
+    `max_fit` visits (at least one star), so that the fitted visits hold repeat pairs for its calibration."""
+    order = np.random.default_rng(0).permutation(star_sel)
+    keep = np.cumsum(nvis[order]) <= max_fit
+    keep[0] = True
+    return np.sort(np.concatenate([np.arange(first[s], first[s] + nvis[s]) for s in order[keep]]))
+
+
+def _calibrate_fit(methods, refs, ref_err, star, snr, names) -> dict:
+    """The emulator fit's errors calibrated the same way as TSN's (pairspec.calibration, against the survey
+    labels with their label_err). The fit has no validation predictions, so its stars are split in two and
+    each half is calibrated on the other (calibration.cross_calibrate). Replaces methods["emulator_fit"]'s
+    sigma and sigma_visit; returns the raw errors' z-scores, which the calibration table no longer shows."""
+    from pairspec.calibration import cross_calibrate
+
+    fit = methods["emulator_fit"]
+    raw = {}
+    for ref_name, ref in refs.items():
+        err = ref_err.get(ref_name)
+        sig = fit["sigma"] if err is None else np.sqrt(fit["sigma"] ** 2 + err**2)
+        raw[ref_name] = {n: M.zscore_stats(fit["labels"][:, k], sig[:, k], ref[:, k]) for k, n in enumerate(names)}
+    a, b = M.repeat_pairs(star)
+    lab, sig = fit["labels"], fit["sigma"]
+    raw["repeat_pairs"] = {n: M.pair_zscore_stats(lab[a, k], sig[a, k], lab[b, k], sig[b, k]) for k, n in enumerate(names)}
+    total, visit, cals = cross_calibrate(fit["labels"], fit["sigma"], refs["survey"], snr, star, names,
+                                         label_err=ref_err.get("survey"))
+    fit["sigma"], fit["sigma_visit"] = total, visit
+    return {"calibrated": "two halves of the fitted stars, each calibrated on the other (survey labels)",
+            "raw": raw, "scale": [c["scale"] for c in cals], "visit_snr_slope": [c["visit_snr_slope"] for c in cals],
+            "star_sigma": [c["star_sigma"] for c in cals]}
 
 
 def _summary(resid) -> dict:

@@ -96,6 +96,10 @@ def write_report(path, metrics, figures=()) -> None:
             for n, s in per.items():
                 cal_rows.append([meth, ref_name, n, _fmt(s["z_std"], ""), _fmt(s["z_std_robust"], ""),
                                  _fmt(s["cov68"], ""), _fmt(s["cov95"], ""), str(s["n"])])
+    for ref_name, per in metrics.get("emulator_fit_errors", {}).get("raw", {}).items():
+        for n, s in per.items():  # the fit's own errors, before the calibration above
+            cal_rows.append(["emulator_fit (raw errors)", ref_name, n, _fmt(s["z_std"], ""),
+                             _fmt(s["z_std_robust"], ""), _fmt(s["cov68"], ""), _fmt(s["cov95"], ""), str(s["n"])])
     L += [_md_table(["method", "against", "label", "z std", "z std robust", "cov68", "cov95", "n"], cal_rows), ""]
     L += ["## Slope of prediction vs reference (1 = no shrinkage to the mean)", ""]
     L += [_md_table(["method", "against"] + metrics["labels"],

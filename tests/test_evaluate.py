@@ -134,6 +134,10 @@ def test_evaluate_emulator_fit_and_split(tmp_path):
     assert abs(fit["teff"]["all"]["bias"]) < 40 and fit["teff"]["all"]["sigma"] < 60
     assert abs(fit["fe_h"]["all"]["bias"]) < 0.05
     assert m["timings"]["emulator_fit"]["spectra_per_s"] > 0
+    # its errors calibrated the way TSN's are (each half of the fitted stars from the other), the raw ones kept
+    errors = m["emulator_fit_errors"]
+    assert errors["raw"]["truth"]["teff"]["n"] == 6 and len(errors["scale"]) == 2
+    assert m["calibration"]["emulator_fit"]["truth"]["teff"]["n"] == 6
     with pytest.raises(ValueError, match="split"):
         E.evaluate(FakePredictor(truth), str(tmp_path / "store.zarr"), split="nope", out_dir=str(tmp_path / "x"),
                    progress=False, plots=False)
