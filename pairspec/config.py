@@ -58,6 +58,7 @@ class ModelSection:
     decoder_depth: int = 0  # transformer blocks between the encoder and the reconstruction head
     linear_readout: int = 0  # rank of a linear readout of every patch token added to the label means (0 = off)
     readout_detach: bool = False  # the readout's gradient does not reach the encoder (a probe trained alongside)
+    readout_hidden: int = 0  # a hidden GELU layer of this width in the readout (0 = linear); needs linear_readout
     ridge_path: bool = False  # add a fixed ridge regression of the pixels (fitted on the train twins) to the label means
 
 
@@ -129,6 +130,7 @@ RULES = {
     ("model", "drop_path"): (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     ("model", "decoder_depth"): (lambda v: v >= 0, ">= 0"),
     ("model", "linear_readout"): (lambda v: v >= 0, ">= 0"),
+    ("model", "readout_hidden"): (lambda v: v >= 0, ">= 0"),
     ("train", "epochs"): (lambda v: v >= 1, ">= 1"),
     ("train", "batch_size"): (lambda v: v >= 1, ">= 1"),
     ("train", "lr"): (lambda v: v > 0, "> 0"),

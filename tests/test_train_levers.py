@@ -257,3 +257,28 @@ def test_detached_readout_sends_no_gradient_to_the_encoder():
                          sum(p.grad.abs().sum().item() for p in model.blocks.parameters() if p.grad is not None))
     assert grads[False][0] > 0 and grads[False][1] > 0
     assert grads[True][0] > 0 and grads[True][1] == 0
+
+
+def test_readout_hidden_layer_starts_at_zero_and_trains(tmp_path, fake_store):
+    """The readout's hidden layer (model.readout_hidden) adds nothing before training (the output layer is
+    zero), needs the token projection, and reaches the checkpoint with weights that moved."""
+    plain = create_model("tsn_tiny", L, 3, depth=1, label_head="per_label")
+    with_mlp = create_model("tsn_tiny", L, 3, depth=1, label_head="per_label", linear_readout=4, readout_hidden=16)
+    x = torch.from_numpy(fake_twins(8, 2).x)
+    with_mlp.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(with_mlp(x)["mean"].numpy(), plain(x)["mean"].numpy(), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="readout_hidden needs linear_readout"):
+        create_model("tsn_tiny", L, 3, readout_hidden=16)
+    with pytest.raises(ValueError, match="readout_hidden must be >= 0"):
+        create_model("tsn_tiny", L, 3, linear_readout=4, readout_hidden=-1)
+    shape = ModelSection(preset="tsn_tiny", depth=1, label_head="per_label", linear_readout=4, readout_hidden=16)
+    cfg = config(tmp_path, "mlp", model=shape, epochs=2)
+    best = T.train(cfg, progress=False)
+    model, meta = load_checkpoint(best)
+    torch.manual_seed(cfg.run.seed)  # the initial weights, as build_model draws them
+    start = create_model("tsn_tiny", **{k: v for k, v in meta["model_kwargs"].items() if k != "preset"})
+    assert meta["model_kwargs"]["readout_hidden"] == 16
+    assert model.readout_mlp[0].out_features == 16 and model.readout.in_features == 16
+    assert model.readout.weight.abs().max() > 0  # the output layer left zero
+    assert not torch.allclose(model.readout_mlp[0].weight, start.readout_mlp[0].weight)  # the hidden layer learned

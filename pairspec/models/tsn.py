@@ -46,6 +46,7 @@ class TwinSpecNet(nn.Module):
         ridge_path: bool = False,
         linear_readout: int = 0,
         readout_detach: bool = False,
+        readout_hidden: int = 0,
     ):
         super().__init__()
         if embed_dim % num_heads:
@@ -92,11 +93,22 @@ class TwinSpecNet(nn.Module):
         # probe trained along with the network), so the encoder's tokens serve the head and the
         # reconstruction as without it
         self.linear_readout, self.readout_detach = int(linear_readout), bool(readout_detach)
+        # `readout_hidden` > 0: one hidden layer (GELU) between the projected tokens and the labels, so the
+        # readout can combine the patches' numbers non-linearly (Teff's lines change with Teff non-linearly)
+        self.readout_hidden = int(readout_hidden)
         if self.linear_readout < 0:
             raise ValueError(f"linear_readout must be >= 0, got {linear_readout}")
+        if self.readout_hidden < 0:
+            raise ValueError(f"readout_hidden must be >= 0, got {readout_hidden}")
+        if self.readout_hidden and not self.linear_readout:
+            raise ValueError("readout_hidden needs linear_readout > 0 (the rank of the token projection)")
         if self.linear_readout:
             self.readout_proj = nn.Linear(embed_dim, self.linear_readout)
-            self.readout = nn.Linear(self.n_patches * self.linear_readout, n_labels)
+            n_in = self.n_patches * self.linear_readout
+            if self.readout_hidden:
+                self.readout_mlp = nn.Sequential(nn.Linear(n_in, self.readout_hidden), nn.GELU())
+                n_in = self.readout_hidden
+            self.readout = nn.Linear(n_in, n_labels)
         # reconstruction: `decoder_depth` transformer blocks over the tokens (MAE-style), then one patch of
         # flux per token
         self.decoder = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True)
@@ -168,7 +180,10 @@ class TwinSpecNet(nn.Module):
             patch_tokens = tokens[:, self.n_label_tokens:]
             if self.readout_detach:
                 patch_tokens = patch_tokens.detach()
-            mean = mean + self.readout(self.readout_proj(patch_tokens).flatten(1)).float()
+            feats = self.readout_proj(patch_tokens).flatten(1)
+            if self.readout_hidden:
+                feats = self.readout_mlp(feats)
+            mean = mean + self.readout(feats).float()
         if self.ridge_path:
             if flux is None:
                 raise ValueError("a model with a ridge path needs the input flux in forward_labels")
