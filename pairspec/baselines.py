@@ -59,13 +59,14 @@ def baseline_recipes(base_config) -> dict:
     tsn_no_recon: TSN without the reconstruction loss; tsn_coadd_target: TSN whose target is the
     survey's combined spectrum (contains the input visit, so its noise is correlated).
     """
-    # without a reconstruction loss a decoder (model.decoder_depth) would be dead weight: none.
+    # without a reconstruction loss a decoder (model.decoder_depth, model.label_decoder) would be dead weight: none.
     # direct also trains without a weight average (train.ema): measured at demo scale (2 seeds), the
     # average made it worse in every label (log g 0.78 -> 1.12 dex), and a weakened baseline flatters TSN
     variants = {
-        "direct": {"data.mode": "direct", "train.recon_weight": 0.0, "model.decoder_depth": 0, "train.ema": 0.0},
+        "direct": {"data.mode": "direct", "train.recon_weight": 0.0, "model.decoder_depth": 0,
+                   "model.label_decoder": 0, "train.ema": 0.0},
         "ridge": {"model.preset": "ridge"},
-        "tsn_no_recon": {"train.recon_weight": 0.0, "model.decoder_depth": 0},
+        "tsn_no_recon": {"train.recon_weight": 0.0, "model.decoder_depth": 0, "model.label_decoder": 0},
         "tsn_coadd_target": {"data.mode": "coadd"},
     }
     out = {}

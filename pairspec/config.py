@@ -59,6 +59,7 @@ class ModelSection:
     linear_readout: int = 0  # rank of a linear readout of every patch token added to the label means (0 = off)
     readout_detach: bool = False  # the readout's gradient does not reach the encoder (a probe trained alongside)
     readout_hidden: int = 0  # a hidden GELU layer of this width in the readout (0 = linear); needs linear_readout
+    label_decoder: int = 0  # reconstruct from the labels with an MLP of this width (0 = from the tokens)
     ridge_path: bool = False  # add a fixed ridge regression of the pixels (fitted on the train twins) to the label means
 
 
@@ -131,6 +132,7 @@ RULES = {
     ("model", "decoder_depth"): (lambda v: v >= 0, ">= 0"),
     ("model", "linear_readout"): (lambda v: v >= 0, ">= 0"),
     ("model", "readout_hidden"): (lambda v: v >= 0, ">= 0"),
+    ("model", "label_decoder"): (lambda v: v >= 0, ">= 0"),
     ("train", "epochs"): (lambda v: v >= 1, ">= 1"),
     ("train", "batch_size"): (lambda v: v >= 1, ">= 1"),
     ("train", "lr"): (lambda v: v > 0, "> 0"),

@@ -107,7 +107,8 @@ class LabelPredictor:
                 labels[rows] = mean * self.label_std + self.label_mean
                 sigma[rows] = np.exp(0.5 * log_var) * self.label_std
                 if denoise:
-                    denoised[rows, pix] = out["recon"][:n].float().cpu().numpy() + 1.0
+                    # a label decoder's spectrum (model.label_decoder) when there is one: it agrees with the labels
+                    denoised[rows, pix] = out.get("recon_labels", out["recon"])[:n].float().cpu().numpy() + 1.0
                     if denoised_sigma is not None:
                         denoised_sigma[rows, pix] = self._denoise_sigma(snr[rows])
         sigma, sigma_visit, sigma_star = split_sigma(sigma, snr, self.calibration)

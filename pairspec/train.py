@@ -228,7 +228,8 @@ def build_model(config: RunConfig, run: RunContext, twins: Twins):
                                  embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, drop_path=m.drop_path,
                                  embed=m.embed, label_head=m.label_head, decoder_depth=m.decoder_depth,
                                  ridge_path=m.ridge_path, linear_readout=m.linear_readout,
-                                 readout_detach=m.readout_detach, readout_hidden=m.readout_hidden)
+                                 readout_detach=m.readout_detach, readout_hidden=m.readout_hidden,
+                                 label_decoder=m.label_decoder)
     torch.manual_seed(config.run.seed)
     model = TwinSpecNet(**model_kwargs)
     if config.train.init_from:

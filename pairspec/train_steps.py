@@ -62,8 +62,8 @@ def loss_parts(out, batch, tcfg, label_w=None) -> dict:
 
 def train_step(model, batch, optimizer, scheduler, tcfg, amp, label_w=None) -> dict | None:
     """One optimizer step; None (weights and optimizer untouched) when the loss or gradient is non-finite."""
-    with amp():
-        out = model(batch["x"])
+    with amp():  # the survey's labels reach a label decoder (model.label_decoder); other models ignore them
+        out = model(batch["x"], batch["labels"], batch["label_mask"])
     parts = loss_parts(out, batch, tcfg, label_w)
     optimizer.zero_grad(set_to_none=True)
     parts["loss"].backward()  # always: under DDP every rank must join the gradient all-reduce
@@ -198,7 +198,8 @@ def denoise_error_profile(model, loader, device, amp, snr_edges=(0.0, 20.0, 40.0
             out = model(batch["x"])
         w = batch["target_w"].float()
         good = w > 0
-        r2 = (out["recon"].float() - (batch["target"].float() - 1.0)) ** 2
+        denoised = out.get("recon_labels", out["recon"])  # what prediction gives as the denoised spectrum
+        r2 = (denoised.float() - (batch["target"].float() - 1.0)) ** 2
         excess = torch.where(good, r2 - 1.0 / torch.clamp_min(w, 1e-30), 0.0).cpu().numpy().astype(np.float64)
         n_good = good.cpu().numpy()
         snr = batch["snr"].cpu().numpy()

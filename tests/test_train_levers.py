@@ -13,6 +13,7 @@ from pairspec.checkpoint import load_checkpoint, read_meta
 from pairspec.config import ConfigError, ModelSection, apply_overrides
 from pairspec.inference import LabelPredictor
 from pairspec.models import create_model
+from pairspec.preprocess import prepare_inputs
 from pairspec.train_steps import WeightAverage, degrade_targets
 
 torch.set_num_threads(1)
@@ -282,3 +283,39 @@ def test_readout_hidden_layer_starts_at_zero_and_trains(tmp_path, fake_store):
     assert model.readout_mlp[0].out_features == 16 and model.readout.in_features == 16
     assert model.readout.weight.abs().max() > 0  # the output layer left zero
     assert not torch.allclose(model.readout_mlp[0].weight, start.readout_mlp[0].weight)  # the hidden layer learned
+
+
+def test_label_decoder_makes_the_spectrum_from_the_labels(tmp_path, fake_store):
+    """model.label_decoder: a second reconstruction made from the labels alone: in training the survey's
+    labels where present (the predicted ones where missing), in prediction the network's own; it sends no
+    gradient into the label means, both reconstructions enter the loss, and prediction's denoised
+    spectrum is the label decoder's."""
+    model = create_model("tsn_tiny", L, 3, depth=1, label_decoder=32)
+    x = torch.from_numpy(fake_twins(6, 2).x)
+    labels = torch.randn(6, 3)
+    mask = torch.tensor([[True, True, False]] * 6)
+    out = model(x, labels, mask)
+    plain = model(x)
+    torch.testing.assert_close(out["recon_labels"], model.label_decoder(torch.where(mask, labels, plain["mean"].detach())))
+    torch.testing.assert_close(plain["recon_labels"], model.label_decoder(plain["mean"].detach()))
+    model.zero_grad()
+    plain["recon_labels"].pow(2).sum().backward()
+    assert model.label_head.weight.grad is None or model.label_head.weight.grad.abs().max() == 0
+    assert model.label_decoder[0].weight.grad.abs().max() > 0
+    batch = {"target": torch.ones(6, L) + 0.1, "target_w": torch.ones(6, L), "labels": labels, "label_mask": mask}
+    with_both = model.forward_loss(out, batch, recon_loss="chi2")["recon_loss"]
+    token_only = model.forward_loss({k: v for k, v in out.items() if k != "recon_labels"}, batch,
+                                    recon_loss="chi2")["recon_loss"]
+    assert with_both > token_only
+    shape = ModelSection(preset="tsn_tiny", depth=1, label_decoder=32)
+    best = T.train(config(tmp_path, "labdec", model=shape, epochs=2, recon_loss="chi2"), progress=False)
+    _, meta = load_checkpoint(best)
+    assert meta["model_kwargs"]["label_decoder"] == 32
+    pred = LabelPredictor.from_checkpoint(best)
+    flux, ivar = np.ones((3, GRID.npix), np.float32), np.full((3, GRID.npix), 1e4, np.float32)
+    flux[:, ::7] = 0.8
+    got = pred.predict(flux, ivar, denoise=True)
+    x = torch.from_numpy(prepare_inputs(flux, ivar, pred.grid))
+    with torch.no_grad():
+        expect = pred.network(x)["recon_labels"].numpy() + 1.0
+    np.testing.assert_allclose(got["denoised"][:, pred.model_pixels], expect, rtol=0, atol=1e-5)

@@ -47,6 +47,7 @@ class TwinSpecNet(nn.Module):
         linear_readout: int = 0,
         readout_detach: bool = False,
         readout_hidden: int = 0,
+        label_decoder: int = 0,
     ):
         super().__init__()
         if embed_dim % num_heads:
@@ -110,11 +111,24 @@ class TwinSpecNet(nn.Module):
                 n_in = self.readout_hidden
             self.readout = nn.Linear(n_in, n_labels)
         # reconstruction: `decoder_depth` transformer blocks over the tokens (MAE-style), then one patch of
-        # flux per token
+        # flux per token. Beside it (`label_decoder` > 0) a spectrum made from the labels alone: an MLP of
+        # that width from the K standardised labels to every pixel, a data-driven emulator learned from the
+        # high-S/N twins. Training feeds it the survey's labels (the predicted ones where a label is
+        # missing), prediction the network's own means, so its spectrum is that of a star with the
+        # predicted labels and a fit to it returns them (the token decoder's spectrum need not agree with
+        # the labels: docs/recipes.md). It is then the denoised spectrum; the token reconstruction stays
+        # as the objective that shapes the encoder.
+        self.label_decoder_width = int(label_decoder)
+        if self.label_decoder_width < 0:
+            raise ValueError(f"label_decoder must be >= 0, got {label_decoder}")
         self.decoder = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True)
                                      for _ in range(self.decoder_depth))
         self.decoder_norm = nn.LayerNorm(embed_dim) if self.decoder_depth else nn.Identity()
         self.recon_head = nn.Linear(embed_dim, patch_size)
+        if self.label_decoder_width:
+            w = self.label_decoder_width
+            self.label_decoder = nn.Sequential(nn.Linear(n_labels, w), nn.GELU(), nn.Linear(w, w), nn.GELU(),
+                                               nn.Linear(w, self.n_pix))
         # an optional fixed linear path from the input flux to the label means (fitted in closed form on
         # the train twins before training, pairspec.models.ridge): the network then learns what a linear
         # map of the pixels misses, instead of first re-learning the linear map by gradient descent
@@ -198,10 +212,26 @@ class TwinSpecNet(nn.Module):
         patches = self.recon_head(self.decoder_norm(tokens)[:, self.n_label_tokens:]).float()
         return patches.flatten(1)[:, : self.n_pix]
 
-    def forward(self, x: torch.Tensor) -> dict:
+    def forward_label_spectrum(self, mean: torch.Tensor, labels: torch.Tensor | None = None,
+                               label_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The label decoder's spectrum (B, L) of the (standardised) labels: the given ones where
+        label_mask is set (training: the survey's), the predicted means elsewhere (never a gradient into
+        the means: the labels are learned from the label loss alone)."""
+        lab = mean.detach().float()
+        if labels is not None:
+            lab = torch.where(label_mask.bool(), labels.float(), lab)
+        return self.label_decoder(lab).float()
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+                label_mask: torch.Tensor | None = None) -> dict:
+        """`labels`, `label_mask` (B, K): the survey's standardised labels, used by a label decoder in
+        training only (None: the predicted labels, as in prediction)."""
         tokens = self.forward_encoder(x)
         mean, log_var = self.forward_labels(tokens, x[:, 0])
-        return {"mean": mean, "log_var": log_var, "recon": self.forward_reconstruction(tokens)}
+        out = {"mean": mean, "log_var": log_var, "recon": self.forward_reconstruction(tokens)}
+        if self.label_decoder_width:
+            out["recon_labels"] = self.forward_label_spectrum(mean, labels, label_mask)
+        return out
 
     @staticmethod
     def forward_loss(out: dict, batch: dict, recon_weight: float = 1.0, label_weight: float = 1.0,
@@ -223,11 +253,14 @@ class TwinSpecNet(nn.Module):
         under one summed NLL the labels compete for the encoder, and a hard label such as [Mg/Fe] starves).
         """
         w = batch["target_w"].float()
-        resid2 = (out["recon"].float() - (batch["target"].float() - 1.0)) ** 2
-        # where w == 0 the target may hold anything (even NaN); never let it into the sum
-        per_twin = torch.where(w > 0, w * resid2, torch.zeros_like(resid2)).sum(1)
         norm = (w > 0).sum(1).clamp_min(1).float() if recon_loss == "chi2" else w.sum(1).clamp_min(1e-8)
-        recon = (per_twin / norm).mean()
+        recon = 0.0
+        for key in ("recon", "recon_labels"):  # the token reconstruction and, if any, the label decoder's
+            if key in out:
+                resid2 = (out[key].float() - (batch["target"].float() - 1.0)) ** 2
+                # where w == 0 the target may hold anything (even NaN); never let it into the sum
+                per_twin = torch.where(w > 0, w * resid2, torch.zeros_like(resid2)).sum(1)
+                recon = recon + (per_twin / norm).mean()
 
         mask = batch["label_mask"].bool()
         y = torch.where(mask, batch["labels"].float(), torch.zeros_like(out["mean"]))
