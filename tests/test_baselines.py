@@ -20,6 +20,7 @@ class _Train:
 class _Model:
     preset: str = "tsn_mini"
     decoder_depth: int = 2
+    label_decoder: int = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,8 @@ def test_baseline_recipes_change_only_what_they_say():
     # no reconstruction loss, no decoder (it would be trained by nothing); TSN's own variants keep it
     assert rec["direct"].model.decoder_depth == 0 == rec["tsn_no_recon"].model.decoder_depth
     assert rec["tsn_coadd_target"].model.decoder_depth == 2
+    assert rec["direct"].model.label_decoder == 0 == rec["tsn_no_recon"].model.label_decoder
+    assert rec["tsn_coadd_target"].model.label_decoder == 64
     # the direct network trains without the weight average (measured worse with it); TSN's variants keep it
     assert rec["direct"].train.ema == 0.0
     assert rec["tsn_no_recon"].train.ema == 0.99 == rec["tsn_coadd_target"].train.ema
