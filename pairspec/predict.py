@@ -179,6 +179,8 @@ def chunk_outputs(predictor, flux, ivar, batch_size: int, denoise: bool) -> dict
            "sigma_visit": np.asarray(out.get("sigma_visit", out["sigma"]), dtype=np.float64), "n": len(flux)}
     if denoise:
         res["denoised"] = np.asarray(out["denoised"], dtype=np.float32)
+        if out.get("denoised_sigma") is not None:  # checkpoints with a validation error profile
+            res["denoised_sigma"] = np.asarray(out["denoised_sigma"], dtype=np.float32)
     return res
 
 
@@ -206,7 +208,7 @@ def _collect(predictor, pairs, star_ids, writer, advance) -> dict:
         if writer is not None:
             extra = {"star_id": np.asarray(star_ids, dtype=str)[c["star"]], "mjd": np.asarray(c["mjd"], np.float64),
                      "snr": np.asarray(out["snr"], np.float32)}
-            writer.append(list(c["visit_id"]), out["denoised"], extra)
+            writer.append(list(c["visit_id"]), out["denoised"], extra, sigma=out.get("denoised_sigma"))
         advance(out["n"])
     if not cols["star"]:
         n_label = len(_label_units(predictor)[0])

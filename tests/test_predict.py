@@ -238,7 +238,8 @@ def test_denoised_spectra_go_to_a_spectra_store(tmp_path, monkeypatch):
         def __init__(self, path, grid, n_pix, attrs):
             made.update(path=path, n_pix=n_pix, attrs=attrs, ids=[], rows=0, closed=False)
 
-        def append(self, ids, flux, extra):
+        def append(self, ids, flux, extra, sigma=None):
+            assert sigma is None  # the fake predictor has no error profile
             assert flux.shape == (len(ids), NPIX) and flux.dtype == np.float32
             made["ids"].extend(ids)
             made.setdefault("star_id", []).extend(extra["star_id"])
@@ -288,6 +289,49 @@ def test_real_pair_store_and_spectra_store(tmp_path):
     assert den.attrs["n"] == s.n_visits and den["flux"].shape == (s.n_visits, FAKE_GRID.npix)
     assert np.asarray(den["flux"][:]).min() == 1.0  # the fake denoiser's output
     assert [str(v) for v in den["star_id"][:]] == list(visits["star_id"])
+    assert "sigma" not in den  # no error profile, no uncertainty array
+
+
+def test_denoised_store_keeps_each_pixels_uncertainty(tmp_path):
+    """A checkpoint with a validation error profile gives every denoised pixel its sigma; the spectra
+    store keeps it beside the flux, row for row, and refuses rows without it once it has it."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_survey import FAKE_GRID, make_record
+
+    from pairspec.store import create_spectra_store, create_store
+
+    class WithSigma(FakePredictor):
+        def predict(self, flux, ivar, batch_size=256, denoise=False):
+            out = super().predict(flux, ivar, batch_size, denoise)
+            if denoise:  # a per-S/N-bin profile: here 0.01 / (S/N of the visit) in every pixel
+                out["denoised_sigma"] = np.repeat((0.01 / out["snr"])[:, None], flux.shape[1], 1).astype(np.float32)
+            return out
+
+    store = create_store(str(tmp_path / "s.zarr"), "fake", "t1", FAKE_GRID, APOGEE_CORE_SCHEMA, {"source": "x"},
+                         chunk=4)
+    store.append([make_record(f"2M{i:05d}", f"u/{i:05d}") for i in range(5)])
+    res = predict(WithSigma(grid=FAKE_GRID), str(tmp_path / "s.zarr"), tmp_path / "cat.parquet", batch_size=2,
+                  denoised_path=str(tmp_path / "den.zarr"), progress=False)
+    import zarr
+
+    den = zarr.open_group(str(tmp_path / "den.zarr"), mode="r")
+    visits = Table.read(res.visit_path)
+    sig = np.asarray(den["sigma"][:])
+    assert sig.shape == den["flux"].shape == (res.n_visits, FAKE_GRID.npix)
+    np.testing.assert_allclose(sig[:, 0], 0.01 / np.asarray(den["snr"][:]), rtol=1e-5)
+    assert list(den["id"][:]) == list(visits["visit_id"])
+
+    w = create_spectra_store(str(tmp_path / "d2.zarr"), FAKE_GRID, FAKE_GRID.npix)
+    one = np.ones((1, FAKE_GRID.npix), np.float32)
+    w.append(["a"], one, sigma=one)
+    with pytest.raises(ValueError, match="sigma given for some rows"):
+        w.append(["b"], one)
+    with pytest.raises(ValueError, match="sigma shape"):
+        w.append(["b"], one, sigma=one[:, :3])
+    w2 = create_spectra_store(str(tmp_path / "d3.zarr"), FAKE_GRID, FAKE_GRID.npix)
+    w2.append(["a"], one)
+    with pytest.raises(ValueError, match="sigma given for some rows"):
+        w2.append(["b"], one, sigma=one)
 
 
 from realdata import MULTI, REAL  # noqa: E402

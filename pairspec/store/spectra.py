@@ -10,7 +10,8 @@ from pairspec.store.layout import _create, _zarr
 
 def create_spectra_store(path: str, grid: LogLinearGrid, n_pix: int, attrs: dict | None = None,
                          chunk: int = 256) -> "SpectraWriter":
-    """A Zarr store of (denoised) spectra: id (spectrum), flux (spectrum, pixel), extra columns."""
+    """A Zarr store of (denoised) spectra: id (spectrum), flux (spectrum, pixel), optionally sigma
+    (spectrum, pixel: each pixel's 1-sigma uncertainty, given with the first rows), extra columns."""
     if n_pix != grid.npix:
         raise ValueError(f"{path}: n_pix {n_pix} does not match the grid's {grid.npix} pixels")
     g = _zarr().open_group(path, mode="w")
@@ -27,11 +28,24 @@ class SpectraWriter:
     def __init__(self, path: str, group):
         self.path, self._g, self.n = path, group, int(group.attrs["n"])
 
-    def append(self, ids: list[str], flux: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> None:
+    def append(self, ids: list[str], flux: np.ndarray, extra: dict[str, np.ndarray] | None = None,
+               sigma: np.ndarray | None = None) -> None:
+        """Add rows; `sigma` (same shape as flux) is every pixel's uncertainty: give it with every append
+        or with none (a store whose rows have it in part would be read wrongly)."""
         flux = np.asarray(flux, dtype=np.float32)
         if flux.shape != (len(ids), self._g["flux"].shape[1]):
             raise ValueError(f"{self.path}: flux shape {flux.shape} for {len(ids)} ids")
         columns = {"id": np.array([str(i) for i in ids], dtype=object), "flux": flux}
+        has_sigma = "sigma" in self._g
+        if (sigma is None and has_sigma) or (sigma is not None and not has_sigma and self.n):
+            raise ValueError(f"{self.path}: sigma given for some rows and not others (after {self.n} rows)")
+        if sigma is not None:
+            sigma = np.asarray(sigma, dtype=np.float32)
+            if sigma.shape != flux.shape:
+                raise ValueError(f"{self.path}: sigma shape {sigma.shape} differs from flux {flux.shape}")
+            if "sigma" not in self._g:
+                _create(self._g, "sigma", "f4", (0, flux.shape[1]), int(self._g.attrs["chunk"]), ("spectrum", "pixel"))
+            columns["sigma"] = sigma
         for name, v in (extra or {}).items():
             v = np.asarray(v)
             if v.shape != (len(ids),):
