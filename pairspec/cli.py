@@ -261,7 +261,7 @@ def evaluate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Working folder for the demo's files.")] = Path("pairspec-demo"),
-    stars: Annotated[int, typer.Option(help="Stars in the synthetic survey.")] = 600,
+    stars: Annotated[int, typer.Option(help="Stars in the synthetic survey.")] = 900,
     epochs: Annotated[Optional[int], typer.Option(help="Override the demo recipe's epochs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic survey (and of training, unless --train-seed).")] = 1,
     train_seed: Annotated[Optional[int], typer.Option(help="Seed of training alone (the same survey).")] = None,

@@ -41,3 +41,13 @@ def test_the_package_ships_the_demo_recipe(tmp_path):
     config = demo_config(tmp_path / "store.zarr", tmp_path / "runs", epochs=None, seed=5)
     assert config.model == load_recipe(checkout).model and config.run.seed == 5
     assert config.data.store == str(tmp_path / "store.zarr")
+
+
+def test_cli_demo_default_size_is_the_demos():
+    """`pairspec demo` and run_demo default to the same survey size (the one the recipe was sized for)."""
+    import inspect
+
+    from pairspec import cli, demo
+
+    assert inspect.signature(cli.demo).parameters["stars"].default == demo.DEMO_STARS
+    assert inspect.signature(demo.run_demo).parameters["n_stars"].default == demo.DEMO_STARS
