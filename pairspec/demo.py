@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 DEMO_STARS = 900  # 900 stars x 11 epochs beat 600 x 16 at the same steps (benchmarks/results/demo_cpu.md)
-DEMO_FIT_VISITS = 100  # test visits (of ~260) the emulator fit runs on: ~1.9 visits/s on 2 cores, ~1 minute
+DEMO_FIT_VISITS = 100  # test visits (of ~380) the emulator fit runs on: ~1.9 visits/s on 2 cores, ~1 minute
 # recipes/demo.yaml, through the link pairspec/demo.yaml that the package ships (a copy in a wheel)
 DEMO_RECIPE = Path(__file__).with_name("demo.yaml")
 
