@@ -49,6 +49,9 @@ def main():
     ap.add_argument("--visits", type=int, default=80)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--train-labels", choices=("survey", "truth"), default="survey",
+                    help="labels the decoder learns from: the survey's (as in TSN) or, on synthetic data, the "
+                         "truth (an oracle: how much the survey labels' own errors cost)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -62,6 +65,8 @@ def main():
     nvis = np.asarray(stars["n_visits"])
     col = [list(store.schema.names).index(n) for n in names]
     lab = store.labels()[:, col]
+    if args.train_labels == "truth":
+        lab, _ = read_truth(args.truth, [str(s) for s in np.asarray(stars["id"])], names)
     mu, sd = pred.label_mean, pred.label_std
     rng = np.random.default_rng(0)
     train = np.flatnonzero((split == SPLIT_CODES["train"]) & (nvis >= 2) & np.isfinite(lab).all(1))
@@ -137,7 +142,7 @@ def main():
     for k, v in fits.items():
         res[k] = {c: round(float(M.robust_sigma(v[:, i] - ref[:, i])), 4) for i, c in enumerate(cat)}
         print(k, res[k], flush=True)
-    res.update(checkpoint=args.checkpoint, store=args.store, n_stars=int(train.size), twins=len(X),
+    res.update(checkpoint=args.checkpoint, store=args.store, train_labels=args.train_labels, n_stars=int(train.size), twins=len(X),
                epochs=epochs, n_visits=len(rows), wall_s=round(time.time() - t0))
     print(json.dumps(res, indent=1))
     if args.out:
