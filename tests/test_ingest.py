@@ -233,3 +233,18 @@ def test_a_script_without_a_main_guard_fails_instead_of_hanging(tmp_path):
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert 'if __name__ == "__main__"' in run.stderr and "died" in run.stderr, run.stderr[-2000:]
+
+
+def test_a_worker_whose_ingest_is_already_gone_exits_before_it_writes():
+    """The kernel's death signal only covers a parent alive when the worker asks for it. A worker still
+    starting when its ingest was killed must not serve the write orders left in its inbox (into rows a
+    rerun may have committed since): it exits when its parent is no longer the one that started it."""
+    code = ("from pairspec.ingest.parallel import die_with_parent\n"
+            "import os\n"
+            "die_with_parent(os.getppid())\n"
+            "print('alive with its parent')\n"
+            "die_with_parent(os.getppid() + 1)  # a parent that is not ours any more: the ingest died\n"
+            "print('wrote after its ingest died')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines() == ["alive with its parent"]

@@ -139,9 +139,14 @@ class Workers:
         return False
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent_pid: int | None) -> None:
     """Linux: the kernel kills this worker the moment the ingest process dies (even by SIGKILL),
-    so no orphan can write into a store that a rerun is repairing."""
+    so no orphan can write into a store that a rerun is repairing. The request only covers a parent
+    alive when it is made: a worker still starting (spawn imports take a second) when its ingest was
+    killed would run on as an orphan and serve the write orders already in its inbox, into rows a rerun
+    may have committed since. So once it is made, a worker whose parent is gone exits."""
+    import os
+
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -150,6 +155,8 @@ def die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(0)  # the ingest died before the request: nothing of it may be written any more
 
 
 def worker_main(adapter, path: str, wid: int, inbox, outbox) -> None:
@@ -163,9 +170,9 @@ def worker_main(adapter, path: str, wid: int, inbox, outbox) -> None:
 
     from pairspec.store import write_batch
 
-    die_with_parent()
-    init_reader(adapter)
     parent, k = mp.parent_process(), -1
+    die_with_parent(None if parent is None else parent.pid)
+    init_reader(adapter)
     reads: collections.deque = collections.deque()  # [k, units, results so far], in batch order
     held: dict[int, list] = {}  # read batches waiting for their write order
     while True:
@@ -191,6 +198,8 @@ def worker_main(adapter, path: str, wid: int, inbox, outbox) -> None:
                 reads.append((message[1], message[2], []))
             else:
                 _, k, keep, star_row, visit_row, chunk = message
+                if parent is not None and not parent.is_alive():
+                    return  # an order of an ingest that died (non-Linux: no death signal): never write it
                 results = held.pop(k)
                 records = [results[i][1] for i in keep]
                 del results
