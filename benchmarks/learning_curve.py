@@ -11,7 +11,7 @@ One standard synthetic survey (`pairspec simulate apogee --store-only`, seed 1; 
 training stars with >= 2 visits) and ONE fixed test split (the store's hash split: the same test stars at
 every size); each size trains on N train stars ranked by a hash of the star id (data.max_stars: nested,
 not biased to some fields; the cap applies to the validation split too). Per size and training seed: TSN
-(recipes/precision_cpu.yaml: the demo's model with a hidden layer in its readout), the direct-regression
+(recipes/precision_cpu.yaml: the demo's model with a hidden layer in its readout; both have the label decoder), the direct-regression
 network (same backbone, combined spectra only) and the ridge baseline (a linear map of the normalised pixels); the emulator fit (the
 visit-level pipeline) once, on a fixed random subset of the test visits (it does not learn from the
 training stars). Per visit-S/N bin (<20, 20-40, 40-60, >=60) and label: robust sigma and bias against

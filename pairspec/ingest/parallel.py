@@ -5,6 +5,7 @@ batches in order (docs/data-model.md, "Ingest")."""
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import traceback
@@ -145,8 +146,6 @@ def die_with_parent(parent_pid: int | None) -> None:
     alive when it is made: a worker still starting (spawn imports take a second) when its ingest was
     killed would run on as an orphan and serve the write orders already in its inbox, into rows a rerun
     may have committed since. So once it is made, a worker whose parent is gone exits."""
-    import os
-
     if sys.platform.startswith("linux"):
         try:
             import ctypes
