@@ -135,9 +135,12 @@ def markdown(result: dict) -> str:
     lines = [f"# Learning curve ({result['tag']}): {result['stars']}-star survey, seed {SEED}", "",
              f"Test split: {result['n_test_visits']} visits of {result['n_test_stars']} stars, the same at every size. "
              "Robust sigma against the truth, mean over training seeds [min-max]; slope at S/N >= 20.",
-             f"Equal compute: {result.get('budget_steps')} optimizer steps per TSN run (whole epochs closest to it: "
-             + ", ".join(f"{n} stars {e} epochs" for n, e in result.get("epochs", {}).items())
-             + f"). Training took {result.get('train_core_s', 0) / 60:.0f} core-minutes ({result['machine']}).", ""]
+             (f"Fixed epochs (--epochs): " + ", ".join(f"{n} stars {e} epochs ({e * result['steps_per_epoch'][n]} "
+                                                          "optimizer steps)" for n, e in result.get("epochs", {}).items())
+              if result.get("fixed_epochs") else
+              f"Equal compute: {result.get('budget_steps')} optimizer steps per TSN run (whole epochs closest to it: "
+              + ", ".join(f"{n} stars {e} epochs" for n, e in result.get("epochs", {}).items()) + ")")
+             + f". Training took {result.get('train_core_s', 0) / 60:.0f} core-minutes ({result['machine']}).", ""]
     for name in LABELS:
         unit = "K" if name == "teff" else "dex"
         lines += [f"## {name} [{unit}]", "", "| train stars | method | " + " | ".join(BINS) + " | <60 | slope |",
@@ -382,7 +385,8 @@ def main(argv=None) -> dict:
     result = {"tag": tag, "stars": args.stars, "sizes": args.sizes, "seeds": args.seeds,
               "n_test_stars": recs[0]["n_test_stars"] if recs else 0,
               "n_test_visits": recs[0]["n_test_visits"] if recs else 0,
-              "budget_steps": budget, "steps_per_epoch": {str(n): spe[n] for n in args.sizes},
+              "budget_steps": None if args.epochs else budget, "fixed_epochs": bool(args.epochs),
+              "steps_per_epoch": {str(n): spe[n] for n in args.sizes},
               "epochs": {str(n): epochs[n] for n in args.sizes}, "runs": runs, "aggregate": aggregate(runs),
               "emulator_fit": fit_summary, "overrides": args.overrides, "wall_s": time.perf_counter() - t_start,
               "train_core_s": float(sum(r["train_s"] for r in runs)),
