@@ -19,8 +19,8 @@ def create_spectra_store(path: str, grid: LogLinearGrid, n_pix: int, attrs: dict
     wave[:] = grid.wavelength()
     _create(g, "id", str, (0,), chunk, ("spectrum",))
     _create(g, "flux", "f4", (0, n_pix), chunk, ("spectrum", "pixel"))
-    g.attrs.update({"grid": grid.to_dict(), "n": 0, "chunk": chunk, **(attrs or {})})
-    g.attrs["pairspec_spectra_version"] = 1
+    # one write of the root metadata (zarr's attrs.update writes once per key), the version marker with it
+    g.update_attributes({"grid": grid.to_dict(), "n": 0, "chunk": chunk, **(attrs or {}), "pairspec_spectra_version": 1})
     return SpectraWriter(path, g)
 
 
