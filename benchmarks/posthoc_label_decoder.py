@@ -112,14 +112,12 @@ def main():
     edges = np.array([0, 20, 40, 60, np.inf])
     snr = np.asarray(visits["snr"])[rows]
     b = np.clip(np.searchsorted(edges, snr, side="right") - 1, 0, 3)
-    prof = np.zeros((4, L))
-    from scipy.ndimage import uniform_filter1d
-    for k in range(4):
-        m = b == k
-        good = ti[m] > 0
-        ex = np.where(good, (den[m] - tf[m]) ** 2 - 1 / np.maximum(ti[m], 1e-30), 0)
-        prof[k] = uniform_filter1d(np.maximum(ex.sum(0) / np.maximum(good.sum(0), 1), 0), 5)
-    sig = np.sqrt(np.maximum(prof, 1e-8))
+    from pairspec.train_steps import profile_sigma  # the profile prediction uses, computed the same way
+    good = ti > 0
+    excess = np.where(good, (den - tf) ** 2 - 1 / np.maximum(ti, 1e-30), 0)
+    sums = np.stack([excess[b == k].sum(0) for k in range(4)])
+    sig = np.maximum(profile_sigma(sums, np.stack([good[b == k].sum(0) for k in range(4)]),
+                                   np.bincount(b, minlength=4)), 1e-4)
     # the dfit.py test visits
     fitter = visit_fitter(store.survey)
     in_split = split == SPLIT_CODES["test"]

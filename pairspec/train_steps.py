@@ -212,12 +212,21 @@ def denoise_error_profile(model, loader, device, amp, snr_edges=(0.0, 20.0, 40.0
     model.train()
     if total is None:
         return {"snr_edges": list(snr_edges), "sigma": None}
+    return {"snr_edges": [float(e) for e in snr_edges],
+            "sigma": profile_sigma(total, pix_count, count).astype(np.float32).tolist()}
+
+
+def profile_sigma(excess: np.ndarray, pix_count: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Per-bin, per-pixel sigma of a denoised spectrum from the summed excess variance of its residuals
+    (`excess`, bins x pixels: sum of (denoised - target)^2 - 1/target_ivar over unmasked pixels),
+    `pix_count` (how many values each sum holds) and `count` (spectra per bin): the mean floored at 0,
+    smoothed over 5 pixels; a bin without spectra takes the nearest bin's profile."""
     from scipy.ndimage import uniform_filter1d
 
-    var = np.where(pix_count > 0, total / np.maximum(pix_count, 1), np.nan)
+    var = np.where(pix_count > 0, excess / np.maximum(pix_count, 1), np.nan)
     sigma = np.sqrt(np.clip(uniform_filter1d(np.nan_to_num(var), 5, axis=1), 0.0, None))
     have = np.flatnonzero(count > 0)
-    for k in range(nb):
-        if count[k] == 0:
+    for k in range(len(count)):
+        if count[k] == 0 and have.size:
             sigma[k] = sigma[have[np.argmin(np.abs(have - k))]]
-    return {"snr_edges": [float(e) for e in snr_edges], "sigma": sigma.astype(np.float32).tolist()}
+    return sigma

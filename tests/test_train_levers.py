@@ -192,6 +192,21 @@ def test_denoised_spectra_carry_a_per_pixel_sigma(tmp_path, monkeypatch):
     np.testing.assert_allclose(out["denoised_sigma"], table[b], rtol=1e-6)  # the row of each visit's S/N bin
 
 
+def test_profile_sigma_is_the_excess_rms_and_fills_empty_bins_from_the_nearest():
+    from pairspec.train_steps import profile_sigma
+
+    excess = np.zeros((4, 20))
+    excess[0], excess[2] = 4 * 0.04 ** 2, 4 * 0.01 ** 2  # 4 values each of an excess variance 0.04^2, 0.01^2
+    excess[2, 10] = -1.0  # more scatter than the target's noise explains nowhere: floored at 0 (then smoothed)
+    count_px = np.where(np.arange(4)[:, None] % 2 == 0, 4, 0) * np.ones((4, 20))
+    sigma = profile_sigma(excess, count_px, np.array([4, 0, 4, 0]))
+    np.testing.assert_allclose(sigma[0], 0.04, rtol=1e-6)
+    np.testing.assert_allclose(sigma[2, :8], 0.01, rtol=1e-6)
+    assert (sigma[2, 8:13] >= 0).all() and sigma[2, 10] < 0.01  # the 5-pixel smoothing spreads the dip
+    np.testing.assert_array_equal(sigma[1], sigma[0])  # an empty bin takes the nearest (ties: the lower one)
+    np.testing.assert_array_equal(sigma[3], sigma[2])
+
+
 def test_ridge_path_starts_at_the_ridge_solution(tmp_path, fake_store):
     ridge = T.train(config(tmp_path, "ridge", model=ModelSection(preset="ridge")), progress=False)
     shape = ModelSection(preset="tsn_tiny", depth=1, ridge_path=True)
