@@ -5,7 +5,6 @@ same files for any worker count."""
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,7 @@ N_STARS = 12
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     out = tmp_path_factory.mktemp("lamost-sim") / "src"
-    t0 = time.perf_counter()
     res = get_simulator("lamost").simulate(out, n_stars=N_STARS, seed=3, workers=1, progress=False)
-    res["seconds"] = time.perf_counter() - t0
     adapter = LamostAdapter()
     disc = adapter.discover(str(out))
     return out, res, adapter, disc, [adapter.read(u) for u in disc.units]
@@ -33,7 +30,6 @@ def sim(tmp_path_factory):
 
 def test_truth_files_are_keyed_by_the_adapter_ids(sim):
     out, res, adapter, disc, records = sim
-    assert res["seconds"] < 60  # ~5-10 s on an idle 2-core machine (README.md)
     assert disc.skipped == [] and len(disc.units) == N_STARS
     with fits.open(res["truth"]) as h:
         ids = list(h[1].data["star_id"])
