@@ -7,7 +7,6 @@ tests check that the shipped constants still reproduce those numbers.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

@@ -197,7 +197,7 @@ def test_profile_sigma_is_the_excess_rms_and_fills_empty_bins_from_the_nearest()
 
     excess = np.zeros((4, 20))
     excess[0], excess[2] = 4 * 0.04 ** 2, 4 * 0.01 ** 2  # 4 values each of an excess variance 0.04^2, 0.01^2
-    excess[2, 10] = -1.0  # more scatter than the target's noise explains nowhere: floored at 0 (then smoothed)
+    excess[2, 10] = -1.0  # less scatter than the target's own noise: a negative variance, floored at 0
     count_px = np.where(np.arange(4)[:, None] % 2 == 0, 4, 0) * np.ones((4, 20))
     sigma = profile_sigma(excess, count_px, np.array([4, 0, 4, 0]))
     np.testing.assert_allclose(sigma[0], 0.04, rtol=1e-6)
