@@ -11,8 +11,8 @@ One standard synthetic survey (`pairspec simulate apogee --store-only`, seed 1; 
 training stars with >= 2 visits) and ONE fixed test split (the store's hash split: the same test stars at
 every size); each size trains on N train stars ranked by a hash of the star id (data.max_stars: nested,
 not biased to some fields; the cap applies to the validation split too). Per size and training seed: TSN
-(recipes/precision_cpu.yaml: the demo's model with a hidden layer in its readout; both have the label decoder), the direct-regression
-network (same backbone, combined spectra only) and the ridge baseline (a linear map of the normalised pixels); the emulator fit (the
+(recipes/precision_cpu.yaml: the demo's model with a hidden layer in its readout; both have the label
+decoder), the direct-regression network (same backbone, combined spectra only) and the ridge baseline (a linear map of the normalised pixels); the emulator fit (the
 visit-level pipeline) once, on a fixed random subset of the test visits (it does not learn from the
 training stars). Per visit-S/N bin (<20, 20-40, 40-60, >=60) and label: robust sigma and bias against
 the truth, and the Theil-Sen slope (S/N >= 20), each with its spread over the seeds.
@@ -131,16 +131,17 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 def markdown(result: dict) -> str:
-    agg, fit = result["aggregate"], result.get("emulator_fit", {})
+    agg, fit, epochs = result["aggregate"], result.get("emulator_fit", {}), result.get("epochs", {})
+    if result.get("fixed_epochs"):
+        budget = "Fixed epochs (--epochs): " + ", ".join(
+            f"{n} stars {e} epochs ({e * result['steps_per_epoch'][n]} optimizer steps)" for n, e in epochs.items())
+    else:
+        budget = (f"Equal compute: {result.get('budget_steps')} optimizer steps per TSN run (whole epochs closest "
+                  "to it: " + ", ".join(f"{n} stars {e} epochs" for n, e in epochs.items()) + ")")
     lines = [f"# Learning curve ({result['tag']}): {result['stars']}-star survey, seed {SEED}", "",
              f"Test split: {result['n_test_visits']} visits of {result['n_test_stars']} stars, the same at every size. "
              "Robust sigma against the truth, mean over training seeds [min-max]; slope at S/N >= 20.",
-             (f"Fixed epochs (--epochs): " + ", ".join(f"{n} stars {e} epochs ({e * result['steps_per_epoch'][n]} "
-                                                          "optimizer steps)" for n, e in result.get("epochs", {}).items())
-              if result.get("fixed_epochs") else
-              f"Equal compute: {result.get('budget_steps')} optimizer steps per TSN run (whole epochs closest to it: "
-              + ", ".join(f"{n} stars {e} epochs" for n, e in result.get("epochs", {}).items()) + ")")
-             + f". Training took {result.get('train_core_s', 0) / 60:.0f} core-minutes ({result['machine']}).", ""]
+             f"{budget}. Training took {result.get('train_core_s', 0) / 60:.0f} core-minutes ({result['machine']}).", ""]
     for name in LABELS:
         unit = "K" if name == "teff" else "dex"
         lines += [f"## {name} [{unit}]", "", "| train stars | method | " + " | ".join(BINS) + " | <60 | slope |",
