@@ -48,10 +48,10 @@ def bench_lamost(n: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stars", type=int, default=1000)
-    ap.add_argument("--lamost-stars", type=int, default=12)
-    ap.add_argument("--out", default=None)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stars", type=int, default=1000, help="spectra for the line-list generator timing")
+    ap.add_argument("--lamost-stars", type=int, default=12, help="stars the LAMOST simulator makes")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     out = {"linegen": bench_linegen(args.stars), "lamost_simulate": bench_lamost(args.lamost_stars),
            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores"}
