@@ -9,6 +9,11 @@ of `LabelPredictor.predict(..., denoise=True)` with ivar = 1 / denoised_sigma^2 
 per-S/N-bin profile). Prints JSON: robust sigma, bias and Theil-Sen slope against the truth per label
 and S/N bin for both, and the per-label ratio denoised / noisy (< 1: the denoised spectrum is the
 better input). Issue 12 asks for the ratio <= 1.
+
+`--inputs noisy,denoised,posterior` adds a third input: the per-pixel inverse-variance combination of the
+denoised spectrum (weight 1 / denoised_sigma^2, sigma floored at --sigma-floor) and the continuum-normalised
+visit (its own ivar), i.e. the visit pulled towards the model where the model knows the pixel better than
+the visit does, with ivar the sum of the two weights (a lever tried for issue 12, docs/recipes.md).
 """
 
 from __future__ import annotations
@@ -30,11 +35,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-visits", type=int, default=150)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--inputs", default="noisy,denoised",
+                    help="comma-separated inputs to fit: noisy, denoised, posterior (see above)")
+    ap.add_argument("--sigma-floor", type=float, default=1e-3,
+                    help="floor of denoised_sigma in the posterior combination (normalised flux units)")
     args = ap.parse_args(argv)
 
     import torch
 
     from pairspec import metrics as M
+    from pairspec import preprocess
     from pairspec.evaluate import SPLIT_CODES, read_truth
     from pairspec.inference import LabelPredictor
     from pairspec.store import open_store
@@ -70,14 +80,30 @@ def main(argv=None) -> dict:
     truth, _ = read_truth(args.truth, [str(s) for s in np.asarray(stars["id"])], catalogue)
     ref = truth[star]
     t0 = time.perf_counter()
-    fits = {"noisy": fitter.fit(flux, ivar, pixmask=pixmask)["labels"],
-            "denoised": fitter.fit(den, den_ivar)["labels"]}
+    inputs = [k.strip() for k in args.inputs.split(",") if k.strip()]
+    unknown = sorted(set(inputs) - {"noisy", "denoised", "posterior"})
+    if unknown or not inputs:
+        raise SystemExit(f"--inputs: unknown {unknown or inputs}; choose from noisy, denoised, posterior")
+    fits = {}
+    if "noisy" in inputs:
+        fits["noisy"] = fitter.fit(flux, ivar, pixmask=pixmask)["labels"]
+    if "denoised" in inputs:
+        fits["denoised"] = fitter.fit(den, den_ivar)["labels"]
+    if "posterior" in inputs:
+        f, iv = preprocess.clean(flux, ivar)
+        nf, niv, _ = preprocess.normalize(f, iv, store.grid)
+        known = np.isfinite(out["denoised"]) & np.isfinite(den_sig)  # sigma 0 (the profile's floor) counts
+        w_model = np.where(known, 1.0 / np.maximum(np.where(known, den_sig, 1.0), args.sigma_floor) ** 2, 0.0)
+        post_ivar = w_model + niv
+        model = np.where(known, out["denoised"], 0.0)
+        post = np.where(post_ivar > 0, (model * w_model + nf * niv) / np.maximum(post_ivar, 1e-30), 1.0)
+        fits["posterior"] = fitter.fit(post.astype(np.float32), post_ivar.astype(np.float32))["labels"]
     t_fit = time.perf_counter() - t0
 
     edges = [0, 20, 40, 60]
     report = {"checkpoint": str(args.checkpoint), "store": str(args.store), "split": args.split,
               "n_visits": int(rows.size), "labels": catalogue, "predict_s": round(t_pred, 1),
-              "fit_s": round(t_fit, 1), "per_input": {}, "ratio_denoised_over_noisy": {}}
+              "fit_s": round(t_fit, 1), "per_input": {}}
     for kind, lab in fits.items():
         per = {}
         for k, name in enumerate(catalogue):
@@ -89,9 +115,19 @@ def main(argv=None) -> dict:
                 row[f"{lo}-{hi}"] = {"n": int(np.isfinite(r[sel]).sum()), "sigma": M.robust_sigma(r[sel])}
             per[name] = row
         report["per_input"][kind] = per
-    for name in catalogue:
-        a, b = report["per_input"]["denoised"][name]["<60"]["sigma"], report["per_input"]["noisy"][name]["<60"]["sigma"]
-        report["ratio_denoised_over_noisy"][name] = a / b if b else float("nan")
+    report["tsn"] = {}  # the network's own labels on the same visits, where it predicts the fit's label
+    for k, name in enumerate(catalogue):
+        if name in predictor.label_names:
+            r = out["labels"][:, predictor.label_names.index(name)] - ref[:, k]
+            report["tsn"][name] = {"<60": {"n": int(np.isfinite(r).sum()), "sigma": M.robust_sigma(r)}}
+    for kind in ("denoised", "posterior"):
+        if kind not in fits or "noisy" not in fits:
+            continue
+        key = "ratio_denoised_over_noisy" if kind == "denoised" else "ratio_posterior_over_noisy"
+        report.setdefault(key, {})
+        for name in catalogue:
+            a, b = report["per_input"][kind][name]["<60"]["sigma"], report["per_input"]["noisy"][name]["<60"]["sigma"]
+            report[key][name] = a / b if b else float("nan")
     json.dump(report, sys.stdout, indent=1, default=float)
     print()
     return report
