@@ -137,7 +137,8 @@ def train(
         typer.Option("--set", help="Override a recipe field, e.g. --set train.epochs=3 (repeatable)."),
     ] = None,
 ) -> None:
-    """Train TwinSpecNet from a recipe. Resumes from the run's last.pt when present."""
+    """Train TwinSpecNet from a recipe. Resumes from the run's last.pt when present (and refuses to when
+    the run folder holds a run of another recipe: set train.resume=false to start over)."""
     from pairspec.config import ConfigError, load_recipe
     from pairspec.train import train as run_train
 
@@ -145,7 +146,10 @@ def train(
         config = load_recipe(recipe, overrides=set_ or ())
     except (ConfigError, FileNotFoundError) as err:
         _fail(str(err))
-    best = run_train(config, progress=True)
+    try:
+        best = run_train(config, progress=True)
+    except ConfigError as err:  # e.g. a run folder that holds another recipe's run
+        _fail(str(err))
     typer.echo(f"best checkpoint: {best}")
 
 

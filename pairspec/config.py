@@ -299,6 +299,32 @@ def to_dict(config: RunConfig) -> dict:
     return out
 
 
+# What may change when a run is resumed: where things are and how the work is run, not what is learned.
+RESUMABLE_CHANGES = {("run", "name"), ("run", "out_dir"), ("data", "store"), ("train", "resume"),
+                     ("train", "device"), ("train", "bf16"), ("train", "compile"), ("train", "num_workers"),
+                     ("train", "max_steps"), ("train", "time_limit_min"), ("train", "eval_every")}
+
+
+def recipe_changes(config: RunConfig, saved_yaml) -> list[str]:
+    """'section.field: old -> new' for every field where `config` differs from the resolved recipe saved
+    in a run folder (config.yaml), other than RESUMABLE_CHANGES. Fields the saved file lacks (a run of an
+    older pairspec) count as their defaults."""
+    import yaml
+
+    saved = yaml.safe_load(Path(saved_yaml).read_text()) or {}
+    now = yaml.safe_load(yaml.safe_dump(to_dict(config), sort_keys=False))
+    default = yaml.safe_load(yaml.safe_dump(to_dict(RunConfig()), sort_keys=False))
+    changes = []
+    for section, fields in now.items():
+        for key, value in fields.items():
+            if (section, key) in RESUMABLE_CHANGES:
+                continue
+            old = (saved.get(section) or {}).get(key, default[section][key])
+            if old != value:
+                changes.append(f"{section}.{key}: {old!r} -> {value!r}")
+    return changes
+
+
 def save_resolved(config: RunConfig, path) -> Path:
     import yaml
 

@@ -19,14 +19,14 @@ DEMO_FIT_VISITS = 100  # test visits (of ~380) the emulator fit runs on: ~1.9 vi
 DEMO_RECIPE = Path(__file__).with_name("demo.yaml")
 
 
-def demo_config(store: Path, runs: Path, epochs: int | None, seed: int):
-    """The demo recipe (recipes/demo.yaml in a checkout), pointed at the demo's own folders."""
+def demo_config(store: Path, runs: Path, epochs: int | None, seed: int, name: str = "tsn"):
+    """The demo recipe (recipes/demo.yaml in a checkout), pointed at the demo's own folders (run `name`)."""
     from pairspec.config import load_recipe
 
     config = load_recipe(DEMO_RECIPE)  # a missing file is its FileNotFoundError, naming the path
     config = dataclasses.replace(
         config,
-        run=dataclasses.replace(config.run, name="tsn", out_dir=str(runs / "tsn"), seed=seed),
+        run=dataclasses.replace(config.run, name=name, out_dir=str(runs / name), seed=seed),
         data=dataclasses.replace(config.data, store=str(store)),
     )
     if epochs is not None:
@@ -60,7 +60,9 @@ def run_demo(out: Path, n_stars: int = DEMO_STARS, epochs: int | None = None, se
     console.print(format_report(report), markup=False, highlight=False)
 
     console.rule("3/5 train TwinSpecNet and its baselines (direct regression, ridge)")
-    config = demo_config(store, runs, epochs, seed if train_seed is None else train_seed)
+    # a training seed of its own gets run folders of its own: resuming another seed's run would mix them
+    name = "tsn" if train_seed is None else f"tsn-seed{train_seed}"
+    config = demo_config(store, runs, epochs, seed if train_seed is None else train_seed, name=name)
     tsn_ckpt = train(config, progress=True)
     variants = baseline_recipes(config)
     direct_ckpt = train(variants["direct"], progress=True)

@@ -31,7 +31,7 @@ import torch
 
 from pairspec.calibration import fit_calibration
 from pairspec.checkpoint import read_train_state, save_checkpoint
-from pairspec.config import RunConfig, save_resolved, to_dict
+from pairspec.config import ConfigError, RunConfig, recipe_changes, save_resolved, to_dict
 from pairspec.metrics import robust_std
 from pairspec.train_steps import (  # noqa: F401 - re-exported: tests and benchmarks use them from here
     WeightAverage,
@@ -310,6 +310,12 @@ def resume_state(config: RunConfig, run: RunContext, model, opt: Optimisation) -
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_val": float("inf"), "nonfinite": 0}
     last = run.run_dir / "last.pt"
     if config.train.resume and last.exists():
+        saved = run.run_dir / "config.yaml"
+        changes = recipe_changes(config, saved) if saved.exists() else []
+        if changes:  # resuming would mix two recipes in one model, and config.yaml would then describe neither
+            raise ConfigError(f"{run.run_dir} holds a run of another recipe ({'; '.join(changes)}): set "
+                              "train.resume=false to start it over there, or give this recipe its own "
+                              "run.out_dir")
         model_state, _, saved = read_train_state(last, map_location=run.device)
         model.load_state_dict(model_state)
         opt.optimizer.load_state_dict(saved["optimizer"])

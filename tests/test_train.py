@@ -112,6 +112,20 @@ def test_resume_gives_the_uninterrupted_weights(tmp_path, fake_store):
     assert not torch.allclose(fresh.pos_embed, a.pos_embed, atol=1e-3)
 
 
+def test_resume_refuses_a_run_folder_of_another_recipe(tmp_path, fake_store):
+    from pairspec.config import ConfigError
+
+    T.train(config(tmp_path, "r", epochs=1), progress=False)
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"holds a run of another recipe \(train.lr: 0.002 -> 0.004\)"):
+        T.train(config(tmp_path, "r", epochs=1, lr=4e-3), progress=False)
+    assert (tmp_path / "r" / "config.yaml").read_text() == saved  # the folder still describes its run
+    # where things are and how the work runs may change on resume; resume=false starts over
+    T.train(config(tmp_path, "r", epochs=1, device="cpu", eval_every=2), progress=False)
+    T.train(config(tmp_path, "r", epochs=1, lr=4e-3, resume=False), progress=False)
+    assert "lr: 0.004" in (tmp_path / "r" / "config.yaml").read_text()
+
+
 def test_time_limit_stops_at_an_epoch_end_and_finishes(tmp_path, fake_store):
     best = T.train(config(tmp_path, "boxed", epochs=5, time_limit_min=0.0), progress=False)
     lines = [json.loads(s) for s in (tmp_path / "boxed" / "metrics.jsonl").read_text().splitlines()]
