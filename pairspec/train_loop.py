@@ -187,5 +187,6 @@ def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt) -> Non
         pred, sigma = physical(val, twins.stats)
         best_meta["calibration"] = calibrate(pred, sigma, twins)
         if tc.recon_weight > 0:  # the denoised spectra's per-pixel uncertainty (pairspec predict --denoised)
-            best_meta["denoise_sigma"] = denoise_error_profile(raw_model, val_loader, run.device, run.amp)
+            best_meta["denoise_sigma"] = denoise_error_profile(raw_model, val_loader, run.device, run.amp,
+                                                               val=twins.val)
     save_checkpoint(best, raw_model.state_dict(), best_meta)

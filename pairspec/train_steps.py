@@ -184,11 +184,21 @@ def physical(pred: dict, stats):
 
 
 @torch.inference_mode()
-def denoise_error_profile(model, loader, device, amp, snr_edges=(0.0, 20.0, 40.0, 60.0, float("inf"))) -> dict:
-    """How well the model knows each pixel of its denoised spectrum, per visit-S/N bin, from the val twins:
-    sigma_p^2 = mean over twins of (recon - target)^2 - 1/target_ivar (the residual's variance less the
-    leave-one-out target's own noise), floored at 0, then smoothed over 5 pixels. A bin without val twins
-    takes the nearest bin's profile. {"snr_edges": [...], "sigma": [[n_pix] per bin]} (a plain dict)."""
+def denoise_error_profile(model, loader, device, amp, snr_edges=(0.0, 20.0, 40.0, 60.0, float("inf")),
+                          val=None, max_stars: int = 600) -> dict:
+    """How well the model knows each pixel of its denoised spectrum, per visit-S/N bin, from the val twins.
+
+    With `val` (the val TwinData) holding stars of >= 3 visits: the cross estimator of `cross_error_profile`
+    on up to `max_stars` of them, which does not trust the survey's ivar. Otherwise (no such star) the
+    residual against the leave-one-out target less that target's stated noise, sigma_p^2 = mean of
+    (recon - target)^2 - 1/target_ivar: a difference of two numbers 5-20x larger than the answer, which a
+    few per cent of error in the survey's ivar drives below zero (measured: the floor at 0 in 64-74 % of
+    the pixels, where the error against the noiseless truth was 0.008; docs/recipes.md).
+    {"snr_edges": [...], "sigma": [[n_pix] per bin], "estimator": "cross"|"excess"} (a plain dict)."""
+    if val is not None:
+        prof = _cross_profile_of_val(model, val, device, amp, snr_edges, max_stars)
+        if prof is not None:
+            return prof
     model.eval()
     nb = len(snr_edges) - 1
     total, count = None, np.zeros(nb)
@@ -211,20 +221,103 @@ def denoise_error_profile(model, loader, device, amp, snr_edges=(0.0, 20.0, 40.0
         np.add.at(count, b, 1)
     model.train()
     if total is None:
-        return {"snr_edges": list(snr_edges), "sigma": None}
+        return {"snr_edges": list(snr_edges), "sigma": None, "estimator": "excess"}
     return {"snr_edges": [float(e) for e in snr_edges],
-            "sigma": profile_sigma(total, pix_count, count).astype(np.float32).tolist()}
+            "sigma": profile_sigma(total, pix_count, count).astype(np.float32).tolist(), "estimator": "excess"}
 
 
-def profile_sigma(excess: np.ndarray, pix_count: np.ndarray, count: np.ndarray) -> np.ndarray:
+def _cross_profile_of_val(model, val, device, amp, snr_edges, max_stars: int, batch_size: int = 128):
+    """cross_error_profile on the val twins of up to max_stars stars with >= 3 visits; None if there are none."""
+    star = np.asarray(val.star_index)
+    uniq, counts = np.unique(star, return_counts=True)
+    keep = uniq[counts >= 3][:max_stars]
+    if keep.size == 0:
+        return None
+    rows = np.flatnonzero(np.isin(star, keep))
+    rows = rows[np.argsort(star[rows], kind="stable")]
+    x = np.asarray(val.x[rows], dtype=np.float32)
+    model.eval()
+    den = np.empty((rows.size, x.shape[2]), dtype=np.float32)
+    with torch.no_grad():
+        for a in range(0, rows.size, batch_size):
+            with amp():
+                out = model(torch.from_numpy(x[a:a + batch_size]).to(device))
+            den[a:a + batch_size] = out.get("recon_labels", out["recon"]).float().cpu().numpy() + 1.0
+    model.train()
+    flux, ivar = visits_from_inputs(x)
+    sigma, count = cross_error_profile(den, flux, ivar, star[rows], np.asarray(val.snr)[rows], snr_edges)
+    if not count.any():
+        return None
+    return {"snr_edges": [float(e) for e in snr_edges], "sigma": sigma.astype(np.float32).tolist(),
+            "estimator": "cross"}
+
+
+def visits_from_inputs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(norm_flux, norm_ivar) float32 (N, L) back from network inputs x (N, 2, L): the inverse of
+    preprocess.inputs_from_normalized. Pixels that were bad, or clipped to INPUT_CLIP, get ivar 0."""
+    f0, w = np.asarray(x[:, 0], dtype=np.float64), np.asarray(x[:, 1], dtype=np.float64)
+    good = (w > 0) & (w < 1) & (f0 > INPUT_CLIP[0]) & (f0 < INPUT_CLIP[1])
+    sn = np.where(good, WEIGHT_SNR_HALF * w / np.where(good, 1.0 - w, 1.0), 0.0)
+    return (f0 + 1.0).astype(np.float32), (sn ** 2).astype(np.float32)
+
+
+def half_coadds(flux: np.ndarray, ivar: np.ndarray, star: np.ndarray):
+    """Two references of each visit's star that share no noise with it or with each other: for a visit
+    of a star with >= 3 visits (rows of one star contiguous), its star's other visits go in turn to half
+    A and half B, and each half is ivar-averaged. (a, wa, b, wb) (N, L) float32; w = 0 where a star has
+    fewer than 3 visits or a half has no good pixel."""
+    flux, ivar, star = np.asarray(flux, np.float64), np.asarray(ivar, np.float64), np.asarray(star)
+    w = np.where((ivar > 0) & np.isfinite(flux) & np.isfinite(ivar), ivar, 0.0)
+    wf = np.where(w > 0, w * flux, 0.0)
+    a, wa, b, wb = (np.zeros(flux.shape, np.float32) for _ in range(4))
+    starts = np.flatnonzero(np.r_[True, star[1:] != star[:-1]])
+    for lo, hi in zip(starts, np.r_[starts[1:], star.size]):
+        if hi - lo < 3:
+            continue
+        for i in range(lo, hi):
+            others = [j for j in range(lo, hi) if j != i]
+            for half, (ref, refw) in zip((others[0::2], others[1::2]), ((a, wa), (b, wb))):
+                sw = w[half].sum(0)
+                ref[i] = np.where(sw > 0, wf[half].sum(0) / np.where(sw > 0, sw, 1.0), 0.0)
+                refw[i] = sw
+    return a, wa, b, wb
+
+
+def cross_error_profile(den, flux, ivar, star, snr, snr_edges=(0.0, 20.0, 40.0, 60.0, float("inf")),
+                        width: int = 31, floor_frac: float = 0.25):
+    """Per visit-S/N bin and pixel, the denoised spectrum's error against the true spectrum s, from
+    sigma_p^2 = mean over visits of (den - a)(den - b), with a and b the two half coadds of the star's
+    other visits (half_coadds). a = s + e_a and b = s + e_b with noises independent of each other and of
+    the visit the denoised spectrum came from, so the mean of the product is the mean of (den - s)^2 with
+    no term of the survey's ivar: its errors cannot bias it. The product is noisy pixel by pixel, so the
+    mean is smoothed over `width` pixels (31: on a 1500-star checkpoint the val and test profiles then
+    correlate at 0.2-0.7 per bin, at 5 pixels 0.1-0.6, with the same medians) and floored at `floor_frac`
+    of the bin's median, since a pixel at 0 would claim to be known exactly. (sigma (bins, L), visits
+    per bin)."""
+    a, wa, b, wb = half_coadds(flux, ivar, star)
+    good = (wa > 0) & (wb > 0) & np.isfinite(den)
+    prod = np.where(good, (np.asarray(den, np.float64) - a) * (np.asarray(den, np.float64) - b), 0.0)
+    nb = len(snr_edges) - 1
+    used = good.any(1)
+    bins = np.clip(np.searchsorted(snr_edges, np.nan_to_num(np.asarray(snr, np.float64), nan=np.inf),
+                                   side="right") - 1, 0, nb - 1)
+    total, pix_count, count = np.zeros((nb, den.shape[1])), np.zeros((nb, den.shape[1])), np.zeros(nb)
+    np.add.at(total, bins[used], prod[used])
+    np.add.at(pix_count, bins[used], good[used])
+    np.add.at(count, bins[used], 1)
+    sigma = profile_sigma(total, pix_count, count, width=width)
+    return np.maximum(sigma, floor_frac * np.median(sigma, axis=1, keepdims=True)), count
+
+
+def profile_sigma(excess: np.ndarray, pix_count: np.ndarray, count: np.ndarray, width: int = 5) -> np.ndarray:
     """Per-bin, per-pixel sigma of a denoised spectrum from the summed excess variance of its residuals
     (`excess`, bins x pixels: sum of (denoised - target)^2 - 1/target_ivar over unmasked pixels),
-    `pix_count` (how many values each sum holds) and `count` (spectra per bin): the mean floored at 0,
-    smoothed over 5 pixels; a bin without spectra takes the nearest bin's profile."""
+    `pix_count` (how many values each sum holds) and `count` (spectra per bin): the mean smoothed over
+    `width` pixels, floored at 0; a bin without spectra takes the nearest bin's profile."""
     from scipy.ndimage import uniform_filter1d
 
     var = np.where(pix_count > 0, excess / np.maximum(pix_count, 1), np.nan)
-    sigma = np.sqrt(np.clip(uniform_filter1d(np.nan_to_num(var), 5, axis=1), 0.0, None))
+    sigma = np.sqrt(np.clip(uniform_filter1d(np.nan_to_num(var), width, axis=1), 0.0, None))
     have = np.flatnonzero(count > 0)
     for k in range(len(count)):
         if count[k] == 0 and have.size:

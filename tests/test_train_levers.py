@@ -192,6 +192,30 @@ def test_denoised_spectra_carry_a_per_pixel_sigma(tmp_path, monkeypatch):
     np.testing.assert_allclose(out["denoised_sigma"], table[b], rtol=1e-6)  # the row of each visit's S/N bin
 
 
+def test_training_measures_the_denoised_sigma_with_the_cross_estimator_when_stars_have_3_visits(tmp_path, monkeypatch):
+    from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
+
+    def grouped(n, seed, per_star):  # val twins of stars with `per_star` visits each
+        tw = fake_twins(n, seed)
+        tw.star_index = np.arange(n) // per_star
+        first = tw.star_index * per_star  # every visit of a star: the star's spectrum and labels, its own noise
+        tw.target, tw.labels = tw.target[first], tw.labels[first]
+        noise = np.random.default_rng(seed).normal(size=tw.target.shape) / tw.snr[:, None]
+        tw.x[:, 0] = tw.target - 1 + noise
+        tw.x[:, 1] = (tw.snr / (tw.snr + 10.0))[:, None]  # the weight channel of a visit at its S/N
+        tw.target_w = np.full_like(tw.target_w, 1e4)  # targets of S/N 100 (the old estimator subtracts 1/w)
+        return tw
+
+    for per_star, estimator in ((4, "cross"), (2, "excess")):
+        monkeypatch.setattr(T, "_load_data", lambda cfg, k=per_star: (fake_twins(96, 0), grouped(64, 1, k),
+                                                                      APOGEE_CORE_SCHEMA, GRID))
+        best = T.train(config(tmp_path, f"cross{per_star}", epochs=1), progress=False)
+        prof = read_meta(best)["denoise_sigma"]
+        table = np.asarray(prof["sigma"])
+        assert prof["estimator"] == estimator
+        assert table.shape == (4, L) and np.isfinite(table).all() and (table >= 0).all() and table.max() > 0
+
+
 def test_profile_sigma_is_the_excess_rms_and_fills_empty_bins_from_the_nearest():
     from pairspec.train_steps import profile_sigma
 
@@ -205,6 +229,60 @@ def test_profile_sigma_is_the_excess_rms_and_fills_empty_bins_from_the_nearest()
     assert (sigma[2, 8:13] >= 0).all() and sigma[2, 10] < 0.01  # the 5-pixel smoothing spreads the dip
     np.testing.assert_array_equal(sigma[1], sigma[0])  # an empty bin takes the nearest (ties: the lower one)
     np.testing.assert_array_equal(sigma[3], sigma[2])
+
+
+def test_cross_error_profile_is_not_fooled_by_a_wrong_ivar():
+    """The denoised spectrum's per-pixel sigma: with visits whose stated ivar is 1.3x too pessimistic, the old
+    estimator (residual^2 against the leave-one-out coadd less the coadd's stated noise) goes negative and
+    floors at 0; the cross estimator with two independent half coadds recovers the true model error."""
+    from pairspec.pairs import leave_one_out
+    from pairspec.train_steps import cross_error_profile, half_coadds
+
+    rng = np.random.default_rng(3)
+    n_star, n_vis, n_pix, model_err, noise = 600, 5, 40, 0.005, 0.03
+    truth = 1 - 0.3 * rng.random((n_star, n_pix))
+    star = np.repeat(np.arange(n_star), n_vis)
+    flux = truth[star] + noise * rng.normal(size=(star.size, n_pix))
+    stated_ivar = np.full(flux.shape, 1 / (1.3 * noise**2))  # the survey says the noise is 14 % larger
+    den = truth[star] + model_err * rng.normal(size=flux.shape)
+    snr = np.full(star.size, 30.0)
+
+    sigma, count = cross_error_profile(den, flux, stated_ivar, star, snr)
+    assert count.tolist() == [0, star.size, 0, 0]
+    np.testing.assert_allclose(np.median(sigma[1]), model_err, rtol=0.15)
+    np.testing.assert_array_equal(sigma[0], sigma[1])  # empty bins take the nearest bin's profile
+    assert (sigma > 0).all()  # floored at a quarter of the median: no pixel claims to be known exactly
+
+    loo = np.concatenate([np.column_stack(leave_one_out(flux[star == s], stated_ivar[star == s]))
+                          for s in range(n_star)])
+    loo_f, loo_w = loo[:, :n_pix], loo[:, n_pix:]
+    old = np.mean((den - loo_f) ** 2 - 1 / loo_w, axis=0)
+    assert (old < 0).mean() > 0.9  # what the old estimator saw: a negative variance in nearly every pixel
+
+    a, wa, b, wb = half_coadds(flux, stated_ivar, star)
+    assert (wa > 0).all() and (wb > 0).all()
+    first = flux[star == 0]  # visit 0 of star 0: halves are visits (1, 3) and (2, 4), never itself
+    np.testing.assert_allclose(a[0], first[[1, 3]].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(b[0], first[[2, 4]].mean(0), rtol=1e-5)
+    _, wa2, _, _ = half_coadds(flux[:2], stated_ivar[:2], np.zeros(2, int))  # a star of 2 visits: no halves
+    assert (wa2 == 0).all()
+
+
+def test_visits_from_inputs_inverts_the_network_input():
+    from pairspec.preprocess import inputs_from_normalized
+    from pairspec.train_steps import visits_from_inputs
+
+    rng = np.random.default_rng(0)
+    flux = 1 + 0.05 * rng.normal(size=(3, 50))
+    ivar = rng.uniform(10, 1e4, size=(3, 50))
+    ivar[0, :5] = 0  # bad pixels stay bad
+    flux[1, 7] = 5.0  # a spike clipped in the input: no longer trusted
+    f, iv = visits_from_inputs(inputs_from_normalized(flux, ivar))
+    good = ivar > 0
+    good[1, 7] = False
+    np.testing.assert_allclose(f[good], flux[good], rtol=1e-6)
+    np.testing.assert_allclose(iv[good], ivar[good], rtol=1e-3)
+    assert (iv[~good] == 0).all()
 
 
 def test_ridge_path_starts_at_the_ridge_solution(tmp_path, fake_store):
