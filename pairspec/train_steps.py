@@ -238,11 +238,10 @@ def _cross_profile_of_val(model, val, device, amp, snr_edges, max_stars: int, ba
     x = np.asarray(val.x[rows], dtype=np.float32)
     model.eval()
     den = np.empty((rows.size, x.shape[2]), dtype=np.float32)
-    with torch.no_grad():
-        for a in range(0, rows.size, batch_size):
-            with amp():
-                out = model(torch.from_numpy(x[a:a + batch_size]).to(device))
-            den[a:a + batch_size] = out.get("recon_labels", out["recon"]).float().cpu().numpy() + 1.0
+    for a in range(0, rows.size, batch_size):  # no autograd: the caller runs under inference_mode
+        with amp():
+            out = model(torch.from_numpy(x[a:a + batch_size]).to(device))
+        den[a:a + batch_size] = out.get("recon_labels", out["recon"]).float().cpu().numpy() + 1.0
     model.train()
     flux, ivar = visits_from_inputs(x)
     sigma, count = cross_error_profile(den, flux, ivar, star[rows], np.asarray(val.snr)[rows], snr_edges)
