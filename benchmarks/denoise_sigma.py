@@ -28,6 +28,7 @@ import sys
 
 import numpy as np
 
+SNR_EDGES = (0.0, 20.0, 40.0, 60.0, float("inf"))  # the checkpoint profile's visit-S/N bins
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -44,11 +45,11 @@ def main(argv=None) -> dict:
     import torch
 
     from pairspec import preprocess
-    from pairspec.evaluate import SPLIT_CODES, _loo_targets
+    from pairspec.evaluate import _loo_targets
     from pairspec.evaluate_spectra import read_truth_spectra
     from pairspec.inference import LabelPredictor
     from pairspec.store import open_store
-    from pairspec.train_steps import cross_error_profile, half_coadds, visits_from_inputs
+    from pairspec.train_steps import half_coadds
 
     torch.set_num_threads(args.threads)
     store = open_store(args.store)
@@ -59,32 +60,23 @@ def main(argv=None) -> dict:
     stored = (predictor.meta.get("denoise_sigma") or {}).get("sigma")
     if stored is None:
         raise SystemExit(f"{args.checkpoint}: no denoise_sigma profile in this checkpoint")
-    stars = store.star_table()
-    first, n_vis = np.asarray(stars["first_visit"]), np.asarray(stars["n_visits"])
-    sel = np.flatnonzero((np.asarray(stars["split"]) == SPLIT_CODES[args.split]) & (n_vis >= 3))[:args.stars]
-    if sel.size == 0:
-        raise SystemExit(f"{args.store}: no {args.split}-split star has 3 visits")
-    truth = read_truth_spectra(args.truth, np.asarray(stars["id"]), sel)
+    sel, star, flux, ivar = three_visit_stars(store, args.split, args.stars)
+    truth = read_truth_spectra(args.truth, np.asarray(store.star_table()["id"]), sel)
     if not truth:
         raise SystemExit(f"{args.truth}: no SPECTRA HDU (noiseless spectra) for these stars")
-    rows = np.concatenate([np.arange(first[s], first[s] + n_vis[s]) for s in sel])
-    star = np.repeat(sel, n_vis[sel])
-    flux, ivar, _ = store.visit_spectra(rows, pixmask=False)
     pix = preprocess.model_pixels(store.grid)
-    out = predictor.predict(flux, ivar, denoise=True)
+    out, vf, vi, cross = denoised_and_cross(predictor, store.grid, flux, ivar, star)
     den, snr = out["denoised"][:, pix].astype(np.float64), out["snr"]
-    vf, vi = visits_from_inputs(preprocess.prepare_inputs(*preprocess.clean(flux, ivar), store.grid))
-    cross, _ = cross_error_profile(den, vf, vi, star, snr)
     a, wa, b, wb = half_coadds(vf, vi, star)
     tf, ti, _, _ = _loo_targets(flux, ivar, star, store.grid)
     loo_f, loo_w = preprocess.target_from_normalized(tf[:, pix], ti[:, pix])
     T = np.stack([truth[s] for s in star])[:, pix].astype(np.float64)
     stored = np.asarray(stored)
 
-    edges = [0.0, 20.0, 40.0, 60.0, np.inf]
+    edges = SNR_EDGES
     names = ["<20", "20-40", "40-60", ">=60"]
     report = {"checkpoint": str(args.checkpoint), "store": str(args.store), "split": args.split,
-              "n_stars": int(sel.size), "n_visits": int(rows.size),
+              "n_stars": int(sel.size), "n_visits": int(star.size),
               "stored_estimator": predictor.meta["denoise_sigma"].get("estimator", "excess"), "bins": {}}
     for k, name in enumerate(names):
         m = (snr >= edges[k]) & (snr < edges[k + 1])
@@ -111,29 +103,44 @@ def main(argv=None) -> dict:
     return report
 
 
-def write_cross_checkpoint(checkpoint, store, out_path, max_stars: int = 600) -> None:
-    """A copy of `checkpoint` whose denoise_sigma is the cross profile of the store's val split."""
-    from pairspec import preprocess
-    from pairspec.checkpoint import load_checkpoint, save_checkpoint
+def three_visit_stars(store, split: str, max_stars: int):
+    """(star indices, each visit's star, flux, ivar) of the first `max_stars` stars of `split` with >= 3
+    visits, their visits in order, star by star (what the cross estimator needs)."""
     from pairspec.evaluate import SPLIT_CODES
-    from pairspec.inference import LabelPredictor
-    from pairspec.train_steps import cross_error_profile, visits_from_inputs
 
-    predictor = LabelPredictor.from_checkpoint(checkpoint)
     stars = store.star_table()
     first, n_vis = np.asarray(stars["first_visit"]), np.asarray(stars["n_visits"])
-    sel = np.flatnonzero((np.asarray(stars["split"]) == SPLIT_CODES["val"]) & (n_vis >= 3))[:max_stars]
+    sel = np.flatnonzero((np.asarray(stars["split"]) == SPLIT_CODES[split]) & (n_vis >= 3))[:max_stars]
     if sel.size == 0:
-        raise SystemExit(f"{store}: no val-split star has 3 visits")
+        raise SystemExit(f"{store}: no {split}-split star has 3 visits")
     rows = np.concatenate([np.arange(first[s], first[s] + n_vis[s]) for s in sel])
     flux, ivar, _ = store.visit_spectra(rows, pixmask=False)
+    return sel, np.repeat(sel, n_vis[sel]), flux, ivar
+
+
+def denoised_and_cross(predictor, grid, flux, ivar, star):
+    """The predictor's outputs with denoise=True, the normalised visits as the network saw them
+    (flux, ivar on the model pixels) and the cross profile (bins x model pixels) of these visits."""
+    from pairspec import preprocess
+    from pairspec.train_steps import cross_error_profile, visits_from_inputs
+
     out = predictor.predict(flux, ivar, denoise=True)
-    vf, vi = visits_from_inputs(preprocess.prepare_inputs(*preprocess.clean(flux, ivar), store.grid))
-    edges = (0.0, 20.0, 40.0, 60.0, float("inf"))
-    sigma, _ = cross_error_profile(out["denoised"][:, preprocess.model_pixels(store.grid)], vf, vi,
-                                   np.repeat(sel, n_vis[sel]), out["snr"], edges)
+    vf, vi = visits_from_inputs(preprocess.prepare_inputs(*preprocess.clean(flux, ivar), grid))
+    den = out["denoised"][:, preprocess.model_pixels(grid)]
+    sigma, _ = cross_error_profile(den, vf, vi, star, out["snr"], SNR_EDGES)
+    return out, vf, vi, sigma
+
+
+def write_cross_checkpoint(checkpoint, store, out_path, max_stars: int = 600) -> None:
+    """A copy of `checkpoint` whose denoise_sigma is the cross profile of the store's val split."""
+    from pairspec.checkpoint import load_checkpoint, save_checkpoint
+    from pairspec.inference import LabelPredictor
+
+    _, star, flux, ivar = three_visit_stars(store, "val", max_stars)
+    _, _, _, sigma = denoised_and_cross(LabelPredictor.from_checkpoint(checkpoint), store.grid, flux, ivar, star)
     model, meta = load_checkpoint(checkpoint)
-    meta["denoise_sigma"] = {"snr_edges": list(edges), "sigma": sigma.astype(np.float32).tolist(), "estimator": "cross"}
+    meta["denoise_sigma"] = {"snr_edges": list(SNR_EDGES), "sigma": sigma.astype(np.float32).tolist(),
+                             "estimator": "cross"}
     save_checkpoint(out_path, model.state_dict(), meta)
 
 

@@ -120,14 +120,14 @@ def main(argv=None) -> dict:
         if name in predictor.label_names:
             r = out["labels"][:, predictor.label_names.index(name)] - ref[:, k]
             report["tsn"][name] = {"<60": {"n": int(np.isfinite(r).sum()), "sigma": M.robust_sigma(r)}}
+    per = report["per_input"]
     for kind in ("denoised", "posterior"):
-        if kind not in fits or "noisy" not in fits:
-            continue
-        key = "ratio_denoised_over_noisy" if kind == "denoised" else "ratio_posterior_over_noisy"
-        report.setdefault(key, {})
-        for name in catalogue:
-            a, b = report["per_input"][kind][name]["<60"]["sigma"], report["per_input"]["noisy"][name]["<60"]["sigma"]
-            report[key][name] = a / b if b else float("nan")
+        if kind in fits and "noisy" in fits:
+            ratio = {}
+            for name in catalogue:
+                a, b = per[kind][name]["<60"]["sigma"], per["noisy"][name]["<60"]["sigma"]
+                ratio[name] = a / b if b else float("nan")
+            report[f"ratio_{kind}_over_noisy"] = ratio
     json.dump(report, sys.stdout, indent=1, default=float)
     print()
     return report
