@@ -171,6 +171,11 @@ def predict(
     ] = False,
     dask: Annotated[Optional[str], typer.Option(help=_DASK_HELP + " Store input only.")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help=_SCHEDULER_HELP)] = None,
+    refit: Annotated[bool, typer.Option(
+        "--refit/--no-refit",
+        help="For a checkpoint trained with a label decoder: labels mixed from the network's and a fit of each "
+             "visit through the decoder, as chosen on the val split at training (docs/recipes.md). "
+             "--no-refit writes the network's own labels.")] = True,
 ) -> None:
     """Labels, calibrated errors and flags for every visit, and per-star combinations."""
     from pairspec.predict import SPLIT_CODES
@@ -200,7 +205,7 @@ def predict(
     try:
         result = run_predict(
             checkpoint, source, out, split=split, batch_size=batch_size, device=_device(device),
-            denoised_path=denoised, progress=True, compile=compile, dask=cluster,
+            denoised_path=denoised, progress=True, compile=compile, dask=cluster, refit=refit,
         )
     except (FileNotFoundError, ValueError, KeyError, PermissionError, IsADirectoryError) as err:
         _fail(str(err.args[0] if isinstance(err, KeyError) else err))

@@ -80,6 +80,9 @@ class TrainSection:
     label_weights: Union[dict[str, float], None] = None
     augment: float = 0.0  # fraction of each batch's inputs replaced by its target degraded to a visit's S/N
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); validation uses it
+    # after training, refit the val labels through the label decoder and keep a per-label/S/N-bin mix of the
+    # network's and the refitted labels, which prediction then applies (pairspec.refit; needs model.label_decoder)
+    refit: bool = True
     init_from: Union[str, None] = None  # checkpoint to start from (fine-tuning); its model must match
     grad_clip: float = 1.0  # 0 = off
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...

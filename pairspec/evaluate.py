@@ -123,6 +123,11 @@ def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, ba
     stars, visits = store.star_table(), store.visit_table()
     names = list(predictor.schema.names)
     preds = {"tsn": {"labels": [], "sigma": [], "sigma_visit": [], "time": 0.0}}
+    # a checkpoint with a refit (pairspec.refit): "tsn" is the mix prediction returns, "tsn_network" the
+    # network's own labels beside it
+    with_network = bool(getattr(predictor, "has_refit", False) and getattr(predictor, "refit", False))
+    if with_network:
+        preds["tsn_network"] = {"labels": [], "sigma": [], "sigma_visit": [], "time": 0.0}
     preds.update({n: {"labels": [], "sigma": [], "sigma_visit": [], "time": 0.0} for n in others})
     fit_parts = {"rows": [], "labels": [], "sigma": [], "time": 0.0}
     rows_all, chi2, examples = [], [], []
@@ -137,11 +142,16 @@ def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, ba
     for rows in chunks:
         flux, ivar, pixmask = store.visit_spectra(rows, pixmask=fitter is not None)
         t0 = time.perf_counter()
-        out = predictor.predict(flux, ivar, batch_size=batch_size, denoise=True)
+        out = predictor.predict(flux, ivar, batch_size=batch_size, denoise=True,
+                                **({"return_refit": True} if with_network else {}))
         preds["tsn"]["time"] += time.perf_counter() - t0
         preds["tsn"]["labels"].append(out["labels"])
         preds["tsn"]["sigma"].append(out["sigma"])
         preds["tsn"]["sigma_visit"].append(out.get("sigma_visit", out["sigma"]))
+        if with_network:
+            preds["tsn_network"]["labels"].append(out["labels_network"])
+            preds["tsn_network"]["sigma"].append(out["sigma_network"])
+            preds["tsn_network"]["sigma_visit"].append(out["sigma_visit_network"])
         for name, other in others.items():
             t0 = time.perf_counter()
             o = other.predict(flux, ivar, batch_size=batch_size)

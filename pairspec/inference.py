@@ -6,6 +6,9 @@
     out["sigma_visit"], out["sigma_star"]        # its two parts (calibration.py): sigma^2 = visit^2 + star^2
     predictor.predict(flux, ivar, denoise=True)  # + "denoised" (N, npix) and its per-pixel "denoised_sigma"
 
+A checkpoint trained with a label decoder carries a refit (pairspec.refit): the labels are then the val-chosen
+mix of the network's and those refitted through the decoder (`refit=False`: the network's own).
+
 Rows are streamed in batches, so memory is bounded by batch_size whatever N is.
 
 `compile=True` runs the network through torch.compile (the first batch pays the compilation, seconds
@@ -24,11 +27,13 @@ import numpy as np
 from pairspec import preprocess
 from pairspec.calibration import split_sigma
 from pairspec.grid import LogLinearGrid
+from pairspec.refit import SNR_EDGES, apply_mix, refit_from_inputs
 from pairspec.schema import LabelSchema
 
 
 class LabelPredictor:
-    def __init__(self, model, meta: dict, device="cpu", source: str = "", compile: bool = False):
+    def __init__(self, model, meta: dict, device="cpu", source: str = "", compile: bool = False,
+                 refit: bool = True):
         import torch
 
         from pairspec import data
@@ -38,6 +43,7 @@ class LabelPredictor:
         self.compiled = bool(compile)
         self.network = torch.compile(self.model, dynamic=False) if self.compiled else self.model
         self.meta, self.source = meta, str(source)
+        self.refit = bool(refit)  # predict's default: apply the checkpoint's refit mix where it has one
         self.schema = LabelSchema.from_dict(meta["schema"])
         self.grid = LogLinearGrid.from_dict(meta["grid"])
         self.label_names = list(self.schema.names)
@@ -58,7 +64,7 @@ class LabelPredictor:
         self.torch_inputs = self.device.type == "cuda"
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu", compile: bool = False) -> "LabelPredictor":
+    def from_checkpoint(cls, path, device="cpu", compile: bool = False, refit: bool = True) -> LabelPredictor:
         from pairspec.checkpoint import load_checkpoint
 
         if device == "auto":
@@ -66,10 +72,23 @@ class LabelPredictor:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model, meta = load_checkpoint(path, map_location="cpu")
-        return cls(model, meta, device=device, source=str(Path(path)), compile=compile)
+        return cls(model, meta, device=device, source=str(Path(path)), compile=compile, refit=refit)
 
-    def predict(self, flux, ivar, batch_size: int = 256, denoise: bool = False) -> dict:
-        """flux, ivar (N, npix) on self.grid (bad pixels ivar 0; NaN/inf are treated as bad)."""
+    @property
+    def has_refit(self) -> bool:
+        """Whether the checkpoint carries a refit (pairspec.refit: a label decoder and the val-chosen mix)."""
+        return bool(self.meta.get("refit")) and bool(getattr(self.model, "label_decoder_width", 0))
+
+    def predict(self, flux, ivar, batch_size: int = 256, denoise: bool = False, refit: bool | None = None,
+                return_refit: bool = False) -> dict:
+        """flux, ivar (N, npix) on self.grid (bad pixels ivar 0; NaN/inf are treated as bad).
+
+        refit: where the checkpoint has one (`has_refit`), the labels are the val-chosen mix of the
+        network's and the label-decoder refit's (pairspec.refit), with that mix's sigma calibration, and
+        the denoised spectrum is the decoder's spectrum of those labels; False gives the network's own;
+        None: the predictor's `refit` (True unless built with refit=False).
+        return_refit: also return "labels_network" and "labels_refit" (the pure refit, network prior) for
+        any checkpoint with a label decoder (benchmarks)."""
         import torch
 
         flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
@@ -82,6 +101,13 @@ class LabelPredictor:
         denoised = np.full((N, self.grid.npix), np.nan, dtype=np.float32) if denoise else None
         have_profile = bool((self.meta.get("denoise_sigma") or {}).get("sigma"))
         denoised_sigma = np.full((N, self.grid.npix), np.nan, dtype=np.float32) if denoise and have_profile else None
+        refit = self.refit if refit is None else refit
+        mix = (self.meta.get("refit") or {}).get("weight_of_network") if refit and self.has_refit else None
+        do_refit = mix is not None or (return_refit and bool(getattr(self.model, "label_decoder_width", 0)))
+        if return_refit and not getattr(self.model, "label_decoder_width", 0):
+            raise ValueError(f"{self.source or 'checkpoint'}: no label decoder (model.label_decoder) to refit through")
+        net_labels = np.full((N, K), np.nan) if do_refit else None
+        refit_labels = np.full((N, K), np.nan) if do_refit else None
         cuda = self.device.type == "cuda"
         amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
 
@@ -106,14 +132,32 @@ class LabelPredictor:
                 log_var = out["log_var"][:n].float().cpu().numpy().astype(np.float64)
                 labels[rows] = mean * self.label_std + self.label_mean
                 sigma[rows] = np.exp(0.5 * log_var) * self.label_std
+                spectrum = out.get("recon_labels", out["recon"])[:n]
+                if do_refit:
+                    z, _ = refit_from_inputs(self.model.label_decoder, x[:n], out["mean"][:n].float(),
+                                             out["log_var"][:n].float())
+                    net_labels[rows] = labels[rows]
+                    refit_labels[rows] = z.cpu().numpy() * self.label_std + self.label_mean
+                    if mix is not None:
+                        labels[rows] = apply_mix(labels[rows], refit_labels[rows], snr[rows], mix,
+                                                 self.meta["refit"].get("snr_edges", SNR_EDGES))
+                        if denoise:  # the decoder's spectrum of the labels returned
+                            zf = torch.from_numpy((labels[rows] - self.label_mean) / self.label_std).float()
+                            spectrum = self.model.label_decoder(zf.to(self.device))
                 if denoise:
                     # a label decoder's spectrum (model.label_decoder) when there is one: it agrees with the labels
-                    denoised[rows, pix] = out.get("recon_labels", out["recon"])[:n].float().cpu().numpy() + 1.0
+                    denoised[rows, pix] = spectrum.float().cpu().numpy() + 1.0
                     if denoised_sigma is not None:
                         denoised_sigma[rows, pix] = self._denoise_sigma(snr[rows])
-        sigma, sigma_visit, sigma_star = split_sigma(sigma, snr, self.calibration)
+        raw_sigma = sigma
+        calibration = self.meta["refit"].get("calibration") if mix is not None else self.calibration
+        sigma, sigma_visit, sigma_star = split_sigma(sigma, snr, calibration)
         result = {"labels": labels, "sigma": sigma, "sigma_visit": sigma_visit, "sigma_star": sigma_star, "snr": snr,
-                  "frac_bad": frac_bad}
+                  "frac_bad": frac_bad, "refit": mix is not None}
+        if return_refit:
+            result["labels_network"], result["labels_refit"] = net_labels, refit_labels
+            # the network's own labels with their own calibration (evaluate's "tsn_network")
+            result["sigma_network"], result["sigma_visit_network"], _ = split_sigma(raw_sigma, snr, self.calibration)
         if denoise:
             result["denoised"] = denoised
             if denoised_sigma is not None:

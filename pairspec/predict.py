@@ -32,13 +32,13 @@ class PredictResult:
     denoised_path: str | None = None
 
 
-def _load_predictor(checkpoint_or_predictor, device, compile=False):
+def _load_predictor(checkpoint_or_predictor, device, compile=False, refit=True):
     if hasattr(checkpoint_or_predictor, "predict"):
         return checkpoint_or_predictor
     from pairspec.inference import LabelPredictor
 
     try:
-        return LabelPredictor.from_checkpoint(checkpoint_or_predictor, device=device, compile=compile)
+        return LabelPredictor.from_checkpoint(checkpoint_or_predictor, device=device, compile=compile, refit=refit)
     except (KeyError, TypeError, AttributeError, IndexError) as err:  # a pairspec checkpoint, damaged meta
         raise ValueError(f"{checkpoint_or_predictor}: checkpoint metadata is incomplete or malformed "
                          f"({type(err).__name__}: {err})") from err
@@ -322,6 +322,7 @@ def predict(
     progress: bool = True,
     compile: bool = False,
     dask=None,
+    refit: bool = True,
 ) -> PredictResult:
     """Predict every visit of a pair store (path/URL/open store) or of spectrum files; write the catalogue.
 
@@ -330,13 +331,16 @@ def predict(
     compile: run the network through torch.compile (pays on a GPU over many spectra; see inference.py).
     dask: run the model on a Dask cluster (a distributed.Client, a scheduler address, or "local[:N]"; see
     pairspec.distributed); store input only. The catalogue is the one-process catalogue.
+    refit: for a checkpoint trained with the refit (pairspec.refit), the labels are its val-chosen mix of the
+    network's and the label-decoder refit's; False writes the network's own (a predictor passed in keeps
+    its own setting).
     """
     catalog.catalogue_paths(out_path)  # an unknown format fails before any work is done
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if split is not None and split not in SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_CODES)}")
-    predictor = _load_predictor(checkpoint_or_predictor, device, compile)
+    predictor = _load_predictor(checkpoint_or_predictor, device, compile, refit)
     names, units = _label_units(predictor)
     chunk = max(1, int(batch_size) * CHUNK_BATCHES)
 
@@ -354,7 +358,9 @@ def predict(
         else:
             from pairspec.distributed import dask_client
 
-            spec = checkpoint_or_predictor if not hasattr(checkpoint_or_predictor, "predict") else predictor
+            # a path loads on each worker with the default refit; another setting travels with the predictor
+            plain_path = not hasattr(checkpoint_or_predictor, "predict") and predictor.refit
+            spec = checkpoint_or_predictor if plain_path else predictor
             with dask_client(dask) as client:
                 visits, star_ids, survey, source, skipped, star_flags = _read_inputs(
                     predictor, inputs, split, chunk, batch_size, writer, progress, (client, spec, device))
@@ -381,7 +387,8 @@ def predict(
     np.fmax.at(snr_max, star, visits["snr"])
     star_tab = catalog.star_table(star_ids_arr, combined, snr_max, names, units, *(survey or (None, None)),
                                   survey_flags=star_flags)
-    meta = {"SNRLOW": float(snr_low), "MAXBAD": float(max_bad_frac), "SOURCE": source, "SPLIT": split or "all"}
+    meta = {"SNRLOW": float(snr_low), "MAXBAD": float(max_bad_frac), "SOURCE": source, "SPLIT": split or "all",
+            "REFIT": bool(getattr(predictor, "has_refit", False) and getattr(predictor, "refit", False))}
     for tab in (visit_tab, star_tab):
         catalog.add_meta(tab, meta)
     catalog.add_survey_flag_names(star_tab, predictor.schema.survey)

@@ -322,3 +322,43 @@ def profile_sigma(excess: np.ndarray, pix_count: np.ndarray, count: np.ndarray, 
         if count[k] == 0 and have.size:
             sigma[k] = sigma[have[np.argmin(np.abs(have - k))]]
     return sigma
+
+
+def refit_on_val(model, val: dict, pred, sigma, twins, device, batch_size: int = 256) -> dict:
+    """The checkpoint's refit (pairspec.refit): the val twins' labels refitted through the label decoder
+    (the network's prediction as the prior), the per-label/S/N-bin weight of the network's label in the
+    mix chosen against the survey's val labels, and the sigma calibration of the mixed labels (the
+    network's sigma as its shape). `val` is predict_twins' output on the val loader (twins.val's order).
+    A plain dict for the checkpoint's meta, with the val robust sigma of each estimator per bin."""
+    from pairspec.metrics import robust_sigma
+    from pairspec.refit import (
+        SNR_EDGES,
+        _bin_index,
+        apply_mix,
+        choose_mix,
+        refit_from_inputs,
+    )
+    from pairspec.train import calibrate
+
+    x = twins.val.x
+    std, mu = np.asarray(twins.stats.std, np.float64), np.asarray(twins.stats.mean, np.float64)
+    z = np.empty_like(np.asarray(val["mean"], dtype=np.float64))
+    model.eval()
+    for a in range(0, z.shape[0], batch_size):
+        zb, _ = refit_from_inputs(model.label_decoder, torch.from_numpy(np.asarray(x[a:a + batch_size])).to(device),
+                                  torch.from_numpy(val["mean"][a:a + batch_size]).to(device),
+                                  torch.from_numpy(val["log_var"][a:a + batch_size]).to(device))
+        z[a:a + batch_size] = zb.cpu().numpy()
+    model.train()
+    refit = z * std + mu
+    snr, labels = np.asarray(twins.val.snr), np.asarray(twins.val.labels, dtype=np.float64)
+    weights = choose_mix(pred, refit, labels, snr, star=np.asarray(twins.val.star_index))
+    mixed = apply_mix(pred, refit, snr, weights)
+    b = _bin_index(snr, SNR_EDGES)
+    val_sigma = {}
+    for kind, est in (("network", pred), ("refit", refit), ("mixed", mixed)):
+        val_sigma[kind] = [[robust_sigma(est[b == j, k] - labels[b == j, k]) for j in range(len(SNR_EDGES) - 1)]
+                           for k in range(pred.shape[1])]
+    return {"prior": "network", "snr_edges": [float(e) for e in SNR_EDGES], "weight_of_network": weights,
+            "calibration": calibrate(mixed, sigma, twins), "val_sigma_against_survey": val_sigma,
+            "n_val": int(z.shape[0])}
