@@ -235,3 +235,4 @@ def test_evaluate_reports_the_networks_own_labels_beside_the_mix(tmp_path):
     mix, net = m["scatter"]["tsn"]["truth"]["teff"]["all"]["sigma"], m["scatter"]["tsn_network"]["truth"]["teff"]["all"]["sigma"]
     assert net == pytest.approx(3 * mix, rel=0.3)
     assert m["calibration"]["tsn_network"]["truth"]["teff"]["z_std"] == pytest.approx(1.0, abs=0.25)
+    assert "tsn_network" not in m["timings"] and m["timings"]["tsn"]["spectra_per_s"] > 0
