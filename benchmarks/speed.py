@@ -41,7 +41,7 @@ def _spectra(n: int, seed: int = 0):
 
 
 def bench_emulator_fit(emu, flux, ivar) -> dict:
-    from pairspec.baselines import EmulatorFit
+    from pairspec.surveys.apogee.fit import EmulatorFit
 
     fitter = EmulatorFit(emu)
     t0 = time.perf_counter()

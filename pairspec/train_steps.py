@@ -352,7 +352,8 @@ def refit_on_val(model, val: dict, pred, sigma, twins, device, batch_size: int =
     model.train()
     refit = z * std + mu
     snr, labels = np.asarray(twins.val.snr), np.asarray(twins.val.labels, dtype=np.float64)
-    weights = choose_mix(pred, refit, labels, snr, star=np.asarray(twins.val.star_index))
+    # the weights from all val stars; the calibration from each star's out-of-bag mix (choose_mix)
+    weights, oob = choose_mix(pred, refit, labels, snr, star=np.asarray(twins.val.star_index), return_oob=True)
     mixed = apply_mix(pred, refit, snr, weights)
     b = _bin_index(snr, SNR_EDGES)
     val_sigma = {}
@@ -360,5 +361,5 @@ def refit_on_val(model, val: dict, pred, sigma, twins, device, batch_size: int =
         val_sigma[kind] = [[robust_sigma(est[b == j, k] - labels[b == j, k]) for j in range(len(SNR_EDGES) - 1)]
                            for k in range(pred.shape[1])]
     return {"prior": "network", "snr_edges": [float(e) for e in SNR_EDGES], "weight_of_network": weights,
-            "calibration": calibrate(mixed, sigma, twins), "val_sigma_against_survey": val_sigma,
+            "calibration": calibrate(oob, sigma, twins), "val_sigma_against_survey": val_sigma,
             "n_val": int(z.shape[0])}

@@ -102,6 +102,13 @@ def test_choose_mix_picks_the_better_estimator_per_label_and_bin():
     star = np.arange(n) // 4
     wb = R.choose_mix(a, b, survey, snr, star=star, n_boot=10)
     assert np.abs(np.asarray(wb) - np.asarray(w)).max() <= 0.1
+    # out of bag: each star's mix from the resamples that left it out, close to the in-sample one here
+    wo, oob = R.choose_mix(a, b, survey, snr, star=star, n_boot=10, return_oob=True)
+    assert wo == wb and oob.shape == a.shape
+    assert np.std(oob[:, 1] - truth[:, 1]) < 0.11
+    assert np.all((oob >= np.minimum(a, b) - 1e-12) & (oob <= np.maximum(a, b) + 1e-12))  # a mix of the two
+    with pytest.raises(ValueError, match="return_oob"):
+        R.choose_mix(a, b, survey, snr, return_oob=True)
     # a NaN refit keeps the network's label
     b2 = b.copy()
     b2[0] = np.nan
