@@ -253,11 +253,12 @@ def _cross_profile_of_val(model, val, device, amp, snr_edges, max_stars: int, ba
 
 def visits_from_inputs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(norm_flux, norm_ivar) float32 (N, L) back from network inputs x (N, 2, L): the inverse of
-    preprocess.inputs_from_normalized. Pixels that were bad, or clipped to INPUT_CLIP, get ivar 0."""
-    f0, w = np.asarray(x[:, 0], dtype=np.float64), np.asarray(x[:, 1], dtype=np.float64)
-    good = (w > 0) & (w < 1) & (f0 > INPUT_CLIP[0]) & (f0 < INPUT_CLIP[1])
-    sn = np.where(good, WEIGHT_SNR_HALF * w / np.where(good, 1.0 - w, 1.0), 0.0)
-    return (f0 + 1.0).astype(np.float32), (sn ** 2).astype(np.float32)
+    preprocess.inputs_from_normalized (pairspec.refit.inputs_to_target, in numpy). Pixels that were bad,
+    or clipped to INPUT_CLIP, get ivar 0."""
+    from pairspec.refit import inputs_to_target
+
+    resid, ivar = inputs_to_target(torch.from_numpy(np.asarray(x)))
+    return (resid.numpy() + 1.0).astype(np.float32), ivar.numpy().astype(np.float32)
 
 
 def half_coadds(flux: np.ndarray, ivar: np.ndarray, star: np.ndarray):
