@@ -27,6 +27,7 @@ import numpy as np
 from pairspec import preprocess
 from pairspec.calibration import split_sigma
 from pairspec.grid import LogLinearGrid
+from pairspec.metrics import snr_bin_index
 from pairspec.refit import SNR_EDGES, apply_mix, refit_from_inputs
 from pairspec.schema import LabelSchema
 
@@ -169,10 +170,7 @@ class LabelPredictor:
         profile of the visit's S/N bin (train_steps.denoise_error_profile); the top bin for NaN S/N."""
         prof = self.meta["denoise_sigma"]
         table = np.asarray(prof["sigma"], dtype=np.float32)
-        edges = np.asarray(prof["snr_edges"], dtype=np.float64)
-        snr = np.asarray(snr, dtype=np.float64)
-        b = np.clip(np.searchsorted(edges, np.nan_to_num(snr, nan=np.inf), side="right") - 1, 0, len(table) - 1)
-        return table[b]
+        return table[np.minimum(snr_bin_index(snr, prof["snr_edges"]), len(table) - 1)]
 
     def _inputs_torch(self, flux: np.ndarray, ivar: np.ndarray):
         """preprocess.prepare_inputs of cleaned flux/ivar run on self.device: x (n, 2, L) float32 there."""

@@ -56,6 +56,13 @@ def snr_bin_labels(edges=DEFAULT_SNR_EDGES) -> list[str]:
     return names
 
 
+def snr_bin_index(snr, edges=DEFAULT_SNR_EDGES) -> np.ndarray:
+    """Index of each visit's S/N bin [lo, hi) among `edges` (0 .. len(edges) - 2); a NaN S/N, or one past
+    the last edge, falls in the top bin, one below the first in the bottom bin."""
+    snr = np.nan_to_num(np.asarray(snr, dtype=np.float64), nan=np.inf)
+    return np.clip(np.searchsorted(np.asarray(edges, dtype=np.float64), snr, side="right") - 1, 0, len(edges) - 2)
+
+
 def binned_scatter(pred, ref, snr, edges=DEFAULT_SNR_EDGES) -> dict[str, dict]:
     """Per S/N bin [lo, hi): {bin name: {n, sigma (robust), bias (median)}} of pred - ref."""
     pred, ref, snr = (np.asarray(a, dtype=np.float64).ravel() for a in (pred, ref, snr))

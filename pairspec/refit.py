@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from pairspec.metrics import DEFAULT_SNR_EDGES as SNR_EDGES
+from pairspec.metrics import snr_bin_index
 from pairspec.preprocess.common import INPUT_CLIP, WEIGHT_SNR_HALF
 
-SNR_EDGES = (0.0, 20.0, 40.0, 60.0, float("inf"))
 MIX_GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)  # candidate weights of the network's label
 
 
@@ -104,11 +105,6 @@ def refit_from_inputs(decoder, x, mean, log_var, prior: bool = True, **options):
                               prior_sigma=sigma if prior else None, **options)
 
 
-def _bin_index(snr, edges):
-    snr = np.nan_to_num(np.asarray(snr, dtype=np.float64), nan=np.inf)
-    return np.clip(np.searchsorted(np.asarray(edges, dtype=np.float64), snr, side="right") - 1, 0, len(edges) - 2)
-
-
 def _best_weights(network, refit, reference, b, n_bins, min_count):
     from pairspec.metrics import robust_sigma
 
@@ -142,7 +138,7 @@ def choose_mix(network, refit, reference, snr, star=None, snr_edges=SNR_EDGES, m
     flattered by weights chosen on the very residuals it measures (on the demo's val split, calibrating
     the in-sample mix left z-std 1.2-1.35 against truth on the test stars)."""
     network, refit, reference = (np.asarray(a, dtype=np.float64) for a in (network, refit, reference))
-    b = _bin_index(snr, snr_edges)
+    b = snr_bin_index(snr, snr_edges)
     nb = len(snr_edges) - 1
     if star is None or n_boot <= 1:
         if return_oob:
@@ -175,6 +171,6 @@ def apply_mix(network, refit, snr, weights, snr_edges=SNR_EDGES):
     """a * network + (1 - a) * refit with each visit's bin's weight (choose_mix); a NaN refit keeps the
     network's label. Works on numpy arrays (N, K) in any units."""
     network, refit = np.asarray(network, dtype=np.float64), np.asarray(refit, dtype=np.float64)
-    a = np.asarray(weights, dtype=np.float64).T[_bin_index(snr, snr_edges)]  # (N, K)
+    a = np.asarray(weights, dtype=np.float64).T[snr_bin_index(snr, snr_edges)]  # (N, K)
     mixed = a * network + (1 - a) * refit
     return np.where(np.isfinite(refit), mixed, network)

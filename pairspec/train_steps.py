@@ -9,6 +9,7 @@ import math
 import numpy as np
 import torch
 
+from pairspec.metrics import snr_bin_index
 from pairspec.preprocess import INPUT_CLIP, WEIGHT_SNR_HALF
 
 
@@ -213,7 +214,7 @@ def denoise_error_profile(model, loader, device, amp, snr_edges=(0.0, 20.0, 40.0
         excess = torch.where(good, r2 - 1.0 / torch.clamp_min(w, 1e-30), 0.0).cpu().numpy().astype(np.float64)
         n_good = good.cpu().numpy()
         snr = batch["snr"].cpu().numpy()
-        b = np.clip(np.searchsorted(snr_edges, snr, side="right") - 1, 0, nb - 1)
+        b = snr_bin_index(snr, snr_edges)
         if total is None:
             total, pix_count = np.zeros((nb, excess.shape[1])), np.zeros((nb, excess.shape[1]))
         np.add.at(total, b, excess)
@@ -299,8 +300,7 @@ def cross_error_profile(den, flux, ivar, star, snr, snr_edges=(0.0, 20.0, 40.0, 
     prod = np.where(good, (np.asarray(den, np.float64) - a) * (np.asarray(den, np.float64) - b), 0.0)
     nb = len(snr_edges) - 1
     used = good.any(1)
-    bins = np.clip(np.searchsorted(snr_edges, np.nan_to_num(np.asarray(snr, np.float64), nan=np.inf),
-                                   side="right") - 1, 0, nb - 1)
+    bins = snr_bin_index(snr, snr_edges)
     total, pix_count, count = np.zeros((nb, den.shape[1])), np.zeros((nb, den.shape[1])), np.zeros(nb)
     np.add.at(total, bins[used], prod[used])
     np.add.at(pix_count, bins[used], good[used])
@@ -332,13 +332,7 @@ def refit_on_val(model, val: dict, pred, sigma, twins, device, batch_size: int =
     network's sigma as its shape). `val` is predict_twins' output on the val loader (twins.val's order).
     A plain dict for the checkpoint's meta, with the val robust sigma of each estimator per bin."""
     from pairspec.metrics import robust_sigma
-    from pairspec.refit import (
-        SNR_EDGES,
-        _bin_index,
-        apply_mix,
-        choose_mix,
-        refit_from_inputs,
-    )
+    from pairspec.refit import SNR_EDGES, apply_mix, choose_mix, refit_from_inputs
     from pairspec.train import calibrate
 
     x = twins.val.x
@@ -356,7 +350,7 @@ def refit_on_val(model, val: dict, pred, sigma, twins, device, batch_size: int =
     # the weights from all val stars; the calibration from each star's out-of-bag mix (choose_mix)
     weights, oob = choose_mix(pred, refit, labels, snr, star=np.asarray(twins.val.star_index), return_oob=True)
     mixed = apply_mix(pred, refit, snr, weights)
-    b = _bin_index(snr, SNR_EDGES)
+    b = snr_bin_index(snr, SNR_EDGES)
     val_sigma = {}
     for kind, est in (("network", pred), ("refit", refit), ("mixed", mixed)):
         val_sigma[kind] = [[robust_sigma(est[b == j, k] - labels[b == j, k]) for j in range(len(SNR_EDGES) - 1)]
