@@ -23,8 +23,6 @@ import time
 
 import numpy as np
 
-BINS = {"<20": (0, 20), "20-40": (20, 40), "40-60": (40, 60), ">=60": (60, np.inf), "<60": (0, 60)}
-
 
 def _rows(store, split, n, seed):
     from pairspec.evaluate import SPLIT_CODES
@@ -57,8 +55,11 @@ def _estimates(predictor, store, rows, batch_size=256):
     return est, out["snr"], np.asarray(store.visit_table()["star"])[rows]
 
 
-def _bin_masks(snr):
-    return {b: (snr >= lo) & (snr < hi) for b, (lo, hi) in BINS.items()}
+def _scatter(lab, ref, snr):
+    """metrics.binned_scatter per S/N bin, and over S/N < 60."""
+    from pairspec import metrics as M
+
+    return M.binned_scatter(lab, ref, snr) | M.binned_scatter(lab, ref, snr, edges=(0.0, 60.0))
 
 
 def main(argv=None) -> dict:
@@ -92,18 +93,15 @@ def main(argv=None) -> dict:
 
     val_rows = _rows(store, "val", args.val_visits, args.seed)
     val_est, val_snr, val_star = _estimates(predictor, store, val_rows)
-    val_masks = _bin_masks(val_snr)
     # the rule training applies (pairspec.refit.choose_mix, bagged over the val stars)
     weights = choose_mix(val_est["tsn"], val_est["refit_network"], survey[val_star], val_snr, star=val_star)
     mix = {name: dict(zip(("<20", "20-40", "40-60", ">=60"), weights[k])) for k, name in enumerate(names)}
 
-    val_sigma = {kind: {name: {b: M.robust_sigma(est[val_masks[b], k] - survey[val_star[val_masks[b]], k])
-                               for b in ("<20", "20-40", "40-60", ">=60")} for k, name in enumerate(names)}
-                 for kind, est in val_est.items()}
+    val_sigma = {kind: {name: {b: v["sigma"] for b, v in M.binned_scatter(est[:, k], survey[val_star, k], val_snr).items()}
+                        for k, name in enumerate(names)} for kind, est in val_est.items()}
 
     rows = _rows(store, "test", args.max_visits, args.seed)
     est, snr, star = _estimates(predictor, store, rows)
-    masks = _bin_masks(snr)
     mixed = apply_mix(est["tsn"], est["refit_network"], snr, weights)
     est["mixed"] = mixed
     truth, _ = read_truth(args.truth, [str(s) for s in np.asarray(stars["id"])], names)
@@ -119,9 +117,7 @@ def main(argv=None) -> dict:
     for kind, lab in est.items():
         per = {}
         for k, name in enumerate(names):
-            r = lab[:, k] - ref[:, k]
-            row = {b: {"n": int(np.isfinite(r[m]).sum()), "sigma": M.robust_sigma(r[m]), "bias": M.bias(r[m])}
-                   for b, m in masks.items()}
+            row = _scatter(lab[:, k], ref[:, k], snr)
             hi = snr >= 20
             row["slope_snr20"] = M.slope(lab[hi, k], ref[hi, k])
             per[name] = row
