@@ -39,7 +39,7 @@ def _estimates(predictor, store, rows, batch_size=256):
     import torch
 
     from pairspec import preprocess
-    from pairspec.refit import refit_from_inputs
+    from pairspec.refit import guard, refit_from_inputs
 
     flux, ivar, _ = store.visit_spectra(rows)
     out = predictor.predict(flux, ivar, refit=False, return_refit=True)
@@ -52,6 +52,8 @@ def _estimates(predictor, store, rows, batch_size=256):
         z, _ = refit_from_inputs(predictor.model.label_decoder, x, o["mean"], o["log_var"], prior=False)
         flat[a:a + batch_size] = z.numpy() * predictor.label_std + predictor.label_mean
     est = {"tsn": out["labels_network"], "refit_network": out["labels_refit"], "refit_flat": flat}
+    # the refit the mix uses: without the failed fits (refit.guard, as training and predict drop them)
+    est["_guarded"] = guard(out["labels_network"], out["labels_refit"], out["sigma_network"])
     return est, out["snr"], np.asarray(store.visit_table()["star"])[rows]
 
 
@@ -94,7 +96,7 @@ def main(argv=None) -> dict:
     val_rows = _rows(store, "val", args.val_visits, args.seed)
     val_est, val_snr, val_star = _estimates(predictor, store, val_rows)
     # the rule training applies (pairspec.refit.choose_mix, bagged over the val stars)
-    weights = choose_mix(val_est["tsn"], val_est["refit_network"], survey[val_star], val_snr, star=val_star)
+    weights = choose_mix(val_est["tsn"], val_est.pop("_guarded"), survey[val_star], val_snr, star=val_star)
     mix = {name: dict(zip(("<20", "20-40", "40-60", ">=60"), weights[k])) for k, name in enumerate(names)}
 
     val_sigma = {kind: {name: {b: v["sigma"] for b, v in M.binned_scatter(est[:, k], survey[val_star, k], val_snr).items()}
@@ -102,7 +104,7 @@ def main(argv=None) -> dict:
 
     rows = _rows(store, "test", args.max_visits, args.seed)
     est, snr, star = _estimates(predictor, store, rows)
-    mixed = apply_mix(est["tsn"], est["refit_network"], snr, weights)
+    mixed = apply_mix(est["tsn"], est.pop("_guarded"), snr, weights)
     est["mixed"] = mixed
     truth, _ = read_truth(args.truth, [str(s) for s in np.asarray(stars["id"])], names)
     ref = truth[star]

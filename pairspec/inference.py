@@ -28,7 +28,7 @@ from pairspec import preprocess
 from pairspec.calibration import split_sigma
 from pairspec.grid import LogLinearGrid
 from pairspec.metrics import snr_bin_index
-from pairspec.refit import SNR_EDGES, apply_mix, refit_from_inputs
+from pairspec.refit import SNR_EDGES, apply_mix, guard, refit_from_inputs
 from pairspec.schema import LabelSchema
 
 
@@ -140,7 +140,11 @@ class LabelPredictor:
                     net_labels[rows] = labels[rows]
                     refit_labels[rows] = z.cpu().numpy() * self.label_std + self.label_mean
                     if mix is not None:
-                        labels[rows] = apply_mix(labels[rows], refit_labels[rows], snr[rows], mix,
+                        # a refit far outside the network's calibrated sigma failed: keep the network's label
+                        kept = guard(labels[rows], refit_labels[rows],
+                                     split_sigma(sigma[rows], snr[rows], self.calibration)[0],
+                                     self.meta["refit"].get("max_pull"))
+                        labels[rows] = apply_mix(labels[rows], kept, snr[rows], mix,
                                                  self.meta["refit"].get("snr_edges", SNR_EDGES))
                         if denoise:  # the decoder's spectrum of the labels returned
                             zf = torch.from_numpy((labels[rows] - self.label_mean) / self.label_std).float()

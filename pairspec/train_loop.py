@@ -188,7 +188,8 @@ def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt) -> Non
         pred, sigma = physical(val, twins.stats)
         best_meta["calibration"] = calibrate(pred, sigma, twins)
         if getattr(tc, "refit", False) and getattr(raw_model, "label_decoder_width", 0):
-            best_meta["refit"] = refit_on_val(raw_model, val, pred, sigma, twins, run.device)
+            best_meta["refit"] = refit_on_val(raw_model, val, pred, sigma, twins, run.device,
+                                              network_calibration=best_meta["calibration"])
         if tc.recon_weight > 0:  # the denoised spectra's per-pixel uncertainty (pairspec predict --denoised)
             best_meta["denoise_sigma"] = denoise_error_profile(raw_model, val_loader, run.device, run.amp,
                                                                val=twins.val)

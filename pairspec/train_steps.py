@@ -325,14 +325,25 @@ def profile_sigma(excess: np.ndarray, pix_count: np.ndarray, count: np.ndarray, 
     return sigma
 
 
-def refit_on_val(model, val: dict, pred, sigma, twins, device, batch_size: int = 256) -> dict:
+def refit_on_val(model, val: dict, pred, sigma, twins, device, batch_size: int = 256,
+                 network_calibration: dict | None = None) -> dict:
     """The checkpoint's refit (pairspec.refit): the val twins' labels refitted through the label decoder
     (the network's prediction as the prior), the per-label/S/N-bin weight of the network's label in the
     mix chosen against the survey's val labels, and the sigma calibration of the mixed labels (the
     network's sigma as its shape). `val` is predict_twins' output on the val loader (twins.val's order).
+    Refits further than refit.MAX_PULL of the network's calibrated sigma (`network_calibration`, the
+    checkpoint's own) from its label are dropped before the choice, as predict drops them.
     A plain dict for the checkpoint's meta, with the val robust sigma of each estimator per bin."""
+    from pairspec.calibration import split_sigma
     from pairspec.metrics import robust_sigma
-    from pairspec.refit import SNR_EDGES, apply_mix, choose_mix, refit_from_inputs
+    from pairspec.refit import (
+        MAX_PULL,
+        SNR_EDGES,
+        apply_mix,
+        choose_mix,
+        guard,
+        refit_from_inputs,
+    )
     from pairspec.train import calibrate
 
     x = twins.val.x
@@ -345,8 +356,8 @@ def refit_on_val(model, val: dict, pred, sigma, twins, device, batch_size: int =
                                   torch.from_numpy(val["log_var"][a:a + batch_size]).to(device))
         z[a:a + batch_size] = zb.cpu().numpy()
     model.train()
-    refit = z * std + mu
     snr, labels = np.asarray(twins.val.snr), np.asarray(twins.val.labels, dtype=np.float64)
+    refit = guard(pred, z * std + mu, split_sigma(sigma, snr, network_calibration)[0], MAX_PULL)
     # the weights from all val stars; the calibration from each star's out-of-bag mix (choose_mix)
     weights, oob = choose_mix(pred, refit, labels, snr, star=np.asarray(twins.val.star_index), return_oob=True)
     mixed = apply_mix(pred, refit, snr, weights)
@@ -355,6 +366,7 @@ def refit_on_val(model, val: dict, pred, sigma, twins, device, batch_size: int =
     for kind, est in (("network", pred), ("refit", refit), ("mixed", mixed)):
         val_sigma[kind] = [[robust_sigma(est[b == j, k] - labels[b == j, k]) for j in range(len(SNR_EDGES) - 1)]
                            for k in range(pred.shape[1])]
-    return {"prior": "network", "snr_edges": [float(e) for e in SNR_EDGES], "weight_of_network": weights,
+    return {"prior": "network", "snr_edges": [float(e) for e in SNR_EDGES], "max_pull": MAX_PULL,
+            "n_guarded": np.isnan(refit).sum(0).astype(int).tolist(), "weight_of_network": weights,
             "calibration": calibrate(oob, sigma, twins), "val_sigma_against_survey": val_sigma,
             "n_val": int(z.shape[0])}

@@ -132,7 +132,20 @@ def snr_store(monkeypatch):
                                                        APOGEE_CORE_SCHEMA, GRID))
 
 
-def test_training_stores_the_mix_and_prediction_applies_it(tmp_path, snr_store):
+def test_guard_drops_refits_far_outside_the_networks_sigma():
+    net = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, np.nan]])
+    sigma = np.array([[1.0, 0.1], [1.0, 0.1], [1.0, 0.1]])
+    refit = np.array([[4.9, 1.0 - 0.51], [-5.1, 1.2], [0.3, 1.0]])
+    kept = R.guard(net, refit, sigma, 5.0)
+    assert kept[0, 0] == 4.9 and np.isnan(kept[0, 1]) and np.isnan(kept[1, 0]) and kept[1, 1] == 1.2
+    assert kept[2, 0] == 0.3  # a NaN network label gives no pull (the mix keeps its NaN anyway)
+    np.testing.assert_array_equal(R.guard(net, refit, sigma, None), refit)  # older checkpoints: no guard
+    # the mix keeps the network's label where the refit was dropped
+    mixed = R.apply_mix(net[:2], kept[:2], np.array([10.0, 10.0]), [[0.0] * 4, [0.5] * 4])
+    np.testing.assert_allclose(mixed, [[4.9, 1.0], [0.0, 1.1]])
+
+
+def test_training_stores_the_mix_and_prediction_applies_it(tmp_path, snr_store, monkeypatch):
     from test_train import GRID, config
 
     from pairspec import train as T
@@ -156,7 +169,9 @@ def test_training_stores_the_mix_and_prediction_applies_it(tmp_path, snr_store):
     ivar = np.full(flux.shape, 2500.0, np.float32)
     got = pred.predict(flux, ivar, denoise=True, return_refit=True)
     assert got["refit"]
-    expect = R.apply_mix(got["labels_network"], got["labels_refit"], got["snr"], mix)
+    assert meta["refit"]["max_pull"] == R.MAX_PULL and len(meta["refit"]["n_guarded"]) == 3
+    kept = R.guard(got["labels_network"], got["labels_refit"], got["sigma_network"], R.MAX_PULL)
+    expect = R.apply_mix(got["labels_network"], kept, got["snr"], mix)
     np.testing.assert_allclose(got["labels"], expect, rtol=0, atol=1e-9)
     # the denoised spectrum is the decoder's spectrum of the labels returned
     z = torch.from_numpy((got["labels"] - pred.label_mean) / pred.label_std).float()
@@ -168,6 +183,26 @@ def test_training_stores_the_mix_and_prediction_applies_it(tmp_path, snr_store):
     assert not off["refit"]
     np.testing.assert_allclose(off["labels"], got["labels_network"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(plain["labels"], got["labels"], rtol=0, atol=1e-9)
+
+    # a refit that failed (here: forced 100 sigma off for the first visit's first label) leaves that
+    # label to the network, and nothing else changes
+    import pairspec.inference as I
+
+    real = I.refit_from_inputs
+
+    def broken(*args, **kwargs):
+        z, formal = real(*args, **kwargs)
+        z[0, 0] += 100.0
+        return z, formal
+
+    with monkeypatch.context() as m:
+        m.setattr(I, "refit_from_inputs", broken)
+        bad = pred.predict(flux, ivar, return_refit=True)
+    assert bad["labels"][0, 0] == got["labels_network"][0, 0]
+    # (and the mix did move that label before: its bin's weight of the network is below 1)
+    assert mix[0][int(R.snr_bin_index(got["snr"][:1])[0])] < 1 and got["labels"][0, 0] != got["labels_network"][0, 0]
+    np.testing.assert_allclose(bad["labels"][1:], got["labels"][1:], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(bad["labels"][0, 1:], got["labels"][0, 1:], rtol=0, atol=1e-9)
 
     # train.refit: false keeps the network's labels in prediction
     best_off = T.train(config(tmp_path, "nomix", model=shape, epochs=1, recon_loss="chi2", refit=False), progress=False)
