@@ -37,9 +37,10 @@ MIX_GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)  # candidate weights of the
 # A refit further than this many of the network's calibrated sigmas from the network's label is taken as a
 # failed fit (the decoder asked for a spectrum outside the labels it learned) and the network's label is kept.
 # Measured (docs/recipes.md, "Labels refitted through the label decoder"): on the paper table one cool metal-rich
-# giant's four test visits had [Mg/Fe] refits 6 sigma off where the network was within 1.4 sigma; they alone made
-# the mix's z-std against truth 1.21 (0.96 with the guard). 0.3 % of the refits on the 1500-star curve's test
-# visits pass the line, and no bin's robust sigma moves by more than 0.0003 dex or 0.1 K there.
+# giant's four test visits had [Mg/Fe] refits 8-10 sigma from the truth (6.2 of the network's sigmas from its
+# label, which was within 1.4 sigma); they alone made the mix's z-std against truth 1.21 (0.96 with the guard).
+# 0.3 % of the refits on the 1500-star curve's test visits pass the line, and no bin's robust sigma moves by more
+# than 0.0003 dex or 0.1 K there.
 MAX_PULL = 5.0
 N_ITER = 5  # Gauss-Newton steps: a third less time than 8, labels within 0.0015 std (benchmarks/refit_steps.py)
 
