@@ -382,6 +382,14 @@ def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star
                                for k, n in enumerate(names)}
         m["calibration"][meth] = cal
         m["clusters"][meth] = _cluster_block(_star_mean(lab, star, n_star), cluster, names)
+    if "truth" in refs and {"fe_h", "mg_fe"} <= set(names) and "emulator_fit" in methods:
+        # the fit runs on a subset: the plane of every method on the very visits the fit has, so that the
+        # separations compare on the same stars (each subset's truth has its own)
+        i, j = names.index("fe_h"), names.index("mg_fe")
+        on_fit = lo40 & np.isfinite(methods["emulator_fit"]["labels"][:, [i, j]]).all(axis=1)
+        m["chemical_plane_fit_visits"] = {
+            meth: M.chemical_plane(p["labels"][on_fit, i], p["labels"][on_fit, j], best[on_fit, i], best[on_fit, j])
+            for meth, p in methods.items()}
     for ref_name, ref in refs.items():
         m["clusters"][f"reference:{ref_name}"] = _cluster_block(_star_mean(ref, star, n_star), cluster, names)
     if "truth" in refs:

@@ -123,6 +123,13 @@ def write_report(path, metrics, figures=()) -> None:
                         + [f"{_fmt(c['separation'], '')} ({_fmt(c['separation_truth'], '')})",
                            _fmt(c["detrended_slope"], "")])
         L += [_md_table(head, rows), ""]
+        on_fit = metrics.get("chemical_plane_fit_visits")
+        if on_fit:
+            n = next(iter(on_fit.values()))["n"]
+            L += [f"The same on the {n} visits the emulator fit ran on (S/N < 40), for every method:", "",
+                  _md_table(["method", "separation (truth)", "detrended slope"],
+                            [[m, f"{_fmt(c['separation'], '')} ({_fmt(c['separation_truth'], '')})",
+                              _fmt(c["detrended_slope"], "")] for m, c in on_fit.items()]), ""]
     if metrics.get("cn_ages"):
         cn = metrics["cn_ages"]
         L += ["## C/N ages of giants (against the ages of the seismic masses)", "",

@@ -138,6 +138,11 @@ def test_evaluate_emulator_fit_and_split(tmp_path):
     errors = m["emulator_fit_errors"]
     assert errors["raw"]["truth"]["teff"]["n"] == 6 and len(errors["scale"]) == 2
     assert m["calibration"]["emulator_fit"]["truth"]["teff"]["n"] == 6
+    # the [Mg/Fe]-[Fe/H] plane of every method on the fit's own visits (S/N < 40): the same visits for all
+    on_fit = m["chemical_plane_fit_visits"]
+    assert set(on_fit) == set(m["chemical_plane"]) and len({c["n"] for c in on_fit.values()}) == 1
+    assert 0 < on_fit["emulator_fit"]["n"] == m["chemical_plane"]["emulator_fit"]["n"] <= 6
+    assert on_fit["tsn"]["n"] < m["chemical_plane"]["tsn"]["n"]  # TSN's own plane has all S/N < 40 visits
     with pytest.raises(ValueError, match="split"):
         E.evaluate(FakePredictor(truth), str(tmp_path / "store.zarr"), split="nope", out_dir=str(tmp_path / "x"),
                    progress=False, plots=False)
