@@ -25,13 +25,9 @@ import numpy as np
 
 
 def _rows(store, split, n, seed):
-    from pairspec.evaluate import SPLIT_CODES
+    from pairspec.evaluate import sample_visits
 
-    stars, visits = store.star_table(), store.visit_table()
-    in_split = np.asarray(stars["split"]) == SPLIT_CODES[split]
-    rows = np.flatnonzero(in_split[np.asarray(visits["star"])])
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(rows, size=min(n, rows.size), replace=False))
+    return sample_visits(store, split, n, seed)
 
 
 def _estimates(predictor, store, rows, batch_size=256):

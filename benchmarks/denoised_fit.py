@@ -45,7 +45,7 @@ def main(argv=None) -> dict:
 
     from pairspec import metrics as M
     from pairspec import preprocess
-    from pairspec.evaluate import SPLIT_CODES, read_truth
+    from pairspec.evaluate import read_truth, sample_visits
     from pairspec.inference import LabelPredictor
     from pairspec.store import open_store
     from pairspec.surveys import visit_fitter
@@ -57,10 +57,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{args.store}: survey {store.survey!r} has no visit-level fitter")
     predictor = LabelPredictor.from_checkpoint(args.checkpoint, device="cpu")
     stars, visits = store.star_table(), store.visit_table()
-    in_split = np.asarray(stars["split"]) == SPLIT_CODES[args.split]
-    rows = np.flatnonzero(in_split[np.asarray(visits["star"])] & (np.asarray(visits["snr"]) < 60))
-    rng = np.random.default_rng(args.seed)
-    rows = np.sort(rng.choice(rows, size=min(args.max_visits, rows.size), replace=False))
+    rows = sample_visits(store, args.split, args.max_visits, args.seed, max_snr=60)
     flux, ivar, pixmask = store.visit_spectra(rows)
     star = np.asarray(visits["star"])[rows]
     snr = np.asarray(visits["snr"])[rows]

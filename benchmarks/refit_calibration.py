@@ -30,13 +30,11 @@ def _arrays(predictor, store, split, n, survey, lerr, truth, seed=0):
     import torch
 
     from pairspec import preprocess
-    from pairspec.evaluate import SPLIT_CODES
+    from pairspec.evaluate import sample_visits
     from pairspec.refit import refit_from_inputs
 
-    stars, visits = store.star_table(), store.visit_table()
-    in_split = np.asarray(stars["split"]) == SPLIT_CODES[split]
-    rows = np.flatnonzero(in_split[np.asarray(visits["star"])])
-    rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, rows.size), replace=False))
+    visits = store.visit_table()
+    rows = sample_visits(store, split, n, seed)
     flux, ivar, _ = store.visit_spectra(rows)
     N, K = rows.size, len(predictor.label_names)
     out = {k: np.full((N, K), np.nan) for k in ("net", "sig", "refit", "formal")}

@@ -89,6 +89,21 @@ def _select_stars(stars: dict, split) -> np.ndarray:
     return np.flatnonzero(np.asarray(stars["split"]) == SPLIT_CODES[split])
 
 
+def sample_visits(store, split: str, max_visits: int, seed: int = 0, max_snr: float | None = None) -> np.ndarray:
+    """Sorted row indices of a fixed random subset (at most `max_visits`, drawn with `seed`) of the visits
+    of the split's stars, those with the survey's S/N below `max_snr` only when it is given (how the
+    benchmarks pick their val and test visits)."""
+    stars, visits = store.star_table(), store.visit_table()
+    in_split = np.zeros(len(stars["id"]), dtype=bool)
+    in_split[_select_stars(stars, split)] = True
+    keep = in_split[np.asarray(visits["star"])]
+    if max_snr is not None:
+        keep &= np.asarray(visits["snr"]) < max_snr
+    rows = np.flatnonzero(keep)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(rows, size=min(max_visits, rows.size), replace=False))
+
+
 def _loo_targets(flux, ivar, star, grid):
     """Continuum-normalised leave-one-out coadds: for each visit, the ivar-weighted mean of the
     star's OTHER visits (ivar 0 where the star has a single visit), as training builds them."""

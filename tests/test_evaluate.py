@@ -171,3 +171,25 @@ def test_evaluate_with_a_truth_that_lacks_a_trained_label(tmp_path):
     assert m["scatter"]["tsn"]["truth"]["teff"]["all"]["n"] == N_STAR * N_VISIT
     assert m["scatter"]["tsn"]["survey"]["mg_fe"]["all"]["n"] == N_STAR * N_VISIT
     assert (out / "sigma_vs_snr_truth.png").stat().st_size > 1000 and (out / "report.md").exists()
+
+
+def test_sample_visits_is_a_fixed_subset_of_the_splits_visits(tmp_path):
+    from pairspec.store import open_store
+
+    _build(tmp_path)
+    store = open_store(str(tmp_path / "store.zarr"))
+    visit_star = np.asarray(store.visit_table()["star"])
+    snr = np.asarray(store.visit_table()["snr"])
+    split = np.asarray(store.star_table()["split"])
+    for name in ("train", "test", "all"):
+        every = E.sample_visits(store, name, 10**6)
+        mine = np.ones(visit_star.size, bool) if name == "all" else split[visit_star] == E.SPLIT_CODES[name]
+        np.testing.assert_array_equal(every, np.flatnonzero(mine))
+    few = E.sample_visits(store, "all", 7, seed=3)
+    assert few.size == 7 and np.all(np.diff(few) > 0)
+    np.testing.assert_array_equal(few, E.sample_visits(store, "all", 7, seed=3))
+    assert not np.array_equal(few, E.sample_visits(store, "all", 7, seed=4))
+    low = E.sample_visits(store, "all", 10**6, max_snr=40)
+    assert low.size and np.all(snr[low] < 40) and low.size == int((snr < 40).sum())
+    with pytest.raises(ValueError, match="split"):
+        E.sample_visits(store, "nope", 5)
