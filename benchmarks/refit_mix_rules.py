@@ -21,25 +21,9 @@ import sys
 import numpy as np
 
 
-def _draws(net, ref, lab, snr, star, n_boot=30, seed=0):
-    from pairspec import refit as R
-    from pairspec.metrics import snr_bin_index
-
-    b = snr_bin_index(snr)
-    uniq, inv = np.unique(star, return_inverse=True)
-    rows_of = [np.flatnonzero(inv == i) for i in range(uniq.size)]
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, uniq.size, uniq.size)
-        rows = np.concatenate([rows_of[i] for i in pick])
-        out.append(R._best_weights(net[rows], ref[rows], lab[rows], b[rows], 4, 30))
-    return np.asarray(out)
-
-
 def main(argv=None) -> dict:
     from pairspec.metrics import robust_sigma, snr_bin_index
-    from pairspec.refit import apply_mix
+    from pairspec.refit import apply_mix, bootstrap_choices
 
     report = {}
     for path in argv or sys.argv[1:]:
@@ -47,7 +31,7 @@ def main(argv=None) -> dict:
         names = [str(n) for n in d["names"]]
         vn, vr, vl, vs, vst = (d[k] for k in ("val_tsn", "val_refit_network", "val_ref", "val_snr", "val_star"))
         tn, tr, tt, ts = (d[k] for k in ("test_tsn", "test_refit_network", "ref", "snr"))
-        draws = _draws(vn, vr, vl, vs, vst)
+        draws = bootstrap_choices(vn, vr, vl, vs, vst)[0]
         med, share = np.median(draws, 0), (draws < 1).mean(0)
         rules = {"network": np.ones_like(med), "median": med, "p0.8": np.where(share >= 0.8, med, 1.0),
                  "p0.9": np.where(share >= 0.9, med, 1.0), "mean": draws.mean(0)}

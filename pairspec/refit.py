@@ -145,6 +145,26 @@ def _best_weights(network, refit, reference, b, n_bins, min_count):
     return weights
 
 
+def bootstrap_choices(network, refit, reference, snr, star, snr_edges=SNR_EDGES, min_count: int = 30,
+                      n_boot: int = 30, seed: int = 0):
+    """The per-label, per-S/N-bin weight choice (choose_mix's rule) on each of `n_boot` bootstrap resamples
+    of the stars: (draws (n_boot, K, n_bins), drawn (n_boot, n_stars) whether each star was in a resample,
+    rows_of (the visit rows of each star, in np.unique(star) order))."""
+    network, refit, reference = (np.asarray(a, dtype=np.float64) for a in (network, refit, reference))
+    b = snr_bin_index(snr, snr_edges)
+    uniq, inverse = np.unique(np.asarray(star), return_inverse=True)
+    rows_of = [np.flatnonzero(inverse == i) for i in range(uniq.size)]
+    rng = np.random.default_rng(seed)
+    draws, drawn = [], []
+    for _ in range(n_boot):
+        pick = rng.integers(0, uniq.size, uniq.size)
+        rows = np.concatenate([rows_of[i] for i in pick])
+        draws.append(_best_weights(network[rows], refit[rows], reference[rows], b[rows], len(snr_edges) - 1,
+                                   min_count))
+        drawn.append(np.isin(np.arange(uniq.size), pick))
+    return np.asarray(draws), np.asarray(drawn), rows_of
+
+
 def choose_mix(network, refit, reference, snr, star=None, snr_edges=SNR_EDGES, min_count: int = 30,
                n_boot: int = 30, seed: int = 0, return_oob: bool = False):
     """Per label (K) and S/N bin, the weight a of the network's label in a * network + (1 - a) * refit that
@@ -161,27 +181,17 @@ def choose_mix(network, refit, reference, snr, star=None, snr_edges=SNR_EDGES, m
     flattered by weights chosen on the very residuals it measures (on the demo's val split, calibrating
     the in-sample mix left z-std 1.2-1.35 against truth on the test stars)."""
     network, refit, reference = (np.asarray(a, dtype=np.float64) for a in (network, refit, reference))
-    b = snr_bin_index(snr, snr_edges)
-    nb = len(snr_edges) - 1
     if star is None or n_boot <= 1:
         if return_oob:
             raise ValueError("return_oob needs the stars of the visits and n_boot > 1")
-        return _best_weights(network, refit, reference, b, nb, min_count)
-    star, snr = np.asarray(star), np.asarray(snr, dtype=np.float64)
-    uniq, inverse = np.unique(star, return_inverse=True)
-    rows_of = [np.flatnonzero(inverse == i) for i in range(uniq.size)]
-    rng = np.random.default_rng(seed)
-    draws, drawn = [], []
-    for _ in range(n_boot):
-        pick = rng.integers(0, uniq.size, uniq.size)
-        rows = np.concatenate([rows_of[i] for i in pick])
-        draws.append(_best_weights(network[rows], refit[rows], reference[rows], b[rows], nb, min_count))
-        drawn.append(np.isin(np.arange(uniq.size), pick))
-    draws = np.asarray(draws)  # (n_boot, K, nb)
+        return _best_weights(network, refit, reference, snr_bin_index(snr, snr_edges), len(snr_edges) - 1,
+                             min_count)
+    snr = np.asarray(snr, dtype=np.float64)
+    draws, drawn, rows_of = bootstrap_choices(network, refit, reference, snr, star, snr_edges, min_count, n_boot,
+                                              seed)
     weights = np.round(np.median(draws, axis=0), 3).tolist()
     if not return_oob:
         return weights
-    drawn = np.asarray(drawn)  # (n_boot, n_stars)
     oob = np.empty_like(network)
     for i, rows in enumerate(rows_of):
         out = ~drawn[:, i]
