@@ -405,6 +405,9 @@ def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star
         m["chemical_plane_fit_visits"] = {
             meth: M.chemical_plane(p["labels"][on_fit, i], p["labels"][on_fit, j], best[on_fit, i], best[on_fit, j])
             for meth, p in methods.items()}
+    if "emulator_fit" in methods:
+        m["fit_same_visits"] = _fit_same_visits(names, methods, best, star, snr, edges)
+        m["fit_same_visits_reference"] = m["slope_reference"]
     for ref_name, ref in refs.items():
         m["clusters"][f"reference:{ref_name}"] = _cluster_block(_star_mean(ref, star, n_star), cluster, names)
     if "truth" in refs:
@@ -416,6 +419,30 @@ def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star
                        "median": float(np.nanmedian(recon)) if np.isfinite(recon).any() else math.nan,
                        "mean": float(np.nanmean(recon)) if np.isfinite(recon).any() else math.nan}
     return m
+
+
+def _fit_same_visits(names, methods, ref, star, snr, edges) -> dict:
+    """Every method against the emulator fit on the visits the fit has (a subset of the split), per label and
+    S/N bin (and < 60): {method: {label: {bin: {n, n_stars, sigma, sigma_fit, ratio, lo, hi}}}}, sigma the
+    robust sigma against `ref`, ratio = sigma / sigma_fit with its 16-84 % interval over the stars
+    (metrics.sigma_ratio). A method's sigma over the whole split and the fit's over its subset are not
+    comparable: each subset has its own stars."""
+    fit = methods["emulator_fit"]["labels"]
+    bins = list(zip(M.snr_bin_labels(edges), edges[:-1], edges[1:])) + [("<60", 0.0, 60.0)]
+    out = {}
+    for meth, p in methods.items():
+        if meth == "emulator_fit":
+            continue
+        out[meth] = {}
+        for k, n in enumerate(names):
+            ra, rb = p["labels"][:, k] - ref[:, k], fit[:, k] - ref[:, k]
+            row = {}
+            for name, lo, hi in bins:
+                sel = (snr >= lo) & (snr < hi) & np.isfinite(ra) & np.isfinite(rb)
+                r = M.sigma_ratio(ra[sel], rb[sel], star[sel])
+                row[name] = {**r, "sigma": M.robust_sigma(ra[sel]), "sigma_fit": M.robust_sigma(rb[sel])}
+            out[meth][n] = row
+    return out
 
 
 def _cluster_block(star_values, cluster, names) -> dict:

@@ -74,6 +74,27 @@ def _spectra_section(sp: dict) -> list[str]:
             "", _md_table(["quantity"] + bins, rows), ""]
 
 
+def _fit_same_visits_section(metrics) -> list[str]:
+    """Report lines: every method's sigma over the emulator fit's, on the visits the fit ran on."""
+    same = metrics.get("fit_same_visits")
+    if not same:
+        return []
+    ref = metrics.get("fit_same_visits_reference", "truth")
+    first = next(iter(next(iter(same.values())).values()))
+    bins = list(first)
+    rows = []
+    for meth, per in same.items():
+        for n, row in per.items():
+            unit = "K" if n == "teff" else ""
+            rows.append([meth, n] + [f"{_fmt(c['sigma'], unit)} / {_fmt(c['sigma_fit'], unit)} = {_fmt(c['ratio'], '')} "
+                                     f"[{_fmt(c['lo'], '')}-{_fmt(c['hi'], '')}]" for c in row.values()])
+    counts = ", ".join(f"{b}: {c['n']} ({c['n_stars']} stars)" for b, c in first.items())
+    return ["## Against the emulator fit, on the fit's own visits", "",
+            (f"Robust sigma against {ref} of each method / of the emulator fit, on the same visits, and the ratio with "
+             f"its 16-84 % interval from resampling the stars. Visits: {counts}."), "",
+            _md_table(["method", "label"] + bins, rows), ""]
+
+
 def write_report(path, metrics, figures=()) -> None:
     """Markdown report: scatter tables, paper targets, calibration, slopes, clusters, timings, figures."""
     header, blocks = _table_rows(metrics)
@@ -89,6 +110,7 @@ def write_report(path, metrics, figures=()) -> None:
           "The survey's adapter publishes no visit-level targets for these labels.", ""]
     for title, rows in blocks:
         L += [f"## {title}", "", _md_table(header, rows), ""]
+    L += _fit_same_visits_section(metrics)
     L += ["## Calibration (z = residual / predicted sigma; ideal std 1, cov68 0.683, cov95 0.95)", ""]
     cal_rows = []
     for meth, cal in metrics["calibration"].items():

@@ -143,6 +143,15 @@ def test_evaluate_emulator_fit_and_split(tmp_path):
     assert set(on_fit) == set(m["chemical_plane"]) and len({c["n"] for c in on_fit.values()}) == 1
     assert 0 < on_fit["emulator_fit"]["n"] == m["chemical_plane"]["emulator_fit"]["n"] <= 6
     assert on_fit["tsn"]["n"] < m["chemical_plane"]["tsn"]["n"]  # TSN's own plane has all S/N < 40 visits
+    # every method's sigma over the fit's on the fit's visits, per bin, with the interval over stars
+    same = m["fit_same_visits"]
+    assert set(same) == set(m["scatter"]) - {"emulator_fit"} and m["fit_same_visits_reference"] == "truth"
+    cell = same["tsn"]["teff"]["<60"]
+    n60 = int(np.isfinite(fit["teff"]["<60"]["sigma"])) and fit["teff"]["<60"]["n"]
+    assert cell["n"] == n60 and cell["n"] <= 6
+    if cell["n"] >= 2:
+        assert cell["ratio"] == pytest.approx(cell["sigma"] / cell["sigma_fit"])
+    assert "Against the emulator fit, on the fit's own visits" in (tmp_path / "r" / "report.md").read_text()
     with pytest.raises(ValueError, match="split"):
         E.evaluate(FakePredictor(truth), str(tmp_path / "store.zarr"), split="nope", out_dir=str(tmp_path / "x"),
                    progress=False, plots=False)

@@ -104,3 +104,25 @@ def test_cn_age_precision_scales_with_cn_noise():
     # linear propagation: dM = d[C/N] / 0.4, dt = 2.5 t / M dM
     pred = M.robust_sigma(2.5 * age / mass * (0.05 / 0.4) * rng.normal(size=n))
     assert sig[1] == pytest.approx(pred, rel=0.2)
+
+
+def test_sigma_ratio_interval_covers_the_true_ratio_and_resamples_stars():
+    rng = np.random.default_rng(3)
+    n_star, per = 400, 4
+    star = np.repeat(np.arange(n_star), per)
+    # a star part shared by the star's visits plus a visit part: method a has 0.8x method b's total noise
+    shared = rng.normal(size=n_star)[star]
+    b = 1.0 * (0.6 * shared + 0.8 * rng.normal(size=star.size))
+    a = 0.8 * (0.6 * shared + 0.8 * rng.normal(size=star.size))
+    r = M.sigma_ratio(a, b, star, n_boot=300)
+    assert r["n"] == star.size and r["n_stars"] == n_star
+    assert r["lo"] < r["ratio"] < r["hi"]
+    assert r["lo"] < 0.8 < r["hi"] and r["hi"] - r["lo"] < 0.15
+    # NaN in either method drops the visit from both; a few stars give a wide interval
+    a2 = a.copy()
+    a2[:8] = np.nan
+    assert M.sigma_ratio(a2, b, star)["n"] == star.size - 8
+    few = star < 12
+    r_few = M.sigma_ratio(a[few], b[few], star[few])
+    assert r_few["hi"] - r_few["lo"] > r["hi"] - r["lo"]
+    assert math.isnan(M.sigma_ratio(a[:1], b[:1], star[:1])["ratio"])
