@@ -59,6 +59,15 @@ def test_records_of_two_processes_aggregate_with_their_seed_spread(lc, tmp_path)
                       "budget_steps": 7, "epochs": {"100": 2, "200": 1}, "train_core_s": 60.0, "machine": "m"})
     assert "| 100 | tsn | 3 [2-4] |" in md  # teff in K: mean [min-max] over the two seeds
     assert "100 stars 2 epochs" in md
+    # the fit's row, and TSN over the fit on the fit's own visits with its interval over the stars
+    fit = {n: {**{b: {"sigma": 5.0} for b in lc.BINS + ("<60",)}, "slope": 1.0} for n in ("teff", "fe_h")}
+    same = {"fe_h": {b: {"ratio": 0.98, "lo": 0.93, "hi": 1.03} for b in ("<20", "20-40", "40-60", "<60")}}
+    md = lc.markdown({"tag": "t", "stars": 10, "n_test_visits": 20, "n_test_stars": 5, "aggregate": agg,
+                      "budget_steps": 7, "epochs": {"100": 2, "200": 1}, "train_core_s": 60.0, "machine": "m",
+                      "emulator_fit": fit, "emulator_fit_same_visits": same, "emulator_fit_n_train": 200})
+    assert "| (any) | emulator fit | 5 | 5 |" in md
+    assert "| 200 | TSN / fit, same visits | 0.980 [0.930-1.030] | 0.980 [0.930-1.030] | 0.980 [0.930-1.030] | - |" in md
+    assert md.count("TSN / fit, same visits") == 1  # only where the evaluation measured it
 
 
 def test_extras_take_calibration_plane_survey_ratio_and_spectra_from_one_evaluation(lc, tmp_path):
