@@ -11,8 +11,9 @@ is kept in DIR/visits.npz (appended per chunk: an interrupted run resumes, and r
 add their visits) and serves every checkpoint trained on the same store and split (the learning curve's
 sizes and seeds share one test split). Then it predicts the fitted visits with CHECKPOINT (`predict`'s
 labels: the mix and the network's own) and prints JSON: per label and S/N bin (< 20, 20-40, 40-60, >= 60 and
-< 60) the robust sigma against truth of TSN, the network alone and the fit, and TSN / fit with its 16-84 %
-interval from resampling the stars (`pairspec.metrics.sigma_ratio`).
+< 60) the robust sigma and median bias against truth of TSN, the network alone and the fit, and TSN / fit with
+its 16-84 % interval from resampling the stars (`pairspec.metrics.sigma_ratio`); the slopes at S/N >= 20; the
+[Mg/Fe]-[Fe/H] plane of the S/N < 40 visits (disc separation and detrended slope, as `pairspec evaluate`).
 """
 
 from __future__ import annotations
@@ -112,9 +113,19 @@ def summarise(store, truth_path, work: Path, checkpoint) -> dict:
         for k, n in enumerate(names):
             res = {m: d[m][sel, k] - ref[sel, k] for m in ("tsn", "tsn_network", "emulator_fit")}
             cell[n] = {f"sigma_{m}": M.robust_sigma(r) for m, r in res.items()}
+            cell[n].update({f"bias_{m}": M.bias(r) for m, r in res.items()})
             r = M.sigma_ratio(res["tsn"], res["emulator_fit"], star[sel])
             cell[n].update({"tsn_over_fit": r["ratio"], "lo": r["lo"], "hi": r["hi"]})
         out["bins"][name] = cell
+    if {"fe_h", "mg_fe"} <= set(names):  # the [Mg/Fe]-[Fe/H] plane of the S/N < 40 visits, as evaluate's
+        i, j, lo = names.index("fe_h"), names.index("mg_fe"), snr < 40
+        out["chemical_plane_snr40"] = {
+            m: {k: v for k, v in M.chemical_plane(d[m][lo, i], d[m][lo, j], ref[lo, i], ref[lo, j]).items()
+                if k in ("n", "separation", "separation_truth", "detrended_slope")}
+            for m in ("tsn", "tsn_network", "emulator_fit")}
+    hi = snr >= 20  # shrinkage to the mean shows as a slope below 1
+    out["slope_snr20"] = {m: {n: M.slope(d[m][hi, k], ref[hi, k]) for k, n in enumerate(names)}
+                          for m in ("tsn", "tsn_network", "emulator_fit")}
     return out
 
 

@@ -66,6 +66,9 @@ def test_fit_is_kept_per_visit_and_each_checkpoint_compared_on_the_same_visits(b
     cell = low["bins"]["<60"]["teff"]
     assert cell["tsn_over_fit"] == pytest.approx(cell["sigma_tsn"] / cell["sigma_emulator_fit"])
     assert cell["lo"] <= cell["tsn_over_fit"] <= cell["hi"] and 0.3 < cell["tsn_over_fit"] < 0.8
+    plane = low["chemical_plane_snr40"]
+    assert set(plane) == {"tsn", "tsn_network", "emulator_fit"} and plane["tsn"]["n"] == n_low
+    assert set(low["slope_snr20"]["emulator_fit"]) == set(names)
     # a second range adds its visits; the ones fitted before are not fitted again
     both = bench.main(args + ["--snr-min", "60", "--snr-max", "1000"])
     assert fitter.n == N_STAR * N_VISIT and both["n_visits"] == N_STAR * N_VISIT and ">=60" in both["bins"]
