@@ -92,6 +92,7 @@ def sigma_ratio(resid_a, resid_b, star, n_boot: int = 200, seed: int = 0) -> dic
            "hi": float("nan")}
     if a.size < 2:
         return out
+
     def ratio(x, y):
         sx, sy = robust_sigma(x), robust_sigma(y)
         return sx / sy if sy > 0 else float("nan")
