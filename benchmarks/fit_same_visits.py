@@ -52,10 +52,10 @@ def _fit_rows(store, rows, names, work: Path, chunk: int, progress: bool) -> Non
     fit_names = list(getattr(fitter, "catalogue_names", fitter.label_names))
     path = work / "visits.npz"
     have = _load(path)
-    done = set(have.get("rows", np.array([], dtype=np.int64)).tolist())
-    todo = np.array([r for r in rows if r not in done], dtype=np.int64)
-    parts = {k: [have[k]] for k in KEYS if k in have}
-    parts = {k: parts.get(k, []) for k in KEYS}
+    todo = np.asarray(rows, dtype=np.int64)
+    if "rows" in have:
+        todo = todo[~np.isin(todo, have["rows"])]
+    parts = {k: [have[k]] if k in have else [] for k in KEYS}
     t0 = time.perf_counter()
     for a in range(0, todo.size, chunk):
         r = todo[a:a + chunk]
@@ -69,11 +69,8 @@ def _fit_rows(store, rows, names, work: Path, chunk: int, progress: bool) -> Non
                   flush=True)
 
 
-def _predict(store, rows, checkpoint, batch: int = 512) -> dict:
-    """predict's labels of `checkpoint` for visit rows: the mix ("tsn") and the network's own."""
-    from pairspec.inference import LabelPredictor
-
-    predictor = LabelPredictor.from_checkpoint(checkpoint, device="cpu")
+def _predict(store, rows, predictor, batch: int = 512) -> dict:
+    """predict's labels of a LabelPredictor for visit rows: the mix ("tsn") and the network's own."""
     extra = {"return_refit": True} if predictor.has_refit else {}
     out = {"tsn": [], "tsn_network": []}
     for a in range(0, rows.size, batch):
@@ -84,14 +81,14 @@ def _predict(store, rows, checkpoint, batch: int = 512) -> dict:
     return {k: np.concatenate(v) for k, v in out.items()}, list(predictor.schema.names)
 
 
-def summarise(store, truth_path, work: Path, checkpoint) -> dict:
+def summarise(store, truth_path, work: Path, predictor, checkpoint) -> dict:
     from pairspec import metrics as M
     from pairspec.evaluate import read_truth
 
     d = _load(work / "visits.npz")
     if not d:
         raise SystemExit(f"{work / 'visits.npz'}: nothing fitted yet")
-    pred, names = _predict(store, d["rows"], checkpoint)
+    pred, names = _predict(store, d["rows"], predictor)
     fit_names = [str(n) for n in d["names"]]
     if fit_names != names:
         raise SystemExit(f"{work / 'visits.npz'}: fitted for labels {fit_names}, {checkpoint} predicts {names}")
@@ -147,12 +144,14 @@ def main(argv=None) -> dict:
     import torch
 
     from pairspec.evaluate import _select_stars
+    from pairspec.inference import LabelPredictor
     from pairspec.store import open_store
 
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     store = open_store(args.store)
+    predictor = LabelPredictor.from_checkpoint(args.checkpoint, device="cpu")
     t0 = time.perf_counter()
     if not args.report_only:
         stars, visits = store.star_table(), store.visit_table()
@@ -161,12 +160,9 @@ def main(argv=None) -> dict:
         rows = np.concatenate([np.arange(first[s], first[s] + nvis[s]) for s in sel])
         snr = np.asarray(visits["snr"])[rows]
         rows = rows[(snr >= args.snr_min) & (snr < args.snr_max)]
-        from pairspec.inference import LabelPredictor
-
-        names = list(LabelPredictor.from_checkpoint(args.checkpoint, device="cpu").schema.names)
-        _fit_rows(store, rows, names, work, args.chunk, progress=True)
+        _fit_rows(store, rows, list(predictor.schema.names), work, args.chunk, progress=True)
     report = {"checkpoint": str(args.checkpoint), "store": str(args.store), "split": args.split,
-              **summarise(store, args.truth, work, args.checkpoint), "wall_s": round(time.perf_counter() - t0, 1)}
+              **summarise(store, args.truth, work, predictor, args.checkpoint), "wall_s": round(time.perf_counter() - t0, 1)}
     json.dump(report, sys.stdout, indent=1, default=float)
     print()
     return report

@@ -44,14 +44,14 @@ def test_fit_is_kept_per_visit_and_each_checkpoint_compared_on_the_same_visits(b
     monkeypatch.setattr(surveys, "visit_fitter", lambda *a, **k: fitter)
     names = ["teff", "logg", "fe_h", "mg_fe"]
 
-    def predict(store, rows, checkpoint, batch=512):
+    def predict(store, rows, predictor, batch=512):
         flux, ivar, _ = store.visit_spectra(rows, pixmask=False)
         lab = FakePredictor(truth).predict(flux, ivar)["labels"]
         return {"tsn": lab, "tsn_network": lab}, names
 
     monkeypatch.setattr(bench, "_predict", predict)
 
-    class _Names:  # what main reads from the checkpoint before fitting: the label names
+    class _Names:  # what main reads from the checkpoint: the label names (predicting is faked above)
         schema = type("S", (), {"names": names})
 
     from pairspec import inference
