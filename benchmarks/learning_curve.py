@@ -267,8 +267,11 @@ def epochs_for_budget(budget_steps: int, spe: int) -> int:
     return max(1, int(round(budget_steps / spe)))
 
 
-def record_path(work: Path, n_train: int, k: int) -> Path:
-    return work / "records" / f"n{n_train}_s{k}.json"
+def record_path(work: Path, n_train: int, k: int, methods=("tsn",)) -> Path:
+    """One record per (size, seed); a run without TSN (e.g. --methods direct, a baseline added to a finished
+    curve) gets its own name, so it never hides or replaces the TSN record of the same point."""
+    suffix = "" if "tsn" in methods else "-" + "-".join(sorted(methods))
+    return work / "records" / f"n{n_train}_s{k}{suffix}.json"
 
 
 def collect(work: Path, sizes) -> list[dict]:
@@ -349,7 +352,8 @@ def main(argv=None) -> dict:
     for n_train, k in [] if args.report_only else points:
         if n_train not in spe:
             raise SystemExit(f"--points {n_train}:{k}: {n_train} is not one of --sizes {args.sizes}")
-        if record_path(work, n_train, k).exists():
+        rec_path = record_path(work, n_train, k, args.methods)
+        if rec_path.exists():
             continue  # finished earlier (the script resumes where it stopped)
         base = tsn_recipe(store, work / "runs" / f"n{n_train}_s{k}" / "tsn", n_train, 100 + k, epochs[n_train],
                           args.overrides)
@@ -364,10 +368,14 @@ def main(argv=None) -> dict:
             times[method] = time.perf_counter() - t0
         # once, by one process; --max-fit 0 skips it (lever runs compare with the curve's fit)
         with_fit = args.max_fit > 0 and k == 0 and n_train == max(args.sizes) and not fit_path.exists()
+        # evaluate's main model is reported as "tsn" (and "tsn_network" for a checkpoint with a refit); a run
+        # without TSN evaluates its first method as the main model and files it under its own name
+        main_method = "tsn" if "tsn" in ckpts else next(iter(ckpts))
+        key = {main_method: "tsn"}
         t0 = time.perf_counter()
-        metrics = evaluate(str(ckpts["tsn"]), store, split="test", truth=truth,
-                           out_dir=str(work / "reports" / f"n{n_train}_s{k}"),
-                           compare={m: str(c) for m, c in ckpts.items() if m != "tsn"},
+        metrics = evaluate(str(ckpts[main_method]), store, split="test", truth=truth,
+                           out_dir=str(work / "reports" / rec_path.stem),
+                           compare={m: str(c) for m, c in ckpts.items() if m != main_method},
                            emulator_fit=with_fit, max_fit=args.max_fit, progress=False, plots=with_fit)
         times["evaluate"] = time.perf_counter() - t0
         if with_fit and "emulator_fit" in metrics["scatter"]:
@@ -378,14 +386,21 @@ def main(argv=None) -> dict:
                                             "n_train": n_train,
                                             "same_visits": metrics.get("fit_same_visits", {}).get("tsn")},
                                            default=float))
-        runs = [{"n_train": n_train, "seed": 100 + k, "method": method, "summary": summary(metrics, method),
-                 "extras": extras(metrics, method),
-                 "epochs": epochs[n_train], "steps": epochs[n_train] * spe[n_train] if method == "tsn" else None,
-                 "train_s": times[method]} for method in ckpts]
-        tmp = record_path(work, n_train, k).with_suffix(".tmp")
+        methods = list(ckpts)
+        if main_method == "tsn" and "tsn_network" in metrics["scatter"]:
+            # a checkpoint with a label decoder: "tsn" is the mix prediction returns, "tsn_network" the
+            # network's own labels (the same training run, so no time of its own)
+            methods.append("tsn_network")
+            times["tsn_network"] = 0.0
+        runs = [{"n_train": n_train, "seed": 100 + k, "method": method,
+                 "summary": summary(metrics, key.get(method, method)), "extras": extras(metrics, key.get(method, method)),
+                 "epochs": epochs[n_train],
+                 "steps": epochs[n_train] * spe[n_train] if method.startswith("tsn") else None,
+                 "train_s": times[method]} for method in methods]
+        tmp = rec_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"n_train": n_train, "seed_index": k, "n_test_stars": metrics["n_stars"],
                                    "n_test_visits": metrics["n_visits"], "times_s": times, "runs": runs}))
-        tmp.replace(record_path(work, n_train, k))
+        tmp.replace(rec_path)
         print(json.dumps({"n_train": n_train, "seed": k, "epochs": epochs[n_train],
                           "times_s": {m: round(t) for m, t in times.items()},
                           "tsn_teff_lt60": summary(metrics, "tsn").get("teff", {}).get("<60")}), file=sys.stderr,

@@ -99,3 +99,56 @@ def test_extras_take_calibration_plane_survey_ratio_and_spectra_from_one_evaluat
     md = "\n".join(lc.extras_markdown(runs))
     assert "| 100 | 100 | 0.90-1.05 | 0.66-0.66 | 1.00-1.00 | 0.70-0.70 | 0.81 | 3.50 (4.40) |" in md
     assert "0.25 / 0.25 / 0.25 / 0.25 | -5.0 % / -5.0 % |" in md
+
+
+def _metrics(methods, sigma):
+    labels = ("teff", "logg", "fe_h", "mg_fe")
+    return {"n_stars": 5, "n_visits": 20,
+            "scatter": {m: {"truth": {n: {b: {"sigma": sigma[m], "bias": 0.0, "n": 9} for b in lc_bins()}
+                                      for n in labels}} for m in methods}}
+
+
+def test_a_baseline_added_to_a_finished_point_gets_its_own_record_and_tsn_network_its_row(lc, tmp_path,
+                                                                                         monkeypatch):
+    """`--methods direct` on a point whose TSN record exists trains and evaluates the baseline alone, files it
+    under its own name (the TSN record stays), and reports it as "direct" although evaluate calls its main
+    model "tsn"; a TSN checkpoint with a refit also records the network's own labels as "tsn_network"."""
+    import pairspec.evaluate
+    import pairspec.train
+
+    trained = []
+
+    def fake_train(cfg, progress=False):
+        trained.append(cfg)
+        return tmp_path / f"ckpt{len(trained)}.pt"
+
+    calls = []
+
+    def fake_evaluate(checkpoint, store, compare=None, **kw):
+        assert not compare  # each run here trains one method
+        calls.append(checkpoint)
+        if len(calls) == 1:  # the TSN run: a checkpoint with a refit
+            return _metrics(("tsn", "tsn_network"), {"tsn": 7.0, "tsn_network": 8.0})
+        return _metrics(("tsn",), {"tsn": 9.0})  # the direct run, as evaluate names its main model
+
+    monkeypatch.setattr(pairspec.train, "train", fake_train)
+    monkeypatch.setattr(pairspec.evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(lc, "steps_per_epoch", lambda store, n, batch: 10)
+    monkeypatch.setattr(lc, "plot", lambda result, path: None)
+    args = ["--store", str(tmp_path / "s" / "apogee.zarr"), "--sizes", "40", "--epochs", "1", "--seeds", "1",
+            "--max-fit", "0", "--work", str(tmp_path / "w"), "--results", str(tmp_path / "r"), "--tag", "t"]
+    lc.main(args + ["--methods", "tsn"])
+    lc.main(args + ["--methods", "direct"])
+    recs = sorted(p.name for p in (tmp_path / "w" / "t" / "records").glob("*.json"))
+    assert recs == ["n40_s0-direct.json", "n40_s0.json"]
+    assert len(trained) == 2 and len(calls) == 2
+    runs = {r["method"]: r for r in lc.collect(tmp_path / "w" / "t", [40])}
+    assert set(runs) == {"tsn", "tsn_network", "direct"}
+    assert runs["tsn"]["summary"]["teff"]["<20"]["sigma"] == 7.0
+    assert runs["tsn_network"]["summary"]["teff"]["<20"]["sigma"] == 8.0
+    assert runs["direct"]["summary"]["teff"]["<20"]["sigma"] == 9.0  # evaluate's "tsn", filed as direct
+    assert runs["direct"]["steps"] is None and runs["tsn_network"]["train_s"] == 0.0
+    lc.main(args + ["--methods", "direct"])  # both records exist: nothing is trained again
+    assert len(trained) == 2
+    md = (tmp_path / "r" / "learning_curve-t.md").read_text()
+    assert "| 40 | direct | 9 |" in md and "| 40 | tsn_network | 8 |" in md
