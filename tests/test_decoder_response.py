@@ -1,0 +1,54 @@
+"""benchmarks/decoder_response.py: the response of a fit to a decoder's spectra, on linear stand-ins whose
+answer is known (a decoder A_D and a least-squares fit of another model A_E give R = pinv(A_E) A_D)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "decoder_response.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("decoder_response", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _linear(seed, cross=0.0):
+    rng = np.random.default_rng(seed)
+    a_e = rng.normal(size=(40, 3))
+    a_d = a_e.copy()
+    a_d[:, 1] += cross * a_e[:, 0]  # the decoder's label-1 response looks partly like the model's label 0
+    fit = lambda spec: spec @ np.linalg.pinv(a_e).T  # noqa: E731
+    spectrum = lambda lab: lab @ a_d.T  # noqa: E731
+    return a_e, a_d, fit, spectrum
+
+
+def test_a_decoder_with_the_emulators_response_gives_the_identity_and_a_cross_term_shows_where_it_leaks(bench):
+    theta = np.random.default_rng(1).normal(size=(6, 3))
+    steps = np.array([0.5, 0.1, 0.2])
+    _, _, fit, spectrum = _linear(0)
+    base, R = bench.response(fit, spectrum, theta, steps)
+    np.testing.assert_allclose(base, theta, atol=1e-9)
+    np.testing.assert_allclose(R, np.broadcast_to(np.eye(3), R.shape), atol=1e-9)
+    _, _, fit, spectrum = _linear(0, cross=0.7)
+    base, R = bench.response(fit, spectrum, theta, steps)
+    want = np.eye(3)
+    want[0, 1] = 0.7  # an error in label 1 moves the fitted label 0 by 0.7 of itself
+    np.testing.assert_allclose(R, np.broadcast_to(want, R.shape), atol=1e-9)
+
+
+def test_the_transfer_predicts_the_fit_of_the_decoders_spectrum_of_other_labels(bench):
+    """For linear maps the two-part prediction (floor + R delta) is exact: it is what the benchmark compares
+    with the measured fit of the product."""
+    rng = np.random.default_rng(2)
+    theta = rng.normal(size=(4, 3))
+    _, _, fit, spectrum = _linear(3, cross=-0.4)
+    base, R = bench.response(fit, spectrum, theta, np.array([0.3, 0.3, 0.3]))
+    star = np.array([0, 0, 1, 3, 3, 2])
+    labels = theta[star] + rng.normal(scale=0.2, size=(star.size, 3))
+    np.testing.assert_allclose(bench.transfer(base, R, theta, labels, star), fit(spectrum(labels)), atol=1e-9)
