@@ -222,11 +222,12 @@ def plot(result: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     agg, fit = result["aggregate"], result.get("emulator_fit", {})
     sizes = sorted(agg, key=int)
     fig, axes = plt.subplots(3, len(LABELS), figsize=(4 * len(LABELS), 9), squeeze=False)
-    colors = {"tsn": "tab:red", "direct": "tab:blue", "ridge": "tab:green"}
+    colors = {"tsn": "tab:red", "tsn_network": "tab:orange", "direct": "tab:blue", "ridge": "tab:green"}
     for r, b in enumerate(BINS[:3]):
         for c, name in enumerate(LABELS):
             ax = axes[r, c]
@@ -242,6 +243,9 @@ def plot(result: dict, path: Path) -> None:
             if name in fit and fit[name][b]["sigma"] is not None:
                 ax.axhline(fit[name][b]["sigma"], color="k", ls="--", lw=0.8, label="emulator fit")
             ax.set_xscale("log")
+            # the sizes themselves as ticks: log-axis minor labels (3x10^3, 4x10^3, ...) overlap at this width
+            ax.set_xticks([int(s) for s in sizes], [str(int(s)) for s in sizes], fontsize=8)
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_title(f"{name}, S/N {b}", fontsize=9)
             if r == 2:
                 ax.set_xlabel("training stars")
