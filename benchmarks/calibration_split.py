@@ -7,7 +7,14 @@ from repeat pairs, per label. Prints JSON; --out writes it too.
     python benchmarks/calibration_split.py RUN/best.pt sv/apogee.zarr sv/truth.fits --out results.json
 
 The network's raw sigma is taken (the checkpoint's own calibration is ignored), so the same trained
-model can be scored under the calibration code of any checkout.
+model can be scored under the calibration code of any checkout. A checkpoint with a refit returns the mix
+of the network's and the refit's labels (what `pairspec predict` gives) with the network's raw sigma as
+its shape, as training calibrates the mix.
+
+`--subsample M [M ...]` measures how much the calibration depends on the split sizes: `--draws` times it
+fits the calibration on M random val stars and scores it on M random test stars (M = the paper table's
+~140), and reports the 16 / 50 / 84 % points of each label's z-std and 68 % coverage, against truth and
+from repeat pairs, beside the whole splits' values.
 """
 from __future__ import annotations
 
@@ -31,10 +38,59 @@ def split_predictions(predictor, store, split: str, truth, survey, label_err) ->
     sel = sel[nvis[sel] >= 2]
     rows = np.concatenate([np.arange(first[s], first[s] + nvis[s]) for s in sel])
     flux, ivar, _ = store.visit_spectra(rows, pixmask=False)
-    out = predictor.predict(flux, ivar)
+    if predictor.has_refit:  # the mix's labels; its calibration is replaced by the one fitted here
+        out = predictor.predict(flux, ivar, return_refit=True)
+        sigma = out["sigma_network"]  # the network's own sigma (predictor.calibration is None: raw)
+    else:
+        out = predictor.predict(flux, ivar)
+        sigma = out["sigma"]
     star = np.asarray(visits["star"])[rows]
-    return {"pred": out["labels"], "sigma": out["sigma"], "snr": np.asarray(visits["snr"], np.float64)[rows],
+    return {"pred": out["labels"], "sigma": sigma, "snr": np.asarray(visits["snr"], np.float64)[rows],
             "star": star, "survey": survey[star], "label_err": label_err[star], "truth": truth[star]}
+
+
+def calibrate_and_score(val: dict, test: dict, names) -> tuple[dict, dict]:
+    """The calibration fitted on `val` and, per label, its z-score statistics on `test` against truth,
+    against the survey labels (with their label_err) and from repeat pairs."""
+    cal = fit_calibration(val["pred"], val["sigma"], val["survey"], snr=val["snr"], star=val["star"],
+                          label_names=names, label_err=val["label_err"])
+    total, visit, _ = split_sigma(test["sigma"], test["snr"], cal)
+    a, b = repeat_pairs(test["star"])
+    p, lerr = test["pred"], np.nan_to_num(test["label_err"], nan=0.0)
+    labels = {}
+    for k, n in enumerate(names):
+        labels[n] = {
+            "truth": zscore_stats(p[:, k], total[:, k], test["truth"][:, k]),
+            "survey": zscore_stats(p[:, k], np.sqrt(total[:, k] ** 2 + lerr[:, k] ** 2), test["survey"][:, k]),
+            "repeat_pairs": pair_zscore_stats(p[a, k], visit[a, k], p[b, k], visit[b, k])}
+    return cal, labels
+
+
+def _stars(block: dict, chosen: np.ndarray) -> dict:
+    """The rows of these stars (in the block's order, so repeat pairs stay consecutive)."""
+    keep = np.isin(block["star"], chosen)
+    return {k: v[keep] for k, v in block.items()}
+
+
+def subsample(val: dict, test: dict, names, sizes, draws: int, seed: int = 0) -> dict:
+    """{M: {label: {"truth"|"repeat_pairs": {"z_std"|"cov68": [16, 50, 84 %]}}}}: the calibration fitted on
+    M random val stars and scored on M random test stars, `draws` times."""
+    rng = np.random.default_rng(seed)
+    val_stars, test_stars = np.unique(val["star"]), np.unique(test["star"])
+    out = {}
+    for m in sizes:
+        if m > min(val_stars.size, test_stars.size):
+            raise SystemExit(f"--subsample {m}: the splits have {val_stars.size} val and {test_stars.size} "
+                             "test stars with >= 2 visits")
+        runs = []
+        for _ in range(draws):
+            v = _stars(val, rng.choice(val_stars, m, replace=False))
+            t = _stars(test, rng.choice(test_stars, m, replace=False))
+            runs.append(calibrate_and_score(v, t, names)[1])
+        out[str(m)] = {n: {ref: {stat: np.nanpercentile([r[n][ref][stat] for r in runs], [16, 50, 84]).tolist()
+                                 for stat in ("z_std", "cov68")} for ref in ("truth", "repeat_pairs")}
+                       for n in names}
+    return out
 
 
 def main(argv=None) -> dict:
@@ -43,6 +99,10 @@ def main(argv=None) -> dict:
     ap.add_argument("store")
     ap.add_argument("truth")
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--subsample", type=int, nargs="+", metavar="M",
+                    help="also calibrate on M random val stars and score on M random test stars, --draws times")
+    ap.add_argument("--draws", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     store = open_store(args.store)
     predictor = LabelPredictor.from_checkpoint(args.checkpoint)
@@ -52,18 +112,12 @@ def main(argv=None) -> dict:
     survey = _reorder(store.labels(), store.schema.names, names)
     label_err = _reorder(store.label_err(), store.schema.names, names)
     val, test = (split_predictions(predictor, store, s, truth, survey, label_err) for s in ("val", "test"))
-    cal = fit_calibration(val["pred"], val["sigma"], val["survey"], snr=val["snr"], star=val["star"],
-                          label_names=names, label_err=val["label_err"])
-    total, visit, _ = split_sigma(test["sigma"], test["snr"], cal)
-    a, b = repeat_pairs(test["star"])
-    p, lerr = test["pred"], np.nan_to_num(test["label_err"], nan=0.0)
-    res = {"checkpoint": args.checkpoint, "store": args.store, "n_val": int(len(val["pred"])),
-           "n_test": int(len(p)), "n_test_pairs": int(a.size), "calibration": cal, "labels": {}}
-    for k, n in enumerate(names):
-        res["labels"][n] = {
-            "truth": zscore_stats(p[:, k], total[:, k], test["truth"][:, k]),
-            "survey": zscore_stats(p[:, k], np.sqrt(total[:, k] ** 2 + lerr[:, k] ** 2), test["survey"][:, k]),
-            "repeat_pairs": pair_zscore_stats(p[a, k], visit[a, k], p[b, k], visit[b, k])}
+    cal, labels = calibrate_and_score(val, test, names)
+    res = {"checkpoint": args.checkpoint, "store": args.store, "n_val": len(val["pred"]),
+           "n_test": len(test["pred"]), "n_test_pairs": repeat_pairs(test["star"])[0].size,
+           "calibration": cal, "labels": labels}
+    if args.subsample:
+        res["subsample"] = subsample(val, test, names, args.subsample, args.draws, args.seed)
     text = json.dumps(res, indent=1)
     print(text)
     if args.out:

@@ -23,8 +23,8 @@ def _linear(seed, cross=0.0):
     a_e = rng.normal(size=(40, 3))
     a_d = a_e.copy()
     a_d[:, 1] += cross * a_e[:, 0]  # the decoder's label-1 response looks partly like the model's label 0
-    fit = lambda spec: spec @ np.linalg.pinv(a_e).T  # noqa: E731
-    spectrum = lambda lab: lab @ a_d.T  # noqa: E731
+    fit = lambda spec: spec @ np.linalg.pinv(a_e).T
+    spectrum = lambda lab: lab @ a_d.T
     return a_e, a_d, fit, spectrum
 
 

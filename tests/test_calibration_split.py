@@ -1,0 +1,48 @@
+"""benchmarks/calibration_split.py --subsample: how far the 68 % coverage of a calibration fitted on a
+small val split can land from 68 % on a small test split (the paper table's ~140 stars each)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration_split.py"
+NAMES = ["teff", "logg"]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("calibration_split", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _block(rng, n_star, first_id):
+    """Stars with 3 visits: a star part (common to the visits) and a visit part that falls with S/N; the
+    network's raw sigma is twice the visit part (the calibration has to find the factor and the star part)."""
+    star = np.repeat(np.arange(first_id, first_id + n_star), 3)
+    snr = rng.uniform(10, 100, star.size)
+    visit_sigma = np.array([40.0, 0.08]) * (30.0 / snr)[:, None]
+    star_err = rng.normal(size=(n_star, 2)) * np.array([15.0, 0.03])
+    truth = np.repeat(rng.normal(size=(n_star, 2)) * [500.0, 1.0] + [4800.0, 2.5], 3, axis=0)
+    pred = truth + np.repeat(star_err, 3, axis=0) + rng.normal(size=truth.shape) * visit_sigma
+    return {"pred": pred, "sigma": 2.0 * visit_sigma, "snr": snr, "star": star, "survey": truth,
+            "label_err": np.zeros_like(truth), "truth": truth}
+
+
+def test_large_splits_calibrate_to_68_percent_and_small_ones_scatter_around_it(bench):
+    rng = np.random.default_rng(0)
+    val, test = _block(rng, 1500, 0), _block(rng, 1500, 10_000)
+    _, full = bench.calibrate_and_score(val, test, NAMES)
+    for n in NAMES:  # 1500 stars still leave ~0.02 of noise (seeds 0-7: 0.636-0.704 from the pairs)
+        assert 0.62 < full[n]["truth"]["cov68"] < 0.74
+        assert 0.62 < full[n]["repeat_pairs"]["cov68"] < 0.74
+    sub = bench.subsample(val, test, NAMES, [40, 600], draws=30, seed=1)
+    for n in NAMES:
+        small, large = sub["40"][n]["truth"]["cov68"], sub["600"][n]["truth"]["cov68"]
+        assert small[0] <= small[1] <= small[2] and 0.6 < large[1] < 0.76
+        assert small[2] - small[0] > 1.5 * (large[2] - large[0])  # fewer stars, a wider spread
+    with pytest.raises(SystemExit, match="--subsample 5000"):
+        bench.subsample(val, test, NAMES, [5000], draws=1)
