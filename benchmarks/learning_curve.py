@@ -407,7 +407,8 @@ def main(argv=None) -> dict:
         tmp.replace(rec_path)
         print(json.dumps({"n_train": n_train, "seed": k, "epochs": epochs[n_train],
                           "times_s": {m: round(t) for m, t in times.items()},
-                          "tsn_teff_lt60": summary(metrics, "tsn").get("teff", {}).get("<60")}), file=sys.stderr,
+                          f"{main_method}_teff_lt60": summary(metrics, "tsn").get("teff", {}).get("<60")}),
+              file=sys.stderr,
               flush=True)
     import platform
 
