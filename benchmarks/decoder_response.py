@@ -13,7 +13,9 @@ labels. The emulator fitted to it returns labels whose error against the truth h
   like another label (e.g. log g read as Teff), TSN's error in that label leaks into the fitted one.
 
 For --stars test stars it fits D(truth) and D(truth + step_j) for each label j (R per star, forward
-differences, steps --steps), then, on every test visit of those stars with S/N < 60, compares the measured
+differences, steps --steps) and, where the truth file has the noiseless spectra (SPECTRA HDU), the
+noiseless truth spectrum itself (the emulator's own mismatch, which a fit of the noisy visit carries too),
+then, on every test visit of those stars with S/N < 60, compares the measured
 product, fit(D(TSN's labels)), with the two-part prediction fit(D(truth)) + R delta and with TSN's labels
 themselves (robust sigma against the truth per label). --noisy adds the fit to the noisy visit (the
 reference issue 12 compares with). The fit's weights for D are the checkpoint's denoised-sigma profile at
@@ -50,6 +52,23 @@ def transfer(base: np.ndarray, R: np.ndarray, truth: np.ndarray, labels: np.ndar
     base[star] plus R[star] @ (labels - truth[star])."""
     delta = labels - truth[star]
     return base[star] + np.einsum("nij,nj->ni", R[star], delta)
+
+
+def truth_spectra(path: str, star_ids: list[str]) -> np.ndarray | None:
+    """The noiseless normalised spectra of these stars from a simulator's truth file (its SPECTRA HDU, rows
+    in the order of HDU 1's star_id; NaN -> 1 outside the model), or None when the file has none."""
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        if "SPECTRA" not in hdul:
+            return None
+        ids = [str(s).strip() for s in hdul[1].data["star_id"]]
+        row = {s: i for i, s in enumerate(ids)}
+        missing = [s for s in star_ids if s not in row]
+        if missing:
+            raise SystemExit(f"{path}: no truth spectrum for {len(missing)} star(s), e.g. {missing[0]}")
+        spec = np.asarray(hdul["SPECTRA"].data[[row[s] for s in star_ids]], dtype=np.float32)
+    return np.where(np.isfinite(spec), spec, 1.0)
 
 
 def main(argv=None) -> dict:
@@ -139,6 +158,10 @@ def main(argv=None) -> dict:
     product = fitter.fit(spectra(labels), weights(snr))["labels"]
     predicted = transfer(base, R, theta, labels, star_of)
     noisy = fitter.fit(flux, ivar, pixmask=pixmask)["labels"] if args.noisy else None
+    truth_spec = truth_spectra(args.truth, [str(s) for s in np.asarray(stars["id"])[chosen]])
+    # the same fit of the noiseless truth spectrum: the emulator's own mismatch with the survey's spectra
+    floor_truth = (fitter.fit(truth_spec, weights(np.full(chosen.size, 30.0)))["labels"]
+                   if truth_spec is not None else None)
     t_fit = time.perf_counter() - t0
 
     ref = theta[star_of]
@@ -148,6 +171,9 @@ def main(argv=None) -> dict:
         rows_out["fit_to_noisy"] = noisy
     sigma = {m: {n: M.robust_sigma(v[:, k] - ref[:, k]) for k, n in enumerate(names)} for m, v in rows_out.items()}
     sigma["floor"] = {n: M.robust_sigma(base[:, k] - theta[:, k]) for k, n in enumerate(names)}
+    if floor_truth is not None:
+        sigma["floor_truth_spectrum"] = {n: M.robust_sigma(floor_truth[:, k] - theta[:, k])
+                                         for k, n in enumerate(names)}
     q = np.nanpercentile(R, [16, 50, 84], axis=0)
     report = {"checkpoint": str(args.checkpoint), "store": str(args.store), "split": args.split,
               "n_stars": int(chosen.size), "n_visits": int(rows.size), "labels": names,

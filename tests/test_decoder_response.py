@@ -52,3 +52,19 @@ def test_the_transfer_predicts_the_fit_of_the_decoders_spectrum_of_other_labels(
     star = np.array([0, 0, 1, 3, 3, 2])
     labels = theta[star] + rng.normal(scale=0.2, size=(star.size, 3))
     np.testing.assert_allclose(bench.transfer(base, R, theta, labels, star), fit(spectrum(labels)), atol=1e-9)
+
+
+def test_truth_spectra_are_read_by_star_id_and_a_missing_star_is_named(bench, tmp_path):
+    from astropy.io import fits
+    from astropy.table import Table
+
+    spec = np.arange(12, dtype=np.float32).reshape(3, 4)
+    spec[1, 2] = np.nan  # outside the model
+    tab = fits.table_to_hdu(Table({"star_id": ["a", "b", "c"], "teff": [1.0, 2.0, 3.0]}))
+    fits.HDUList([fits.PrimaryHDU(), tab, fits.ImageHDU(spec, name="SPECTRA")]).writeto(tmp_path / "t.fits")
+    got = bench.truth_spectra(str(tmp_path / "t.fits"), ["c", "b"])
+    np.testing.assert_array_equal(got, [spec[2], [4.0, 5.0, 1.0, 7.0]])
+    with pytest.raises(SystemExit, match="t.fits: no truth spectrum for 1 star"):
+        bench.truth_spectra(str(tmp_path / "t.fits"), ["a", "zz"])
+    fits.HDUList([fits.PrimaryHDU(), tab]).writeto(tmp_path / "plain.fits")
+    assert bench.truth_spectra(str(tmp_path / "plain.fits"), ["a"]) is None
