@@ -44,5 +44,8 @@ def test_large_splits_calibrate_to_68_percent_and_small_ones_scatter_around_it(b
         small, large = sub["40"][n]["truth"]["cov68"], sub["600"][n]["truth"]["cov68"]
         assert small[0] <= small[1] <= small[2] and 0.6 < large[1] < 0.76
         assert small[2] - small[0] > 1.5 * (large[2] - large[0])  # fewer stars, a wider spread
+    assert 0.0 <= sub["600"]["draws_outside_target"] < sub["40"]["draws_outside_target"] <= 1.0
+    assert bench.meets_target(full) != any(not 0.63 <= full[n][r]["cov68"] <= 0.73 or not 0.9 <= full[n][r]["z_std"] <= 1.1
+                                           for n in NAMES for r in ("truth", "repeat_pairs"))
     with pytest.raises(SystemExit, match="--subsample 5000"):
         bench.subsample(val, test, NAMES, [5000], draws=1)
