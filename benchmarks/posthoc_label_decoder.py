@@ -2,9 +2,9 @@
 spectrum: is a spectrum made from TSN's labels worth fitting at a size where TSN's labels beat the fit?
 
     python benchmarks/posthoc_label_decoder.py CHECKPOINT STORE TRUTH [--stars 10400] [--epochs 30]
-        [--visits 80] [--out result.json]
+        [--visits 80] [--width 256] [--out result.json]
 
-An MLP K -> 256 -> 256 -> L, as `model.label_decoder: 256`, trained as in TSN (the survey's standardised
+An MLP K -> 256 -> 256 -> L, as `model.label_decoder: 256` (--width sets the 256), trained as in TSN (the survey's standardised
 labels in, the leave-one-out coadd of each twin out, chi^2 per pixel against the coadd's noise) on the
 twins of --stars random train-split stars; its per-pixel error profile per visit-S/N bin from 1500
 validation stars' visits fed the checkpoint's predicted labels (as prediction feeds it); then on --visits
@@ -49,6 +49,8 @@ def main():
     ap.add_argument("--visits", type=int, default=80)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--width", type=int, default=256,
+                    help="hidden width of the decoder's two layers (model.label_decoder's value; 256 as trained)")
     ap.add_argument("--train-labels", choices=("survey", "truth"), default="survey",
                     help="labels the decoder learns from: the survey's (as in TSN) or, on synthetic data, the "
                          "truth (an oracle: how much the survey labels' own errors cost)")
@@ -80,7 +82,8 @@ def main():
     X, T, W = (torch.from_numpy(np.concatenate(a)) for a in (X, T, W))
     print("twins", len(X), "read", round(time.time() - t0), "s", flush=True)
     L = T.shape[1]
-    dec = nn.Sequential(nn.Linear(len(names), 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(), nn.Linear(256, L))
+    h = args.width
+    dec = nn.Sequential(nn.Linear(len(names), h), nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, L))
     opt = torch.optim.AdamW(dec.parameters(), lr=2e-3, weight_decay=0.0)
     steps = epochs * (len(X) // 256)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
@@ -140,7 +143,8 @@ def main():
     for k, v in fits.items():
         res[k] = {c: round(float(M.robust_sigma(v[:, i] - ref[:, i])), 4) for i, c in enumerate(cat)}
         print(k, res[k], flush=True)
-    res.update(checkpoint=args.checkpoint, store=args.store, train_labels=args.train_labels, n_stars=int(train.size), twins=len(X),
+    res.update(checkpoint=args.checkpoint, store=args.store, train_labels=args.train_labels, width=h,
+               n_stars=int(train.size), twins=len(X),
                epochs=epochs, n_visits=len(rows), wall_s=round(time.time() - t0))
     print(json.dumps(res, indent=1))
     if args.out:
