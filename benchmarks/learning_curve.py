@@ -388,7 +388,9 @@ def main(argv=None) -> dict:
             fit_path.write_text(json.dumps({"summary": summary(metrics, "emulator_fit"),
                                             "n_visits": int(min(args.max_fit, metrics["n_visits"])),
                                             "n_train": n_train,
-                                            "same_visits": metrics.get("fit_same_visits", {}).get("tsn")},
+                                            # evaluate's "tsn" is the main model: TSN's ratio only when it is TSN
+                                            "same_visits": (metrics.get("fit_same_visits", {}).get("tsn")
+                                                            if main_method == "tsn" else None)},
                                            default=float))
         methods = list(ckpts)
         if main_method == "tsn" and "tsn_network" in metrics["scatter"]:
