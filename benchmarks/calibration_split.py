@@ -74,8 +74,9 @@ def _stars(block: dict, chosen: np.ndarray) -> dict:
 
 
 def subsample(val: dict, test: dict, names, sizes, draws: int, seed: int = 0) -> dict:
-    """{M: {label: {"truth"|"repeat_pairs": {"z_std"|"cov68": [16, 50, 84 %]}}}}: the calibration fitted on
-    M random val stars and scored on M random test stars, `draws` times."""
+    """{M: {label: {"truth"|"repeat_pairs": {"z_std"|"cov68": [16, 50, 84 %]}}, "draws_outside_target": f}}:
+    the calibration fitted on M random val stars and scored on M random test stars, `draws` times; f the
+    fraction of draws in which some label misses the target (meets_target)."""
     rng = np.random.default_rng(seed)
     val_stars, test_stars = np.unique(val["star"]), np.unique(test["star"])
     out = {}
