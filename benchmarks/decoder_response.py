@@ -91,11 +91,11 @@ def main(argv=None) -> dict:
     from pairspec.evaluate import _select_stars, read_truth
     from pairspec.inference import LabelPredictor
     from pairspec.store import open_store
-    from pairspec.surveys import visit_fitter
+    from pairspec.surveys import store_visit_fitter
 
     torch.set_num_threads(args.threads)
     store = open_store(args.store)
-    fitter = visit_fitter(store.survey, **dict(store.provenance.get("adapter_options") or {}))
+    fitter = store_visit_fitter(store)
     if fitter is None:
         raise SystemExit(f"{args.store}: survey {store.survey!r} has no visit-level fitter")
     pred = LabelPredictor.from_checkpoint(args.checkpoint, device="cpu")

@@ -48,11 +48,11 @@ def main(argv=None) -> dict:
     from pairspec.evaluate import read_truth, sample_visits
     from pairspec.inference import LabelPredictor
     from pairspec.store import open_store
-    from pairspec.surveys import visit_fitter
+    from pairspec.surveys import store_visit_fitter
 
     torch.set_num_threads(args.threads)
     store = open_store(args.store)
-    fitter = visit_fitter(store.survey, **dict(store.provenance.get("adapter_options") or {}))
+    fitter = store_visit_fitter(store)
     if fitter is None:
         raise SystemExit(f"{args.store}: survey {store.survey!r} has no visit-level fitter")
     predictor = LabelPredictor.from_checkpoint(args.checkpoint, device="cpu")

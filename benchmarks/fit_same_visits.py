@@ -44,9 +44,9 @@ def _save(path: Path, parts: dict, names) -> None:
 
 def _fit_rows(store, rows, names, work: Path, chunk: int, progress: bool) -> None:
     from pairspec.evaluate import _reorder
-    from pairspec.surveys import visit_fitter
+    from pairspec.surveys import store_visit_fitter
 
-    fitter = visit_fitter(store.survey, **dict(store.provenance.get("adapter_options") or {}))
+    fitter = store_visit_fitter(store)
     if fitter is None:
         raise SystemExit(f"{store.path}: survey {store.survey!r} has no visit-level fit baseline")
     fit_names = list(getattr(fitter, "catalogue_names", fitter.label_names))

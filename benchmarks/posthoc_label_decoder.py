@@ -39,7 +39,7 @@ def main():
     from pairspec.evaluate import SPLIT_CODES, read_truth
     from pairspec.inference import LabelPredictor
     from pairspec.store import open_store
-    from pairspec.surveys import visit_fitter
+    from pairspec.surveys import store_visit_fitter
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("store")
@@ -122,7 +122,7 @@ def main():
     sig = np.maximum(profile_sigma(sums, np.stack([good[b == k].sum(0) for k in range(4)]),
                                    np.bincount(b, minlength=4)), 1e-4)
     # the dfit.py test visits
-    fitter = visit_fitter(store.survey)
+    fitter = store_visit_fitter(store)
     in_split = split == SPLIT_CODES["test"]
     rows = np.flatnonzero(in_split[np.asarray(visits["star"])] & (np.asarray(visits["snr"]) < 60))
     rows = np.sort(np.random.default_rng(0).choice(rows, size=args.visits, replace=False))

@@ -263,9 +263,9 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
     first, nvis = np.asarray(stars["first_visit"]), np.asarray(stars["n_visits"])
     fitter, fit_rows = None, np.array([], dtype=np.int64)
     if emulator_fit and max_fit > 0:
-        from pairspec.surveys import visit_fitter
+        from pairspec.surveys import store_visit_fitter
 
-        fitter = visit_fitter(store.survey, **dict(store.provenance.get("adapter_options") or {}))
+        fitter = store_visit_fitter(store)
         if fitter is None:
             raise ValueError(f"{store_path}: survey {store.survey!r} has no visit-level fit baseline")
         fit_rows = _fit_subset(star_sel, first, nvis, max_fit)

@@ -98,6 +98,12 @@ def get_simulator(name: str):
     return _get(SIMULATOR_GROUP, _BUILTIN_SIMULATORS, name, "simulate")
 
 
+def store_visit_fitter(store):
+    """visit_fitter for a pair store: its survey's, with the ingest options the store was made with (None
+    where the survey has none)."""
+    return visit_fitter(store.survey, **dict(store.provenance.get("adapter_options") or {}))
+
+
 def visit_fitter(name: str, **options):
     """The survey's visit-level fit baseline (None if its adapter has no `visit_fitter` hook, or none for
     these adapter options, e.g. SDSS-V BOSS spectra). Options the hook does not take are ignored: they are
