@@ -49,6 +49,8 @@ def main():
     ap.add_argument("--visits", type=int, default=80)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="torch seed of the decoder's initialisation and batch order (the stars and visits stay)")
     ap.add_argument("--width", type=int, default=256,
                     help="hidden width of the decoder's two layers (model.label_decoder's value; 256 as trained)")
     ap.add_argument("--train-labels", choices=("survey", "truth"), default="survey",
@@ -56,7 +58,7 @@ def main():
                          "truth (an oracle: how much the survey labels' own errors cost)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     n_stars, epochs = args.stars, args.epochs
     t0 = time.time()
     store = open_store(args.store)
@@ -143,7 +145,7 @@ def main():
     for k, v in fits.items():
         res[k] = {c: round(float(M.robust_sigma(v[:, i] - ref[:, i])), 4) for i, c in enumerate(cat)}
         print(k, res[k], flush=True)
-    res.update(checkpoint=args.checkpoint, store=args.store, train_labels=args.train_labels, width=h,
+    res.update(checkpoint=args.checkpoint, store=args.store, train_labels=args.train_labels, width=h, seed=args.seed,
                n_stars=int(train.size), twins=len(X),
                epochs=epochs, n_visits=len(rows), wall_s=round(time.time() - t0))
     print(json.dumps(res, indent=1))
