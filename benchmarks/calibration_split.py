@@ -112,8 +112,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", help="also write the JSON here")
     ap.add_argument("--subsample", type=int, nargs="+", metavar="M",
                     help="also calibrate on M random val stars and score on M random test stars, --draws times")
-    ap.add_argument("--draws", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--draws", type=int, default=100, help="random draws per --subsample size")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the stars drawn for --subsample")
     args = ap.parse_args(argv)
     store = open_store(args.store)
     predictor = LabelPredictor.from_checkpoint(args.checkpoint)
