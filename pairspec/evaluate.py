@@ -405,6 +405,12 @@ def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star
         m["chemical_plane_fit_visits"] = {
             meth: M.chemical_plane(p["labels"][on_fit, i], p["labels"][on_fit, j], best[on_fit, i], best[on_fit, j])
             for meth, p in methods.items()}
+        fit_lab = methods["emulator_fit"]["labels"]
+        for meth, p in methods.items():  # each separation over the fit's, with its interval over the stars
+            if meth != "emulator_fit":
+                m["chemical_plane_fit_visits"][meth]["separation_over_fit"] = M.separation_ratio(
+                    p["labels"][on_fit, i], p["labels"][on_fit, j], fit_lab[on_fit, i], fit_lab[on_fit, j],
+                    star[on_fit])
     if "emulator_fit" in methods:
         m["fit_same_visits"] = _fit_same_visits(names, methods, best, star, snr, edges)
         m["fit_same_visits_reference"] = m["slope_reference"]

@@ -143,6 +143,10 @@ def test_evaluate_emulator_fit_and_split(tmp_path):
     assert set(on_fit) == set(m["chemical_plane"]) and len({c["n"] for c in on_fit.values()}) == 1
     assert 0 < on_fit["emulator_fit"]["n"] == m["chemical_plane"]["emulator_fit"]["n"] <= 6
     assert on_fit["tsn"]["n"] < m["chemical_plane"]["tsn"]["n"]  # TSN's own plane has all S/N < 40 visits
+    # each method's separation over the fit's on those visits (6 visits are too few for a number: NaN)
+    assert "separation_over_fit" not in on_fit["emulator_fit"]
+    assert on_fit["tsn"]["separation_over_fit"]["n"] == on_fit["tsn"]["n"]
+    assert "over the fit's" in (tmp_path / "r" / "report.md").read_text()
     # every method's sigma over the fit's on the fit's visits, per bin, with the interval over stars
     same = m["fit_same_visits"]
     assert set(same) == set(m["scatter"]) - {"emulator_fit"} and m["fit_same_visits_reference"] == "truth"

@@ -68,6 +68,7 @@ def test_fit_is_kept_per_visit_and_each_checkpoint_compared_on_the_same_visits(b
     assert cell["lo"] <= cell["tsn_over_fit"] <= cell["hi"] and 0.3 < cell["tsn_over_fit"] < 0.8
     plane = low["chemical_plane_snr40"]
     assert set(plane) == {"tsn", "tsn_network", "emulator_fit"} and plane["tsn"]["n"] == n_low
+    assert plane["tsn"]["separation_over_fit"]["n"] == n_low and "separation_over_fit" not in plane["emulator_fit"]
     assert set(low["slope_snr20"]["emulator_fit"]) == set(names)
     # a second range adds its visits; the ones fitted before are not fitted again
     both = bench.main(args + ["--snr-min", "60", "--snr-max", "1000"])

@@ -126,3 +126,35 @@ def test_sigma_ratio_interval_covers_the_true_ratio_and_resamples_stars():
     r_few = M.sigma_ratio(a[few], b[few], star[few])
     assert r_few["hi"] - r_few["lo"] > r["hi"] - r["lo"]
     assert math.isnan(M.sigma_ratio(a[:1], b[:1], star[:1])["ratio"])
+
+
+def _two_discs(rng, n_star, per):
+    """A thin and a thick disc: [Mg/Fe] = a shared trend in [Fe/H] plus 0 or 0.15 dex, per star."""
+    star = np.repeat(np.arange(n_star), per)
+    feh = rng.uniform(-0.8, 0.0, n_star)[star]
+    thick = (rng.random(n_star) < 0.4)[star]
+    mgfe = 0.05 - 0.2 * feh + 0.15 * thick + 0.02 * rng.normal(size=n_star)[star]
+    return star, feh, mgfe
+
+
+def test_separation_ratio_sees_a_shrunk_plane_and_agrees_with_chemical_plane():
+    rng = np.random.default_rng(5)
+    star, feh, mgfe = _two_discs(rng, 300, 3)
+    trend = 0.05 - 0.2 * feh
+    fit = mgfe + 0.02 * rng.normal(size=star.size)  # measures each visit
+    shrunk = trend + 0.4 * (mgfe - trend) + 0.02 * rng.normal(size=star.size)  # pulled to the mean trend
+    r = M.separation_ratio(feh, shrunk, feh, fit, star, n_boot=100)
+    assert r["n"] == star.size and r["n_stars"] == 300
+    assert r["lo"] <= r["ratio"] <= r["hi"] < 1.0
+    # the full-sample ratio is the ratio of chemical_plane's separations on the same visits
+    a = M.chemical_plane(feh, shrunk, feh, mgfe)["separation"]
+    b = M.chemical_plane(feh, fit, feh, mgfe)["separation"]
+    assert r["ratio"] == pytest.approx(a / b, rel=1e-9)
+    # a method against itself: every resample gives exactly 1
+    same = M.separation_ratio(feh, fit, feh, fit, star, n_boot=20)
+    assert same["ratio"] == same["lo"] == same["hi"] == pytest.approx(1.0)
+    # fewer stars, wider interval; too few visits, no number
+    few = star < 60
+    r_few = M.separation_ratio(feh[few], shrunk[few], feh[few], fit[few], star[few], n_boot=100)
+    assert r_few["hi"] - r_few["lo"] > r["hi"] - r["lo"]
+    assert math.isnan(M.separation_ratio(feh[:5], fit[:5], feh[:5], fit[:5], star[:5])["ratio"])
