@@ -1,6 +1,7 @@
 """Why a fit to the denoised spectrum loses Teff: how the visit-level fit reads the label decoder's spectra.
 
     python benchmarks/decoder_response.py CHECKPOINT STORE TRUTH [--stars 150] [--threads 1] [--noisy]
+        [--decoder DECODER.pt]
 
 The denoised spectrum of a checkpoint with a label decoder is D(labels): the decoder's spectrum of TSN's
 labels. The emulator fitted to it returns labels whose error against the truth has two parts:
@@ -19,7 +20,9 @@ then, on every test visit of those stars with S/N < 60, compares the measured
 product, fit(D(TSN's labels)), with the two-part prediction fit(D(truth)) + R delta and with TSN's labels
 themselves (robust sigma against the truth per label). --noisy adds the fit to the noisy visit (the
 reference issue 12 compares with). The fit's weights for D are the checkpoint's denoised-sigma profile at
-the visit's S/N (at S/N 30 for the response), as `benchmarks/denoised_fit.py` fits the product. Prints JSON.
+the visit's S/N (at S/N 30 for the response), as `benchmarks/denoised_fit.py` fits the product. --decoder
+puts another decoder (e.g. one trained longer after the network, `posthoc_label_decoder.py --save-decoder`)
+in D, with the checkpoint's labels and weights. Prints JSON.
 """
 
 from __future__ import annotations
@@ -71,6 +74,35 @@ def truth_spectra(path: str, star_ids: list[str]) -> np.ndarray | None:
     return np.where(np.isfinite(spec), spec, 1.0)
 
 
+def load_decoder(path: str, label_names, label_mean, label_std, npix: int, pixels):
+    """A label decoder saved by `benchmarks/posthoc_label_decoder.py --save-decoder` as a module that maps the
+    checkpoint's standardised labels to its model pixels (a decoder over the whole grid is cut to `pixels`).
+    SystemExit naming the file when its labels or their standardisation are not the checkpoint's."""
+    import torch
+    from torch import nn
+
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if list(saved["label_names"]) != list(label_names):
+        raise SystemExit(f"{path}: decoder of labels {list(saved['label_names'])}, the checkpoint predicts "
+                         f"{list(label_names)}")
+    if not (np.allclose(saved["label_mean"], label_mean) and np.allclose(saved["label_std"], label_std)):
+        raise SystemExit(f"{path}: the decoder's label standardisation is not the checkpoint's")
+    w, n_out, k = int(saved["width"]), int(saved["n_out"]), len(label_names)
+    dec = nn.Sequential(nn.Linear(k, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, n_out))
+    dec.load_state_dict(saved["state_dict"])
+    pixels = np.asarray(pixels)
+    if n_out == npix and pixels.size != npix:  # a decoder of the whole grid: keep the model pixels' rows
+        last = nn.Linear(w, pixels.size)
+        with torch.no_grad():
+            last.weight.copy_(dec[4].weight[torch.from_numpy(pixels)])
+            last.bias.copy_(dec[4].bias[torch.from_numpy(pixels)])
+        dec[4] = last
+    elif n_out != pixels.size:
+        raise SystemExit(f"{path}: the decoder gives {n_out} pixels, the checkpoint's grid has {npix} "
+                         f"({pixels.size} model pixels)")
+    return dec.eval()
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint")
@@ -83,6 +115,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", nargs="+", metavar="LABEL=STEP", default=[],
                     help=f"finite-difference steps (default {DEFAULT_STEPS})")
     ap.add_argument("--noisy", action="store_true", help="also fit the noisy visits")
+    ap.add_argument("--decoder", default=None,
+                    help="measure this label decoder (posthoc_label_decoder.py --save-decoder) in place of the "
+                         "checkpoint's; TSN's labels and the weights stay the checkpoint's")
     args = ap.parse_args(argv)
 
     import torch
@@ -103,6 +138,9 @@ def main(argv=None) -> dict:
     if dec is None or not getattr(pred.model, "label_decoder_width", 0):
         raise SystemExit(f"{args.checkpoint}: no label decoder (model.label_decoder): its denoised spectrum is "
                          "not made from the labels, so there is no response to measure")
+    if args.decoder:
+        dec = load_decoder(args.decoder, pred.label_names, pred.label_mean, pred.label_std, pred.grid.npix,
+                           pred.model_pixels)
     names = list(getattr(fitter, "catalogue_names", fitter.label_names))
     lacking = [n for n in names if n not in pred.label_names]
     if lacking:
@@ -175,7 +213,7 @@ def main(argv=None) -> dict:
         sigma["floor_truth_spectrum"] = {n: M.robust_sigma(floor_truth[:, k] - theta[:, k])
                                          for k, n in enumerate(names)}
     q = np.nanpercentile(R, [16, 50, 84], axis=0)
-    report = {"checkpoint": str(args.checkpoint), "store": str(args.store), "split": args.split,
+    report = {"checkpoint": str(args.checkpoint), "decoder": args.decoder, "store": str(args.store), "split": args.split,
               "n_stars": int(chosen.size), "n_visits": int(rows.size), "labels": names,
               "steps": {n: float(s) for n, s in zip(names, step)},
               "response_median": q[1].tolist(), "response_16": q[0].tolist(), "response_84": q[2].tolist(),

@@ -49,6 +49,8 @@ def main():
     ap.add_argument("--visits", type=int, default=80)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--save-decoder", default=None, metavar="PATH",
+                    help="save the trained decoder (for decoder_response.py --decoder)")
     ap.add_argument("--seed", type=int, default=0,
                     help="torch seed of the decoder's initialisation and batch order (the stars and visits stay)")
     ap.add_argument("--width", type=int, default=256,
@@ -104,6 +106,10 @@ def main():
             tot += loss.item()
         print("epoch", ep, tot / (len(X) // 256), round(time.time() - t0), flush=True)
     dec.eval()
+    if args.save_decoder:
+        torch.save({"state_dict": dec.state_dict(), "width": h, "n_out": L, "label_names": names,
+                    "label_mean": np.asarray(mu), "label_std": np.asarray(sd), "epochs": epochs,
+                    "checkpoint": args.checkpoint}, args.save_decoder)
 
     def spectrum(labels_phys):
         with torch.no_grad():

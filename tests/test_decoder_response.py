@@ -68,3 +68,26 @@ def test_truth_spectra_are_read_by_star_id_and_a_missing_star_is_named(bench, tm
         bench.truth_spectra(str(tmp_path / "t.fits"), ["a", "zz"])
     fits.HDUList([fits.PrimaryHDU(), tab]).writeto(tmp_path / "plain.fits")
     assert bench.truth_spectra(str(tmp_path / "plain.fits"), ["a"]) is None
+
+
+def test_a_saved_decoder_is_cut_to_the_model_pixels_and_a_foreign_one_is_refused(bench, tmp_path):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    names, mu, sd = ["teff", "logg"], np.array([4800.0, 2.5]), np.array([500.0, 1.0])
+    full = nn.Sequential(nn.Linear(2, 8), nn.GELU(), nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 10))
+    path = tmp_path / "dec.pt"
+    torch.save({"state_dict": full.state_dict(), "width": 8, "n_out": 10, "label_names": names,
+                "label_mean": mu, "label_std": sd}, path)
+    pixels = np.array([2, 3, 7])
+    dec = bench.load_decoder(str(path), names, mu, sd, npix=10, pixels=pixels)
+    z = torch.randn(5, 2)
+    with torch.no_grad():
+        np.testing.assert_allclose(dec(z).numpy(), full(z).numpy()[:, pixels], rtol=0, atol=1e-6)
+    with pytest.raises(SystemExit, match="dec.pt: decoder of labels"):
+        bench.load_decoder(str(path), ["teff", "fe_h"], mu, sd, npix=10, pixels=pixels)
+    with pytest.raises(SystemExit, match="dec.pt: the decoder's label standardisation"):
+        bench.load_decoder(str(path), names, mu + 1.0, sd, npix=10, pixels=pixels)
+    with pytest.raises(SystemExit, match="dec.pt: the decoder gives 10 pixels"):
+        bench.load_decoder(str(path), names, mu, sd, npix=12, pixels=pixels)
