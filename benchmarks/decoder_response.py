@@ -81,6 +81,8 @@ def load_decoder(path: str, label_names, label_mean, label_std, npix: int, pixel
     import torch
     from torch import nn
 
+    from pairspec.models.tsn import label_decoder_mlp
+
     saved = torch.load(path, map_location="cpu", weights_only=False)
     if list(saved["label_names"]) != list(label_names):
         raise SystemExit(f"{path}: decoder of labels {list(saved['label_names'])}, the checkpoint predicts "
@@ -88,7 +90,7 @@ def load_decoder(path: str, label_names, label_mean, label_std, npix: int, pixel
     if not (np.allclose(saved["label_mean"], label_mean) and np.allclose(saved["label_std"], label_std)):
         raise SystemExit(f"{path}: the decoder's label standardisation is not the checkpoint's")
     w, n_out, k = int(saved["width"]), int(saved["n_out"]), len(label_names)
-    dec = nn.Sequential(nn.Linear(k, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, n_out))
+    dec = label_decoder_mlp(k, w, n_out)
     dec.load_state_dict(saved["state_dict"])
     pixels = np.asarray(pixels)
     if n_out == npix and pixels.size != npix:  # a decoder of the whole grid: keep the model pixels' rows

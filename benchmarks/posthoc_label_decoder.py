@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 
 
 def loo_block(store, stars, sel):
@@ -38,6 +37,7 @@ def main():
     from pairspec import metrics as M
     from pairspec.evaluate import SPLIT_CODES, read_truth
     from pairspec.inference import LabelPredictor
+    from pairspec.models.tsn import label_decoder_mlp
     from pairspec.store import open_store
     from pairspec.surveys import store_visit_fitter
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -87,7 +87,7 @@ def main():
     print("twins", len(X), "read", round(time.time() - t0), "s", flush=True)
     L = T.shape[1]
     h = args.width
-    dec = nn.Sequential(nn.Linear(len(names), h), nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, L))
+    dec = label_decoder_mlp(len(names), h, L)
     opt = torch.optim.AdamW(dec.parameters(), lr=2e-3, weight_decay=0.0)
     steps = epochs * (len(X) // 256)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)

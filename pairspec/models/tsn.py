@@ -28,6 +28,14 @@ LABEL_HEADS = ("token", "flat", "per_label")
 LOG_VAR_MIN, LOG_VAR_MAX = -12.0, 6.0
 
 
+
+def label_decoder_mlp(n_labels: int, width: int, n_out: int) -> nn.Sequential:
+    """The label decoder (`model.label_decoder`): K standardised labels -> width -> width -> n_out pixels
+    (flux - 1), GELU between. One constructor, so that a decoder trained elsewhere
+    (benchmarks/posthoc_label_decoder.py) loads into the same layout."""
+    return nn.Sequential(nn.Linear(n_labels, width), nn.GELU(), nn.Linear(width, width), nn.GELU(),
+                         nn.Linear(width, n_out))
+
 class TwinSpecNet(nn.Module):
     def __init__(
         self,
@@ -127,8 +135,7 @@ class TwinSpecNet(nn.Module):
         self.recon_head = nn.Linear(embed_dim, patch_size)
         if self.label_decoder_width:
             w = self.label_decoder_width
-            self.label_decoder = nn.Sequential(nn.Linear(n_labels, w), nn.GELU(), nn.Linear(w, w), nn.GELU(),
-                                               nn.Linear(w, self.n_pix))
+            self.label_decoder = label_decoder_mlp(n_labels, w, self.n_pix)
         # an optional fixed linear path from the input flux to the label means (fitted in closed form on
         # the train twins before training, pairspec.models.ridge): the network then learns what a linear
         # map of the pixels misses, instead of first re-learning the linear map by gradient descent
