@@ -120,9 +120,11 @@ def summarise(store, truth_path, work: Path, predictor, checkpoint) -> dict:
             m: {k: v for k, v in M.chemical_plane(d[m][lo, i], d[m][lo, j], ref[lo, i], ref[lo, j]).items()
                 if k in ("n", "separation", "separation_truth", "detrended_slope")}
             for m in ("tsn", "tsn_network", "emulator_fit")}
-        for m in ("tsn", "tsn_network"):  # over the fit's, with the interval from resampling the stars
-            out["chemical_plane_snr40"][m]["separation_over_fit"] = M.separation_ratio(
-                d[m][lo, i], d[m][lo, j], d["emulator_fit"][lo, i], d["emulator_fit"][lo, j], star[lo])
+        over_fit = M.separation_ratios(  # over the fit's, with the interval from resampling the stars
+            {m: (d[m][lo, i], d[m][lo, j]) for m in ("tsn", "tsn_network")},
+            d["emulator_fit"][lo, i], d["emulator_fit"][lo, j], star[lo])
+        for m, r in over_fit.items():
+            out["chemical_plane_snr40"][m]["separation_over_fit"] = r
     hi = snr >= 20  # shrinkage to the mean shows as a slope below 1
     out["slope_snr20"] = {m: {n: M.slope(d[m][hi, k], ref[hi, k]) for k, n in enumerate(names)}
                           for m in ("tsn", "tsn_network", "emulator_fit")}

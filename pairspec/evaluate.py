@@ -406,11 +406,11 @@ def _metrics(names, units, methods, refs, star, snr, edges, cluster, survey_star
             meth: M.chemical_plane(p["labels"][on_fit, i], p["labels"][on_fit, j], best[on_fit, i], best[on_fit, j])
             for meth, p in methods.items()}
         fit_lab = methods["emulator_fit"]["labels"]
-        for meth, p in methods.items():  # each separation over the fit's, with its interval over the stars
-            if meth != "emulator_fit":
-                m["chemical_plane_fit_visits"][meth]["separation_over_fit"] = M.separation_ratio(
-                    p["labels"][on_fit, i], p["labels"][on_fit, j], fit_lab[on_fit, i], fit_lab[on_fit, j],
-                    star[on_fit])
+        over_fit = M.separation_ratios(  # each separation over the fit's, with its interval over the stars
+            {meth: (p["labels"][on_fit, i], p["labels"][on_fit, j]) for meth, p in methods.items()
+             if meth != "emulator_fit"}, fit_lab[on_fit, i], fit_lab[on_fit, j], star[on_fit])
+        for meth, r in over_fit.items():
+            m["chemical_plane_fit_visits"][meth]["separation_over_fit"] = r
     if "emulator_fit" in methods:
         m["fit_same_visits"] = _fit_same_visits(names, methods, best, star, snr, edges)
         m["fit_same_visits_reference"] = m["slope_reference"]

@@ -379,28 +379,45 @@ def separation_ratio(feh_a, mgfe_a, feh_b, mgfe_b, star, overlap=DISC_OVERLAP, n
 
     Why: "TSN's separation at least the fit's" read from two numbers of a ~150-star test split is a coin
     toss; the interval says whether a split resolves it."""
-    cols = [np.asarray(v, dtype=np.float64).ravel() for v in (feh_a, mgfe_a, feh_b, mgfe_b)]
+    return separation_ratios({"a": (feh_a, mgfe_a)}, feh_b, mgfe_b, star, overlap, n_boot, seed)["a"]
+
+
+def separation_ratios(methods: dict, feh_ref, mgfe_ref, star, overlap=DISC_OVERLAP, n_boot: int = 200,
+                      seed: int = 0) -> dict[str, dict[str, float]]:
+    """separation_ratio of each of `methods` ({name: (feh, mgfe)}) over one reference on the same visits.
+    The reference's separations (whole sample and every resample) are computed once per set of usable
+    visits, not once per method."""
+    ref = [np.asarray(v, dtype=np.float64).ravel() for v in (feh_ref, mgfe_ref)]
     star = np.asarray(star).ravel()
-    ok = np.all([np.isfinite(c) for c in cols], axis=0)
-    fa, ma, fb, mb = (c[ok] for c in cols)
-    star = star[ok]
-    out = {"n": int(ok.sum()), "n_stars": int(np.unique(star).size), "ratio": float("nan"), "lo": float("nan"),
-           "hi": float("nan")}
-    if fa.size < 10:
-        return out
-    da, db = ma - trend(fa, ma)(fa), mb - trend(fb, mb)(fb)
-    ina = (fa >= overlap[0]) & (fa < overlap[1])
-    inb = (fb >= overlap[0]) & (fb < overlap[1])
 
-    def ratio(rows):
-        a = two_gaussian_separation(da[rows][ina[rows]])["separation"]
-        b = two_gaussian_separation(db[rows][inb[rows]])["separation"]
-        return a / b if b > 0 else float("nan")
+    def detrended(feh, mgfe):
+        return mgfe - trend(feh, mgfe)(feh), (feh >= overlap[0]) & (feh < overlap[1])
 
-    out["ratio"] = ratio(np.arange(fa.size))
-    draws = [ratio(rows) for rows in star_resamples(star, n_boot, seed)]
-    if np.isfinite(draws).any():
-        out["lo"], out["hi"] = (float(v) for v in np.nanpercentile(draws, [16, 84]))
+    def separations(d, inside, row_sets):
+        return np.array([two_gaussian_separation(d[rows][inside[rows]])["separation"] for rows in row_sets])
+
+    ref_cache: dict[bytes, np.ndarray] = {}
+    out = {}
+    for name, (feh, mgfe) in methods.items():
+        cols = [np.asarray(v, dtype=np.float64).ravel() for v in (feh, mgfe)]
+        ok = np.all([np.isfinite(c) for c in cols + ref], axis=0)
+        st = star[ok]
+        res = {"n": int(ok.sum()), "n_stars": int(np.unique(st).size), "ratio": float("nan"), "lo": float("nan"),
+               "hi": float("nan")}
+        out[name] = res
+        if ok.sum() < 10:
+            continue
+        row_sets = [np.arange(ok.sum()), *star_resamples(st, n_boot, seed)]
+        key = ok.tobytes()
+        if key not in ref_cache:  # [whole sample, resample 1, ...] of the reference on these visits
+            ref_cache[key] = separations(*detrended(ref[0][ok], ref[1][ok]), row_sets)
+        b = ref_cache[key]
+        a = separations(*detrended(cols[0][ok], cols[1][ok]), row_sets)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+        res["ratio"] = float(r[0])
+        if np.isfinite(r[1:]).any():
+            res["lo"], res["hi"] = (float(v) for v in np.nanpercentile(r[1:], [16, 84]))
     return out
 
 

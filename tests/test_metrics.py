@@ -158,3 +158,16 @@ def test_separation_ratio_sees_a_shrunk_plane_and_agrees_with_chemical_plane():
     r_few = M.separation_ratio(feh[few], shrunk[few], feh[few], fit[few], star[few], n_boot=100)
     assert r_few["hi"] - r_few["lo"] > r["hi"] - r["lo"]
     assert math.isnan(M.separation_ratio(feh[:5], fit[:5], feh[:5], fit[:5], star[:5])["ratio"])
+
+
+def test_separation_ratios_of_several_methods_match_one_at_a_time():
+    rng = np.random.default_rng(6)
+    star, feh, mgfe = _two_discs(rng, 200, 3)
+    fit = mgfe + 0.02 * rng.normal(size=star.size)
+    noisy = mgfe + 0.04 * rng.normal(size=star.size)
+    holed = fit + 0.01 * rng.normal(size=star.size)
+    holed[:30] = np.nan  # another set of usable visits: the reference is recomputed on it
+    both = M.separation_ratios({"noisy": (feh, noisy), "holed": (feh, holed)}, feh, fit, star, n_boot=50)
+    assert both["noisy"] == M.separation_ratio(feh, noisy, feh, fit, star, n_boot=50)
+    assert both["holed"] == M.separation_ratio(feh, holed, feh, fit, star, n_boot=50)
+    assert both["holed"]["n"] == star.size - 30 and both["noisy"]["ratio"] < 1.0
