@@ -22,7 +22,8 @@ themselves (robust sigma against the truth per label). --noisy adds the fit to t
 reference issue 12 compares with). The fit's weights for D are the checkpoint's denoised-sigma profile at
 the visit's S/N (at S/N 30 for the response), as `benchmarks/denoised_fit.py` fits the product. --decoder
 puts another decoder (e.g. one trained longer after the network, `posthoc_label_decoder.py --save-decoder`)
-in D, with the checkpoint's labels and weights. Prints JSON.
+in D, with the checkpoint's labels and weights; it may have been trained beside another checkpoint (its
+label standardisation is converted to this one's). Prints JSON.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def truth_spectra(path: str, star_ids: list[str]) -> np.ndarray | None:
 def load_decoder(path: str, label_names, label_mean, label_std, npix: int, pixels):
     """A label decoder saved by `benchmarks/posthoc_label_decoder.py --save-decoder` as a module that maps the
     checkpoint's standardised labels to its model pixels (a decoder over the whole grid is cut to `pixels`).
-    SystemExit naming the file when its labels or their standardisation are not the checkpoint's."""
+    A decoder trained beside another checkpoint standardises the labels its own way: its first layer is
+    rewritten so that it takes this checkpoint's standardised labels (an exact affine change of input, so the
+    same physical labels give the same spectrum). SystemExit naming the file when its labels are not the
+    checkpoint's or its pixels are not the grid's."""
     import torch
     from torch import nn
 
@@ -87,11 +91,19 @@ def load_decoder(path: str, label_names, label_mean, label_std, npix: int, pixel
     if list(saved["label_names"]) != list(label_names):
         raise SystemExit(f"{path}: decoder of labels {list(saved['label_names'])}, the checkpoint predicts "
                          f"{list(label_names)}")
-    if not (np.allclose(saved["label_mean"], label_mean) and np.allclose(saved["label_std"], label_std)):
-        raise SystemExit(f"{path}: the decoder's label standardisation is not the checkpoint's")
     w, n_out, k = int(saved["width"]), int(saved["n_out"]), len(label_names)
     dec = label_decoder_mlp(k, w, n_out)
     dec.load_state_dict(saved["state_dict"])
+    mu_d, sd_d = np.asarray(saved["label_mean"], np.float64), np.asarray(saved["label_std"], np.float64)
+    mu_c, sd_c = np.asarray(label_mean, np.float64), np.asarray(label_std, np.float64)
+    if not (np.allclose(mu_d, mu_c) and np.allclose(sd_d, sd_c)):
+        # the decoder's input z_d = (x - mu_d) / sd_d = z_c * sd_c / sd_d + (mu_c - mu_d) / sd_d
+        scale, shift = torch.from_numpy(sd_c / sd_d), torch.from_numpy((mu_c - mu_d) / sd_d)
+        first = dec[0]
+        with torch.no_grad():
+            weight = first.weight.double()
+            first.bias.copy_((first.bias.double() + weight @ shift).float())
+            first.weight.copy_((weight * scale).float())
     pixels = np.asarray(pixels)
     if n_out == npix and pixels.size != npix:  # a decoder of the whole grid: keep the model pixels' rows
         last = nn.Linear(w, pixels.size)
@@ -119,7 +131,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--noisy", action="store_true", help="also fit the noisy visits")
     ap.add_argument("--decoder", default=None,
                     help="measure this label decoder (posthoc_label_decoder.py --save-decoder) in place of the "
-                         "checkpoint's; TSN's labels and the weights stay the checkpoint's")
+                         "checkpoint's (it may come from another checkpoint of the same labels); TSN's labels and the "
+                         "weights stay the checkpoint's")
     args = ap.parse_args(argv)
 
     import torch

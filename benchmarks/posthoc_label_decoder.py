@@ -33,6 +33,26 @@ def loo_block(store, stars, sel):
     return rows, star, tf.astype(np.float32), ti.astype(np.float32), f, iv
 
 
+def star_training_labels(kind: str, out: dict, star: np.ndarray, survey_lab: np.ndarray, survey_err: np.ndarray):
+    """(stars (S,), labels (S, K)) a decoder learns from, for the stars of these visits. `out`: the checkpoint's
+    prediction of the visits (labels, sigma, sigma_visit); `star` (N,) the visits' star rows; `survey_lab`,
+    `survey_err` indexed by star row. 'network': each star's inverse-variance mean of its visits
+    (catalog.combine_visits, with the calibration's visit/star split); 'blend': that mean and the survey's
+    label combined by their inverse variances (the star-level sigma, which keeps the star part, and label_err)."""
+    from pairspec.catalog import combine_visits
+
+    uniq, inv = np.unique(star, return_inverse=True)
+    comb = combine_visits(inv, uniq.size, out["labels"], out["sigma"], np.zeros(len(star), np.int32),
+                          sigma_visit=out.get("sigma_visit"))
+    labels = comb["labels"]
+    if kind == "blend":
+        w_net, w_sur = 1 / comb["sigma"] ** 2, 1 / np.asarray(survey_err, np.float64)[uniq] ** 2
+        labels = (w_net * labels + w_sur * survey_lab[uniq]) / (w_net + w_sur)
+    elif kind != "network":
+        raise ValueError(f"star_training_labels: kind {kind!r} is not 'network' or 'blend'")
+    return uniq, labels
+
+
 def main():
     from pairspec import metrics as M
     from pairspec.evaluate import SPLIT_CODES, read_truth
@@ -55,9 +75,12 @@ def main():
                     help="torch seed of the decoder's initialisation and batch order (the stars and visits stay)")
     ap.add_argument("--width", type=int, default=256,
                     help="hidden width of the decoder's two layers (model.label_decoder's value; 256 as trained)")
-    ap.add_argument("--train-labels", choices=("survey", "truth"), default="survey",
-                    help="labels the decoder learns from: the survey's (as in TSN) or, on synthetic data, the "
-                         "truth (an oracle: how much the survey labels' own errors cost)")
+    ap.add_argument("--train-labels", choices=("survey", "truth", "network", "blend"), default="survey",
+                    help="labels the decoder learns from: the survey's (as in TSN); on synthetic data the truth "
+                         "(an oracle: how much the survey labels' own errors cost); 'network': the checkpoint's "
+                         "own star-level labels of each training star (inverse-variance mean of its visits, "
+                         "catalog.combine_visits; in-sample, as a user would have them); 'blend': the "
+                         "inverse-variance mean of those and the survey's labels (its label_err)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -77,14 +100,28 @@ def main():
     rng = np.random.default_rng(0)
     train = np.flatnonzero((split == SPLIT_CODES["train"]) & (nvis >= 2) & np.isfinite(lab).all(1))
     train = np.sort(rng.choice(train, size=min(n_stars, train.size), replace=False))
+    survey_lab = lab.copy()
+    if args.train_labels in ("network", "blend"):
+        err = store.label_err()[:, col]
     X, T, W = [], [], []
     for b in np.array_split(train, max(1, train.size // 1000)):
-        rows, star, tf, ti, _, _ = loo_block(store, stars, b)
+        rows, star, tf, ti, f, iv = loo_block(store, stars, b)
+        if args.train_labels in ("network", "blend"):
+            out = pred.predict(f, iv)
+            uniq, star_lab = star_training_labels(args.train_labels, out, star, survey_lab, err)
+            lab[uniq] = star_lab
+            print("network labels of", uniq.size, "stars", round(time.time() - t0), "s", flush=True)
         X.append(((lab[star] - mu) / sd).astype(np.float32))
         T.append(tf - 1)
         W.append(ti)
     X, T, W = (torch.from_numpy(np.concatenate(a)) for a in (X, T, W))
     print("twins", len(X), "read", round(time.time() - t0), "s", flush=True)
+    # how close the decoder's training labels are to the truth, beside the survey's (robust sigma per label)
+    true_lab, _ = read_truth(args.truth, [str(s) for s in np.asarray(stars["id"])], names)
+    train_label_sigma = {kind: {n: round(float(M.robust_sigma(v[train, i] - true_lab[train, i])), 4)
+                                for i, n in enumerate(names)}
+                         for kind, v in (("survey", survey_lab), (args.train_labels, lab))}
+    print("training labels against the truth", train_label_sigma, flush=True)
     L = T.shape[1]
     h = args.width
     dec = label_decoder_mlp(len(names), h, L)
@@ -151,7 +188,8 @@ def main():
     for k, v in fits.items():
         res[k] = {c: round(float(M.robust_sigma(v[:, i] - ref[:, i])), 4) for i, c in enumerate(cat)}
         print(k, res[k], flush=True)
-    res.update(checkpoint=args.checkpoint, store=args.store, train_labels=args.train_labels, width=h, seed=args.seed,
+    res.update(checkpoint=args.checkpoint, store=args.store, train_labels=args.train_labels,
+               train_label_sigma=train_label_sigma, width=h, seed=args.seed,
                n_stars=int(train.size), twins=len(X),
                epochs=epochs, n_visits=len(rows), wall_s=round(time.time() - t0))
     print(json.dumps(res, indent=1))

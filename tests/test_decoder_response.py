@@ -70,7 +70,7 @@ def test_truth_spectra_are_read_by_star_id_and_a_missing_star_is_named(bench, tm
     assert bench.truth_spectra(str(tmp_path / "plain.fits"), ["a"]) is None
 
 
-def test_a_saved_decoder_is_cut_to_the_model_pixels_and_a_foreign_one_is_refused(bench, tmp_path):
+def test_a_saved_decoder_is_cut_to_the_model_pixels_takes_the_checkpoints_standardisation_and_a_foreign_one_is_refused(bench, tmp_path):
     import torch
     from torch import nn
 
@@ -87,7 +87,13 @@ def test_a_saved_decoder_is_cut_to_the_model_pixels_and_a_foreign_one_is_refused
         np.testing.assert_allclose(dec(z).numpy(), full(z).numpy()[:, pixels], rtol=0, atol=1e-6)
     with pytest.raises(SystemExit, match="dec.pt: decoder of labels"):
         bench.load_decoder(str(path), ["teff", "fe_h"], mu, sd, npix=10, pixels=pixels)
-    with pytest.raises(SystemExit, match="dec.pt: the decoder's label standardisation"):
-        bench.load_decoder(str(path), names, mu + 1.0, sd, npix=10, pixels=pixels)
+    # a checkpoint that standardises its labels otherwise: the same physical labels give the same spectrum
+    mu_c, sd_c = mu + np.array([120.0, -0.3]), sd * np.array([1.3, 0.8])
+    other = bench.load_decoder(str(path), names, mu_c, sd_c, npix=10, pixels=pixels)
+    x = np.array([[4500.0, 2.0], [5100.0, 3.1]])
+    with torch.no_grad():
+        got = other(torch.from_numpy(((x - mu_c) / sd_c).astype(np.float32))).numpy()
+        want = full(torch.from_numpy(((x - mu) / sd).astype(np.float32))).numpy()[:, pixels]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
     with pytest.raises(SystemExit, match="dec.pt: the decoder gives 10 pixels"):
         bench.load_decoder(str(path), names, mu, sd, npix=12, pixels=pixels)
