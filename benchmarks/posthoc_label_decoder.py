@@ -2,7 +2,8 @@
 spectrum: is a spectrum made from TSN's labels worth fitting at a size where TSN's labels beat the fit?
 
     python benchmarks/posthoc_label_decoder.py CHECKPOINT STORE TRUTH [--stars 10400] [--epochs 30]
-        [--visits 80] [--width 256] [--out result.json]
+        [--visits 80] [--width 256] [--train-labels survey|truth|network|blend] [--save-decoder DEC.pt]
+        [--out result.json]
 
 An MLP K -> 256 -> 256 -> L, as `model.label_decoder: 256` (--width sets the 256), trained as in TSN (the survey's standardised
 labels in, the leave-one-out coadd of each twin out, chi^2 per pixel against the coadd's noise) on the
@@ -14,6 +15,9 @@ beside TSN's labels, as robust sigma against the truth. Used for docs/recipes.md
 the labels") on the 10400-star checkpoint, which was trained without a label decoder. In training a label
 decoder sees only the survey's labels (the network's detached means only where a label is missing), so
 one trained afterwards learns the same map, with its own optimiser schedule. ~3 GB of memory per 10k stars.
+--train-labels changes what it learns from (the checkpoint's own star-level labels, for one: see
+docs/recipes.md, "the decoder's training labels"); the JSON records how far those labels are from the truth
+on the training stars, beside the survey's. --save-decoder keeps it for `decoder_response.py --decoder`.
 """
 import argparse
 import json
@@ -94,13 +98,13 @@ def main():
     nvis = np.asarray(stars["n_visits"])
     col = [list(store.schema.names).index(n) for n in names]
     lab = store.labels()[:, col]
+    survey_lab = lab.copy()
     if args.train_labels == "truth":
         lab, _ = read_truth(args.truth, [str(s) for s in np.asarray(stars["id"])], names)
     mu, sd = pred.label_mean, pred.label_std
     rng = np.random.default_rng(0)
     train = np.flatnonzero((split == SPLIT_CODES["train"]) & (nvis >= 2) & np.isfinite(lab).all(1))
     train = np.sort(rng.choice(train, size=min(n_stars, train.size), replace=False))
-    survey_lab = lab.copy()
     if args.train_labels in ("network", "blend"):
         err = store.label_err()[:, col]
     X, T, W = [], [], []
