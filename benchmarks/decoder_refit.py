@@ -1,6 +1,6 @@
 """Do labels refitted through the label decoder beat the network's own? (pairspec.refit)
 
-    python benchmarks/decoder_refit.py CHECKPOINT STORE TRUTH [--max-visits 2000] [--threads 2]
+    python benchmarks/decoder_refit.py CHECKPOINT STORE TRUTH [--max-visits 2000] [--threads 2] [--decoder DEC.pt]
 
 For a fixed random subset of the test split's visits (all S/N) it predicts the labels, then refits them
 through the checkpoint's label decoder twice: with the network's prediction as the prior ("network") and
@@ -12,6 +12,8 @@ the refit). Prints JSON: per
 estimator, label and S/N bin (< 20, 20-40, 40-60, >= 60, < 60) the robust sigma and bias against truth,
 the Theil-Sen slope at S/N >= 20, the [Mg/Fe]-[Fe/H] plane's separation and detrended slope (S/N < 40,
 as `pairspec evaluate` reports them), and the chosen mixing weights.
+--decoder refits through another label decoder (e.g. one that learned from the network's own star-level
+labels: posthoc_label_decoder.py --train-labels network --save-decoder), keeping the checkpoint's network.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -70,6 +73,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-npz", default=None, help="also save the val and test estimates here (re-analysis)")
+    ap.add_argument("--decoder", default=None,
+                    help="refit through this label decoder (posthoc_label_decoder.py --save-decoder) in place of "
+                         "the checkpoint's; the network and its calibration stay the checkpoint's")
     args = ap.parse_args(argv)
 
     import torch
@@ -84,6 +90,15 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     store = open_store(args.store)
     predictor = LabelPredictor.from_checkpoint(args.checkpoint, device="cpu")
+    if args.decoder:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from decoder_response import load_decoder
+
+        if not getattr(predictor.model, "label_decoder_width", 0):
+            raise SystemExit(f"{args.checkpoint}: no label decoder (model.label_decoder) to replace")
+        predictor.model.label_decoder = load_decoder(args.decoder, predictor.label_names, predictor.label_mean,
+                                                     predictor.label_std, predictor.grid.npix,
+                                                     predictor.model_pixels)
     names = predictor.label_names
     stars = store.star_table()
     # the survey's own labels, in the network's label order: the only reference a user has for the mix
@@ -109,7 +124,8 @@ def main(argv=None) -> dict:
         np.savez(args.save_npz, names=names, val_snr=val_snr, val_star=val_star, val_ref=survey[val_star],
                  snr=snr, star=star, ref=ref, **{f"val_{k}": v for k, v in val_est.items()},
                  **{f"test_{k}": v for k, v in est.items()})
-    report = {"checkpoint": str(args.checkpoint), "store": str(args.store), "n_visits": int(rows.size),
+    report = {"checkpoint": str(args.checkpoint), "decoder": args.decoder, "store": str(args.store),
+              "n_visits": int(rows.size),
               "n_val_visits": int(val_rows.size), "labels": names, "mix_weight_of_tsn": mix,
               "val_sigma_against_survey": val_sigma, "estimators": {}}
     for kind, lab in est.items():
