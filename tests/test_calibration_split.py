@@ -1,22 +1,17 @@
 """benchmarks/calibration_split.py --subsample: how far the 68 % coverage of a calibration fitted on a
 small val split can land from 68 % on a small test split (the paper table's ~140 stars each)."""
 
-import importlib.util
-from pathlib import Path
 
+import benchscript
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration_split.py"
 NAMES = ["teff", "logg"]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("calibration_split", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchscript.load("calibration_split")
 
 
 def _block(rng, n_star, first_id):

@@ -1,21 +1,15 @@
 """benchmarks/decoder_response.py: the response of a fit to a decoder's spectra, on linear stand-ins whose
 answer is known (a decoder A_D and a least-squares fit of another model A_E give R = pinv(A_E) A_D)."""
 
-import importlib.util
-from pathlib import Path
 
+import benchscript
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "decoder_response.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("decoder_response", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchscript.load("decoder_response")
 
 
 def _linear(seed, cross=0.0):

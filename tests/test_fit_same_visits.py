@@ -1,23 +1,17 @@
 """benchmarks/fit_same_visits.py: the emulator fit is kept per visit, resumed and extended by S/N range,
 and every checkpoint is compared with it on the very visits it has."""
 
-import importlib.util
 import json
-from pathlib import Path
 
+import benchscript
 import numpy as np
 import pytest
 from test_evaluate import N_STAR, N_VISIT, FakePredictor, _build
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_same_visits.py"
-
 
 @pytest.fixture
 def bench():
-    spec = importlib.util.spec_from_file_location("fit_same_visits", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchscript.load("fit_same_visits")
 
 
 class _Fitter:

@@ -1,21 +1,16 @@
 """benchmarks/learning_curve.py: the equal-compute epoch rule and the aggregation of run records written
 by several processes (one per training seed) into one table. The training itself is the package's own."""
 
-import importlib.util
 import json
 from pathlib import Path
 
+import benchscript
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curve.py"
 
 
 @pytest.fixture(scope="module")
 def lc():
-    spec = importlib.util.spec_from_file_location("learning_curve", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchscript.load("learning_curve")
 
 
 def test_epochs_for_budget_is_the_nearest_whole_epoch_and_at_least_one(lc):

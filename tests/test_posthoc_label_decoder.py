@@ -1,21 +1,15 @@
 """benchmarks/posthoc_label_decoder.py: the star-level labels a label decoder can learn from instead of the
 survey's (`--train-labels network|blend`)."""
 
-import importlib.util
-from pathlib import Path
 
+import benchscript
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "posthoc_label_decoder.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("posthoc_label_decoder", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchscript.load("posthoc_label_decoder")
 
 
 def _survey(seed=0, n_stars=400, n_vis=5):
@@ -50,6 +44,6 @@ def test_network_labels_average_the_visits_and_the_blend_beats_both_sources(benc
 
 
 def test_an_unknown_kind_is_refused(bench):
-    truth, survey, err_s, star, out = _survey(n_stars=4)
+    _, survey, err_s, star, out = _survey(n_stars=4)
     with pytest.raises(ValueError, match="'survey'"):
         bench.star_training_labels("survey", out, star, survey, err_s)
