@@ -4,7 +4,7 @@
         [--decoder DECODER.pt]
 
 The denoised spectrum of a checkpoint with a label decoder is D(labels): the decoder's spectrum of TSN's
-labels. The emulator fitted to it returns labels whose error against the truth has two parts:
+labels (its product decoder's where it has one, train.decoder_labels: network). The emulator fitted to it returns labels whose error against the truth has two parts:
 
 - the floor: the fit of D at the TRUE labels is not the truth (the decoder is a learned emulator, and the
   Kurucz emulator does not fit even the noiseless truth spectrum exactly);
@@ -153,6 +153,8 @@ def main(argv=None) -> dict:
     if dec is None or not getattr(pred.model, "label_decoder_width", 0):
         raise SystemExit(f"{args.checkpoint}: no label decoder (model.label_decoder): its denoised spectrum is "
                          "not made from the labels, so there is no response to measure")
+    if getattr(pred.model, "product_decoder", None) is not None:  # train.decoder_labels: network
+        dec = pred.model.product_decoder
     if args.decoder:
         dec = load_decoder(args.decoder, pred.label_names, pred.label_mean, pred.label_std, pred.grid.npix,
                            pred.model_pixels)

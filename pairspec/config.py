@@ -83,6 +83,11 @@ class TrainSection:
     # after training, refit the val labels through the label decoder and keep a per-label/S/N-bin mix of the
     # network's and the refitted labels, which prediction then applies (pairspec.refit; needs model.label_decoder)
     refit: bool = True
+    # what the denoised product's decoder learns from: "survey" (the label decoder trained with the network,
+    # on the survey's labels) or "network" (after the epochs, a second decoder learns the network's own
+    # star-level labels for decoder_epochs epochs: pairspec.product_decoder; needs model.label_decoder)
+    decoder_labels: str = "survey"
+    decoder_epochs: int = 30
     init_from: Union[str, None] = None  # checkpoint to start from (fine-tuning); its model must match
     grad_clip: float = 1.0  # 0 = off
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
@@ -114,6 +119,7 @@ CHOICES = {
     ("train", "bf16"): (True, False, "auto"),
     ("train", "label_loss"): ("nll", "beta_nll", "mse_var"),
     ("train", "recon_loss"): ("mse", "chi2"),
+    ("train", "decoder_labels"): ("survey", "network"),
     ("model", "embed"): ("conv", "local"),
     ("model", "label_head"): ("token", "flat", "per_label"),
 }
@@ -137,6 +143,7 @@ RULES = {
     ("model", "readout_hidden"): (lambda v: v >= 0, ">= 0"),
     ("model", "label_decoder"): (lambda v: v >= 0, ">= 0"),
     ("train", "epochs"): (lambda v: v >= 1, ">= 1"),
+    ("train", "decoder_epochs"): (lambda v: v >= 1, ">= 1"),
     ("train", "batch_size"): (lambda v: v >= 1, ">= 1"),
     ("train", "lr"): (lambda v: v > 0, "> 0"),
     ("train", "weight_decay"): (lambda v: v >= 0, ">= 0"),
@@ -213,6 +220,9 @@ def _check_whole(config: RunConfig, source: str) -> None:
         raise ConfigError(f"{source}: train.recon_weight and train.label_weight are both 0: nothing to learn")
     if m.embed_dim is not None and m.num_heads is not None and m.embed_dim % m.num_heads:
         raise ConfigError(f"{source}: model.num_heads {m.num_heads} does not divide model.embed_dim {m.embed_dim}")
+    if t.decoder_labels == "network" and not m.label_decoder:
+        raise ConfigError(f"{source}: train.decoder_labels: network trains a second label decoder for the denoised "
+                          "product and needs model.label_decoder > 0 (its width)")
     from pairspec.models.presets import model_names
 
     if m.preset not in model_names():

@@ -28,7 +28,7 @@ from pairspec import preprocess
 from pairspec.calibration import split_sigma
 from pairspec.grid import LogLinearGrid
 from pairspec.metrics import snr_bin_index
-from pairspec.refit import SNR_EDGES, apply_mix, guard, refit_from_inputs
+from pairspec.refit import labels_returned
 from pairspec.schema import LabelSchema
 
 
@@ -133,24 +133,19 @@ class LabelPredictor:
                 log_var = out["log_var"][:n].float().cpu().numpy().astype(np.float64)
                 labels[rows] = mean * self.label_std + self.label_mean
                 sigma[rows] = np.exp(0.5 * log_var) * self.label_std
-                spectrum = out.get("recon_labels", out["recon"])[:n]
                 if do_refit:
-                    z, _ = refit_from_inputs(self.model.label_decoder, x[:n], out["mean"][:n].float(),
-                                             out["log_var"][:n].float())
-                    net_labels[rows] = labels[rows]
-                    refit_labels[rows] = z.cpu().numpy() * self.label_std + self.label_mean
-                    if mix is not None:
-                        # a refit far outside the network's calibrated sigma failed: keep the network's label
-                        kept = guard(labels[rows], refit_labels[rows],
-                                     split_sigma(sigma[rows], snr[rows], self.calibration)[0],
-                                     self.meta["refit"].get("max_pull"))
-                        labels[rows] = apply_mix(labels[rows], kept, snr[rows], mix,
-                                                 self.meta["refit"].get("snr_edges", SNR_EDGES))
-                        if denoise:  # the decoder's spectrum of the labels returned
-                            zf = torch.from_numpy((labels[rows] - self.label_mean) / self.label_std).float()
-                            spectrum = self.model.label_decoder(zf.to(self.device))
+                    labels[rows], _, refit_labels[rows] = labels_returned(
+                        self.model.label_decoder, x[:n], out["mean"][:n], out["log_var"][:n], self.label_mean,
+                        self.label_std, snr[rows], self.meta["refit"] if mix is not None else None,
+                        self.calibration, always_refit=True)
+                    net_labels[rows] = mean * self.label_std + self.label_mean
                 if denoise:
-                    # a label decoder's spectrum (model.label_decoder) when there is one: it agrees with the labels
+                    if getattr(self.model, "label_decoder_width", 0):
+                        # the (product) label decoder's spectrum of the labels returned: it agrees with them
+                        zf = torch.from_numpy((labels[rows] - self.label_mean) / self.label_std).float()
+                        spectrum = self.model.denoise_spectrum(zf.to(self.device))
+                    else:
+                        spectrum = out["recon"][:n]
                     denoised[rows, pix] = spectrum.float().cpu().numpy() + 1.0
                     if denoised_sigma is not None:
                         denoised_sigma[rows, pix] = self._denoise_sigma(snr[rows])

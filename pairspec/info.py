@@ -89,6 +89,8 @@ def describe_checkpoint(path: str) -> dict:
         "calibration": cal,
         "pairspec_version": meta.get("pairspec_version"),
         "n_parameters": meta.get("n_parameters"),
+        "refit": bool((meta.get("refit") or {}).get("weight_of_network")),
+        "denoised": _denoised_source(meta),
     }
     lines = [
         f"checkpoint {path}",
@@ -96,7 +98,21 @@ def describe_checkpoint(path: str) -> dict:
         f"step {summary['step']}",
         f"  labels: {', '.join(names)}",
         f"  calibration: {cal}",
+        f"  labels returned: {'the mix of the network and its refit (pairspec.refit)' if summary['refit'] else 'the network'}",
+        f"  denoised spectrum: {summary['denoised']}",
         f"  written by pairspec {summary['pairspec_version']}",
     ]
     summary["text"] = "\n".join(lines)
     return summary
+
+
+def _denoised_source(meta: dict) -> str:
+    """What makes the checkpoint's denoised spectrum (pairspec predict --denoised), in words."""
+    kwargs = meta.get("model_kwargs") or {}
+    if kwargs.get("product_decoder"):
+        info = meta.get("product_decoder") or {}
+        return (f"a product decoder learned from the network's own star labels ({info.get('epochs')} epochs, "
+                f"{info.get('n_stars')} stars)")
+    if kwargs.get("label_decoder"):
+        return "the label decoder (learned from the survey's labels)"
+    return "the token reconstruction"

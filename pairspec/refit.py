@@ -207,3 +207,27 @@ def apply_mix(network, refit, snr, weights, snr_edges=SNR_EDGES):
     a = np.asarray(weights, dtype=np.float64).T[snr_bin_index(snr, snr_edges)]  # (N, K)
     mixed = a * network + (1 - a) * refit
     return np.where(np.isfinite(refit), mixed, network)
+
+
+def labels_returned(decoder, x, mean, log_var, label_mean, label_std, snr, refit_meta, network_calibration,
+                    always_refit: bool = False):
+    """The labels `pairspec predict` returns for a batch of network inputs x (B, 2, L) with the network's
+    standardised `mean`, `log_var` (B, K) (torch): (labels, network, refit), physical float64 (B, K) numpy.
+    `refit_meta` is the checkpoint's meta["refit"] (None: no mix, the labels are the network's, and the refit
+    is computed only with `always_refit`, else None); the refit is guarded with the network's calibrated
+    sigma (`network_calibration`, the checkpoint's meta["calibration"]) and mixed with the network's label
+    by the visit's S/N bin (`snr`, (B,)). `decoder`: the model's label decoder (None: no refit)."""
+    from pairspec.calibration import split_sigma
+
+    label_mean, label_std = np.asarray(label_mean, np.float64), np.asarray(label_std, np.float64)
+    network = mean.float().cpu().numpy().astype(np.float64) * label_std + label_mean
+    mix = (refit_meta or {}).get("weight_of_network")
+    if decoder is None or (mix is None and not always_refit):
+        return network, network, None
+    z, _ = refit_from_inputs(decoder, x, mean.float(), log_var.float())
+    refit = z.cpu().numpy() * label_std + label_mean
+    if mix is None:
+        return network, network, refit
+    sigma = np.exp(0.5 * log_var.float().cpu().numpy().astype(np.float64)) * label_std
+    kept = guard(network, refit, split_sigma(sigma, snr, network_calibration)[0], refit_meta.get("max_pull"))
+    return apply_mix(network, kept, snr, mix, refit_meta.get("snr_edges", SNR_EDGES)), network, refit

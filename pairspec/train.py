@@ -357,7 +357,7 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
         val_loader = run_epochs(config, run, twins, model, meta, opt, state, progress)
         best = run.run_dir / "best.pt"
         if run.rank == 0:
-            finish(best, model, meta, val_loader, twins, run, config.train, state, opt)
+            finish(best, model, meta, val_loader, twins, run, config.train, state, opt, progress=progress)
         return best
     finally:
         if run.world > 1:

@@ -172,8 +172,10 @@ def _time_up(t_start: float, limit_min, world: int, device) -> bool:
     return up
 
 
-def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt) -> None:
-    """Fit the sigma calibration on the val split with the best weights and store it in best.pt."""
+def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt, progress: bool = False) -> None:
+    """Fit the sigma calibration on the val split with the best weights and store it in best.pt; then the
+    refit's mix (train.refit), the product decoder (train.decoder_labels: network) and the denoised
+    spectra's per-pixel uncertainty, in that order (each stage uses the ones before it)."""
     from pairspec.train import calibrate
 
     if best.exists():
@@ -190,7 +192,24 @@ def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt) -> Non
         if getattr(tc, "refit", False) and getattr(raw_model, "label_decoder_width", 0):
             best_meta["refit"] = refit_on_val(raw_model, val, pred, sigma, twins, run.device,
                                               network_calibration=best_meta["calibration"])
+        if getattr(tc, "decoder_labels", "survey") == "network" and getattr(raw_model, "label_decoder_width", 0):
+            _product_decoder_stage(raw_model, best_meta, twins, run, tc, progress)
         if tc.recon_weight > 0:  # the denoised spectra's per-pixel uncertainty (pairspec predict --denoised)
             best_meta["denoise_sigma"] = denoise_error_profile(raw_model, val_loader, run.device, run.amp,
                                                                val=twins.val)
     save_checkpoint(best, raw_model.state_dict(), best_meta)
+
+
+def _product_decoder_stage(raw_model, best_meta, twins, run, tc, progress: bool) -> None:
+    """train.decoder_labels: network (pairspec.product_decoder): the second decoder, on the train twins."""
+    if twins.streaming:
+        print("train.decoder_labels: network needs the train twins in memory; data.stream is on, so the label "
+              "decoder stays the denoised product (docs/recipes.md)", flush=True)
+        best_meta["product_decoder"] = {"labels": "survey", "skipped": "data.stream"}
+        return
+    from pairspec.product_decoder import train_product_decoder
+
+    info = train_product_decoder(raw_model, best_meta, twins.train, run.device, tc.decoder_epochs,
+                                 seed=best_meta.get("config", {}).get("run", {}).get("seed", 0), progress=progress)
+    best_meta["model_kwargs"] = dict(best_meta["model_kwargs"], product_decoder=True)
+    best_meta["product_decoder"] = info

@@ -209,7 +209,7 @@ def denoise_error_profile(model, loader, device, amp, snr_edges=(0.0, 20.0, 40.0
             out = model(batch["x"])
         w = batch["target_w"].float()
         good = w > 0
-        denoised = out.get("recon_labels", out["recon"])  # what prediction gives as the denoised spectrum
+        denoised = model.denoised_of(out)  # what prediction gives as the denoised spectrum
         r2 = (denoised.float() - (batch["target"].float() - 1.0)) ** 2
         excess = torch.where(good, r2 - 1.0 / torch.clamp_min(w, 1e-30), 0.0).cpu().numpy().astype(np.float64)
         n_good = good.cpu().numpy()
@@ -242,7 +242,7 @@ def _cross_profile_of_val(model, val, device, amp, snr_edges, max_stars: int, ba
     for a in range(0, rows.size, batch_size):  # no autograd: the caller runs under inference_mode
         with amp():
             out = model(torch.from_numpy(x[a:a + batch_size]).to(device))
-        den[a:a + batch_size] = out.get("recon_labels", out["recon"]).float().cpu().numpy() + 1.0
+        den[a:a + batch_size] = model.denoised_of(out).float().cpu().numpy() + 1.0
     model.train()
     flux, ivar = visits_from_inputs(x)
     sigma, count = cross_error_profile(den, flux, ivar, star[rows], np.asarray(val.snr)[rows], snr_edges)

@@ -186,9 +186,7 @@ def test_training_stores_the_mix_and_prediction_applies_it(tmp_path, snr_store, 
 
     # a refit that failed (here: forced 100 sigma off for the first visit's first label) leaves that
     # label to the network, and nothing else changes
-    import pairspec.inference as I
-
-    real = I.refit_from_inputs
+    real = R.refit_from_inputs
 
     def broken(*args, **kwargs):
         z, formal = real(*args, **kwargs)
@@ -196,7 +194,7 @@ def test_training_stores_the_mix_and_prediction_applies_it(tmp_path, snr_store, 
         return z, formal
 
     with monkeypatch.context() as m:
-        m.setattr(I, "refit_from_inputs", broken)
+        m.setattr(R, "refit_from_inputs", broken)  # where predict's labels_returned calls it
         bad = pred.predict(flux, ivar, return_refit=True)
     assert bad["labels"][0, 0] == got["labels_network"][0, 0]
     # (and the mix did move that label before: its bin's weight of the network is below 1)

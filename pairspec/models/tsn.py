@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
+from torch import nn
 
 from pairspec.models.presets import PRESETS
 
@@ -56,6 +56,7 @@ class TwinSpecNet(nn.Module):
         readout_detach: bool = False,
         readout_hidden: int = 0,
         label_decoder: int = 0,
+        product_decoder: bool = False,
     ):
         super().__init__()
         if embed_dim % num_heads:
@@ -136,6 +137,13 @@ class TwinSpecNet(nn.Module):
         if self.label_decoder_width:
             w = self.label_decoder_width
             self.label_decoder = label_decoder_mlp(n_labels, w, self.n_pix)
+        # `product_decoder`: a second decoder of the same shape that makes the denoised product, trained
+        # after the epochs on the network's own star-level labels (train.decoder_labels: network,
+        # pairspec.product_decoder); the label decoder above stays the one the refit uses
+        if product_decoder and not self.label_decoder_width:
+            raise ValueError("product_decoder needs label_decoder > 0 (it copies its shape)")
+        if product_decoder:
+            self.add_product_decoder()
         # an optional fixed linear path from the input flux to the label means (fitted in closed form on
         # the train twins before training, pairspec.models.ridge): the network then learns what a linear
         # map of the pixels misses, instead of first re-learning the linear map by gradient descent
@@ -228,6 +236,25 @@ class TwinSpecNet(nn.Module):
         if labels is not None:
             lab = torch.where(label_mask.bool(), labels.float(), lab)
         return self.label_decoder(lab).float()
+
+    def add_product_decoder(self) -> nn.Module:
+        """Create the product decoder (the label decoder's shape, fresh weights) and return it."""
+        self.product_decoder = label_decoder_mlp(self.n_labels, self.label_decoder_width, self.n_pix)
+        return self.product_decoder
+
+    def denoise_spectrum(self, mean: torch.Tensor) -> torch.Tensor:
+        """The denoised product (B, L) of standardised labels: the product decoder's spectrum where the
+        model has one, else the label decoder's (needs model.label_decoder)."""
+        decoder = getattr(self, "product_decoder", None)
+        decoder = self.label_decoder if decoder is None else decoder
+        return decoder(mean.float()).float()
+
+    def denoised_of(self, out: dict) -> torch.Tensor:
+        """The denoised spectrum (B, L) prediction gives for forward's output `out` with the network's own
+        means: the (product) label decoder's when there is one, else the token reconstruction."""
+        if self.label_decoder_width:
+            return self.denoise_spectrum(out["mean"].detach())
+        return out["recon"]
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None,
                 label_mask: torch.Tensor | None = None) -> dict:

@@ -1,0 +1,59 @@
+"""Run training's product-decoder stage (train.decoder_labels: network) on a checkpoint trained without it.
+
+    python benchmarks/product_decoder_stage.py CHECKPOINT OUT.pt [--epochs 30] [--threads 1] [--store PATH]
+
+The stage `pairspec.train_loop.finish` runs after the epochs, here on a finished best.pt: the train and val
+twins of the checkpoint's own recipe (its data section; --store if the store moved), the second decoder
+trained on the network's star-level labels (pairspec.product_decoder), then the denoised spectra's
+per-pixel uncertainty profile measured again through it. The labels, calibration and refit mix are those
+of CHECKPOINT, untouched, so a measurement of OUT.pt (decoder_response.py, denoised_fit.py) shows what the
+stage changes. Prints the stage's record (meta["product_decoder"]) and its time as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("out")
+    ap.add_argument("--epochs", type=int, default=30, help="the decoder's epochs (train.decoder_epochs)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--store", default=None, help="the store, if it moved since training")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from pairspec.checkpoint import load_checkpoint, save_checkpoint
+    from pairspec.config import apply_overrides, from_dict
+    from pairspec.train import load_twins, setup_run
+    from pairspec.train_loop import _product_decoder_stage, _val_loader
+    from pairspec.train_steps import denoise_error_profile
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    model, meta = load_checkpoint(args.checkpoint)
+    sets = ["train.decoder_labels=network", f"train.decoder_epochs={args.epochs}", "train.device=cpu"]
+    if args.store:
+        sets.append(f"data.store={args.store}")
+    config = apply_overrides(from_dict(meta["config"], args.checkpoint), sets)
+    run = setup_run(config, forced=False)
+    twins = load_twins(config, run)
+    t_data = time.perf_counter() - t0
+    _product_decoder_stage(model, meta, twins, run, config.train, progress=False)
+    if config.train.recon_weight > 0:
+        loader = _val_loader(twins, config.train.batch_size, 0)
+        meta["denoise_sigma"] = denoise_error_profile(model, loader, run.device, run.amp, val=twins.val)
+    save_checkpoint(args.out, model.state_dict(), meta)
+    rec = {"checkpoint": args.checkpoint, "out": args.out, "data_s": round(t_data, 1),
+           "total_s": round(time.perf_counter() - t0, 1), "threads": args.threads, **meta["product_decoder"]}
+    print(json.dumps(rec, indent=1))
+    return rec
+
+
+if __name__ == "__main__":
+    main()
