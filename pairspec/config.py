@@ -88,6 +88,7 @@ class TrainSection:
     # star-level labels for decoder_epochs epochs: pairspec.product_decoder; needs model.label_decoder)
     decoder_labels: str = "survey"
     decoder_epochs: int = 30
+    decoder_width: Union[int, None] = None  # that decoder's hidden width (None = model.label_decoder's)
     init_from: Union[str, None] = None  # checkpoint to start from (fine-tuning); its model must match
     grad_clip: float = 1.0  # 0 = off
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
@@ -144,6 +145,7 @@ RULES = {
     ("model", "label_decoder"): (lambda v: v >= 0, ">= 0"),
     ("train", "epochs"): (lambda v: v >= 1, ">= 1"),
     ("train", "decoder_epochs"): (lambda v: v >= 1, ">= 1"),
+    ("train", "decoder_width"): (lambda v: v >= 1, ">= 1 (or null: the label decoder's width)"),
     ("train", "batch_size"): (lambda v: v >= 1, ">= 1"),
     ("train", "lr"): (lambda v: v > 0, "> 0"),
     ("train", "weight_decay"): (lambda v: v >= 0, ">= 0"),
@@ -223,6 +225,9 @@ def _check_whole(config: RunConfig, source: str) -> None:
     if t.decoder_labels == "network" and not m.label_decoder:
         raise ConfigError(f"{source}: train.decoder_labels: network trains a second label decoder for the denoised "
                           "product and needs model.label_decoder > 0 (its width)")
+    if t.decoder_labels == "network" and config.data.stream:
+        raise ConfigError(f"{source}: train.decoder_labels: network reads the train twins in memory after the epochs; "
+                          "with data.stream set it to survey (the label decoder then makes the denoised product)")
     from pairspec.models.presets import model_names
 
     if m.preset not in model_names():

@@ -10,12 +10,15 @@ network's labels, so a decoder that learned the network's label scale matches th
 5200-star checkpoints, the emulator fitted to the product scattered 34.3 / 31.6 K, 0.054, 0.026, 0.0205 dex
 against 36.3 / 34.2 K, 0.056, 0.026, 0.022 with the survey-label decoder. Refitting through the new decoder
 instead was a trade (the [Mg/Fe] slope fell from 0.99 to 0.96), hence a second decoder for the product only.
+As this training stage (benchmarks/product_decoder_stage.py on the refit curve's checkpoints), the product
+scattered 32.3 / 31.0 K at 5200 stars (35.5 / 35.0 with the decoder trained in TSN) and 30.9 K / 0.050 /
+0.025 / 0.018 at 10400 stars, against 29.8 K / 0.054 / 0.027 / 0.023 for the fit to the noisy visit.
 
 The labels it learns: `pairspec predict`'s own (the network's, mixed with the refit where the checkpoint has
 one) of every training twin's input, combined per star by catalog.combine_visits with the calibration's
 visit/star split, as a catalogue of the training stars would give them. The target is the twin's
 leave-one-out coadd, the loss chi^2 per pixel against its noise, as the label decoder's in training.
-In-memory twins only (data.stream runs keep the label decoder as the product).
+In-memory twins only (with data.stream the recipe is refused: pairspec.config).
 """
 
 from __future__ import annotations
@@ -96,9 +99,11 @@ def fit_decoder(decoder, z, target, weight, epochs: int, seed: int, batch_size: 
     return losses
 
 
-def train_product_decoder(model, meta: dict, train, device, epochs: int, seed: int, progress: bool = False) -> dict:
-    """Add and train the model's product decoder (TwinSpecNet.add_product_decoder) on the train twins `train`
-    (a TwinData). Returns what the checkpoint's meta records about it."""
+def train_product_decoder(model, meta: dict, train, device, epochs: int, seed: int, progress: bool = False,
+                          width: int | None = None, labels: np.ndarray | None = None) -> dict:
+    """Add and train the model's product decoder (TwinSpecNet.add_product_decoder, `width` wide: None = the
+    label decoder's) on the train twins `train` (a TwinData). `labels`: star_labels_of_twins' result for
+    these twins if already computed. Returns what the checkpoint's meta records about it (with "width")."""
     from rich.progress import Progress
 
     from pairspec.data import LabelStats
@@ -108,17 +113,23 @@ def train_product_decoder(model, meta: dict, train, device, epochs: int, seed: i
     mu, sd = np.asarray(stats.mean, np.float64), np.asarray(stats.std, np.float64)
     with Progress(disable=not progress, transient=False) as bar:
         task = bar.add_task("product decoder: labels of the train twins", total=len(train.snr))
-        lab = star_labels_of_twins(model, meta, train.x, np.asarray(train.snr), np.asarray(train.star_index),
-                                   device, progress=lambda i, n: bar.update(task, completed=i))
+        if labels is None:
+            labels = star_labels_of_twins(model, meta, train.x, np.asarray(train.snr), np.asarray(train.star_index),
+                                          device, progress=lambda i, n: bar.update(task, completed=i))
+        lab = np.asarray(labels, dtype=np.float64)
+        if lab.shape != (len(train.snr), len(mu)):
+            raise ValueError(f"labels {lab.shape} for {len(train.snr)} twins of {len(mu)} labels")
         good = np.isfinite(lab).all(1)
         z = ((lab[good] - mu) / sd).astype(np.float32)
         rows = np.flatnonzero(good)
+        if rows.size == 0:  # nothing to learn from: the label decoder stays the product
+            return {"labels": "survey", "skipped": "no train twin has finite predicted labels"}
         task = bar.add_task("product decoder: training", total=epochs)
         torch.manual_seed(int(seed))  # the decoder's initialisation
-        decoder = model.add_product_decoder().to(device)
+        decoder = model.add_product_decoder(width).to(device)
         losses = fit_decoder(decoder, z, _Rows(train.target, rows), _Rows(train.target_w, rows), epochs, seed,
                              device=device, progress=lambda i, n: bar.update(task, completed=i))
-    return {"labels": "network", "epochs": int(epochs), "n_twins": int(rows.size),
+    return {"labels": "network", "epochs": int(epochs), "width": int(decoder[0].out_features), "n_twins": int(rows.size),
             "n_stars": int(np.unique(np.asarray(train.star_index)[rows]).size),
             "final_loss": round(losses[-1], 5) if losses else None, "time_s": round(time.perf_counter() - t0, 1)}
 

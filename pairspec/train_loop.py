@@ -200,16 +200,17 @@ def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt, progre
     save_checkpoint(best, raw_model.state_dict(), best_meta)
 
 
-def _product_decoder_stage(raw_model, best_meta, twins, run, tc, progress: bool) -> None:
-    """train.decoder_labels: network (pairspec.product_decoder): the second decoder, on the train twins."""
-    if twins.streaming:
-        print("train.decoder_labels: network needs the train twins in memory; data.stream is on, so the label "
-              "decoder stays the denoised product (docs/recipes.md)", flush=True)
-        best_meta["product_decoder"] = {"labels": "survey", "skipped": "data.stream"}
-        return
+def _product_decoder_stage(raw_model, best_meta, twins, run, tc, progress: bool, labels=None) -> None:
+    """train.decoder_labels: network (pairspec.product_decoder): the second decoder, on the train twins
+    (`labels`: the twins' star labels if already computed)."""
     from pairspec.product_decoder import train_product_decoder
 
     info = train_product_decoder(raw_model, best_meta, twins.train, run.device, tc.decoder_epochs,
-                                 seed=best_meta.get("config", {}).get("run", {}).get("seed", 0), progress=progress)
-    best_meta["model_kwargs"] = dict(best_meta["model_kwargs"], product_decoder=True)
+                                 seed=best_meta.get("config", {}).get("run", {}).get("seed", 0), progress=progress,
+                                 width=tc.decoder_width, labels=labels)
+    if "skipped" not in info:
+        best_meta["model_kwargs"] = dict(best_meta["model_kwargs"], product_decoder=info["width"])
+    else:
+        print(f"train.decoder_labels: network skipped ({info['skipped']}); the label decoder stays the denoised product",
+              flush=True)
     best_meta["product_decoder"] = info

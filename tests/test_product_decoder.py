@@ -38,6 +38,9 @@ def test_config_needs_a_label_decoder():
         from_dict({"data": {"store": "s.zarr"}, "train": {"decoder_labels": "network"}})
     with pytest.raises(ConfigError, match="decoder_labels"):
         from_dict({"data": {"store": "s.zarr"}, "model": {"label_decoder": 8}, "train": {"decoder_labels": "truth"}})
+    with pytest.raises(ConfigError, match="data.stream"):
+        from_dict({"data": {"store": "s.zarr", "stream": True}, "model": {"label_decoder": 8},
+                   "train": {"decoder_labels": "network"}})
 
 
 @pytest.fixture
@@ -49,7 +52,7 @@ def trained(tmp_path, snr_store):  # noqa: F811 - the imported fixture
 
     shape = ModelSection(preset="tsn_tiny", depth=1, label_decoder=32)
     runs = {kind: T.train(config(tmp_path, kind, model=shape, epochs=2, recon_loss="chi2", decoder_labels=kind,
-                                 decoder_epochs=3), progress=False)
+                                 decoder_epochs=3, decoder_width=16 if kind == "network" else None), progress=False)
             for kind in ("survey", "network")}
     return runs, T
 
@@ -63,8 +66,8 @@ def test_training_adds_the_product_decoder_and_prediction_uses_it(trained):
     runs, _ = trained
     meta, meta_s = read_meta(runs["network"]), read_meta(runs["survey"])
     info = meta["product_decoder"]
-    assert meta["model_kwargs"]["product_decoder"] and "product_decoder" not in meta_s["model_kwargs"]
-    assert info["labels"] == "network" and info["epochs"] == 3 and info["n_twins"] == 96 and info["n_stars"] > 10
+    assert meta["model_kwargs"]["product_decoder"] == 16 and "product_decoder" not in meta_s["model_kwargs"]
+    assert info["labels"] == "network" and info["epochs"] == 3 and info["width"] == 16 and info["n_twins"] == 96 and info["n_stars"] > 10
     assert np.isfinite(info["final_loss"])
 
     pred, pred_s = LabelPredictor.from_checkpoint(runs["network"]), LabelPredictor.from_checkpoint(runs["survey"])
@@ -142,3 +145,26 @@ def test_star_labels_are_each_stars_combination_of_its_twins(trained):
     uniq, inv = np.unique(star, return_inverse=True)
     expect = combine_visits(inv, uniq.size, per_twin, sig, np.zeros(star.size, np.int32), sigma_visit=sig_v)["labels"]
     np.testing.assert_allclose(lab, expect[inv], rtol=0, atol=1e-6 * np.abs(expect).max())
+
+
+def test_the_stage_benchmark_adds_a_decoder_to_a_finished_checkpoint(trained, tmp_path):
+    from benchscript import load
+
+    from pairspec.checkpoint import load_checkpoint
+
+    runs, _ = trained
+    stage = load("product_decoder_stage")
+    cache = tmp_path / "labels.npy"
+    first = stage.main([str(runs["survey"]), str(tmp_path / "a.pt"), "--epochs", "2", "--width", "8",
+                        "--labels-cache", str(cache)])
+    assert cache.exists() and first["width"] == 8 and first["epochs"] == 2
+    second = stage.main([str(runs["survey"]), str(tmp_path / "b.pt"), "--epochs", "2", "--width", "8",
+                         "--labels-cache", str(cache)])  # the same labels from the cache: the same decoder
+    a, _ = load_checkpoint(tmp_path / "a.pt")
+    b, meta = load_checkpoint(tmp_path / "b.pt")
+    assert second["final_loss"] == first["final_loss"] and meta["model_kwargs"]["product_decoder"] == 8
+    for (name, p), q in zip(a.product_decoder.state_dict().items(), b.product_decoder.state_dict().values()):
+        assert torch.equal(p, q), name
+    orig, _ = load_checkpoint(runs["survey"])  # everything else is the checkpoint's own
+    for name, p in orig.state_dict().items():
+        assert torch.equal(p, b.state_dict()[name]), name

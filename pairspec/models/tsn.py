@@ -56,7 +56,7 @@ class TwinSpecNet(nn.Module):
         readout_detach: bool = False,
         readout_hidden: int = 0,
         label_decoder: int = 0,
-        product_decoder: bool = False,
+        product_decoder: int = 0,
     ):
         super().__init__()
         if embed_dim % num_heads:
@@ -137,13 +137,14 @@ class TwinSpecNet(nn.Module):
         if self.label_decoder_width:
             w = self.label_decoder_width
             self.label_decoder = label_decoder_mlp(n_labels, w, self.n_pix)
-        # `product_decoder`: a second decoder of the same shape that makes the denoised product, trained
-        # after the epochs on the network's own star-level labels (train.decoder_labels: network,
-        # pairspec.product_decoder); the label decoder above stays the one the refit uses
+        # `product_decoder` > 0: a second decoder of this width (True: the label decoder's) that makes the
+        # denoised product, trained after the epochs on the network's own star-level labels
+        # (train.decoder_labels: network, pairspec.product_decoder); the label decoder above stays the one
+        # the refit uses
         if product_decoder and not self.label_decoder_width:
-            raise ValueError("product_decoder needs label_decoder > 0 (it copies its shape)")
+            raise ValueError("product_decoder needs label_decoder > 0 (the refit and training keep that one)")
         if product_decoder:
-            self.add_product_decoder()
+            self.add_product_decoder(self.label_decoder_width if product_decoder is True else int(product_decoder))
         # an optional fixed linear path from the input flux to the label means (fitted in closed form on
         # the train twins before training, pairspec.models.ridge): the network then learns what a linear
         # map of the pixels misses, instead of first re-learning the linear map by gradient descent
@@ -237,9 +238,13 @@ class TwinSpecNet(nn.Module):
             lab = torch.where(label_mask.bool(), labels.float(), lab)
         return self.label_decoder(lab).float()
 
-    def add_product_decoder(self) -> nn.Module:
-        """Create the product decoder (the label decoder's shape, fresh weights) and return it."""
-        self.product_decoder = label_decoder_mlp(self.n_labels, self.label_decoder_width, self.n_pix)
+    def add_product_decoder(self, width: int | None = None) -> nn.Module:
+        """Create the product decoder (the label decoder's layout, `width` wide: None = the label decoder's;
+        fresh weights) and return it."""
+        width = self.label_decoder_width if width is None else int(width)
+        if width < 1:
+            raise ValueError(f"product decoder width must be >= 1, got {width}")
+        self.product_decoder = label_decoder_mlp(self.n_labels, width, self.n_pix)
         return self.product_decoder
 
     def denoise_spectrum(self, mean: torch.Tensor) -> torch.Tensor:
