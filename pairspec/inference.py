@@ -134,11 +134,10 @@ class LabelPredictor:
                 labels[rows] = mean * self.label_std + self.label_mean
                 sigma[rows] = np.exp(0.5 * log_var) * self.label_std
                 if do_refit:
-                    labels[rows], _, refit_labels[rows] = labels_returned(
+                    labels[rows], net_labels[rows], refit_labels[rows] = labels_returned(
                         self.model.label_decoder, x[:n], out["mean"][:n], out["log_var"][:n], self.label_mean,
                         self.label_std, snr[rows], self.meta["refit"] if mix is not None else None,
                         self.calibration, always_refit=True)
-                    net_labels[rows] = mean * self.label_std + self.label_mean
                 if denoise:
                     if getattr(self.model, "label_decoder_width", 0):
                         # the (product) label decoder's spectrum of the labels returned: it agrees with them

@@ -30,8 +30,6 @@ import time
 import numpy as np
 import torch
 
-DECODER_LABELS = ("survey", "network")
-
 
 @torch.inference_mode()
 def star_labels_of_twins(model, meta: dict, x, snr, star_index, device, batch_size: int = 256,
