@@ -105,7 +105,7 @@ def test_the_denoised_spectrum_of_a_forward_pass_is_the_products():
     plain = TwinSpecNet(64, 3, patch_size=16, embed_dim=16, depth=1, num_heads=2).eval()
     with_dec = TwinSpecNet(64, 3, patch_size=16, embed_dim=16, depth=1, num_heads=2, label_decoder=8).eval()
     with_prod = TwinSpecNet(64, 3, patch_size=16, embed_dim=16, depth=1, num_heads=2, label_decoder=8,
-                            product_decoder=True).eval()
+                            product_decoder=8).eval()
     with torch.no_grad():
         out = plain(x)
         assert torch.equal(plain.denoised_of(out), out["recon"])
@@ -116,7 +116,7 @@ def test_the_denoised_spectrum_of_a_forward_pass_is_the_products():
         assert torch.equal(got, with_prod.product_decoder(out["mean"]))
         assert not torch.allclose(got, with_prod.label_decoder(out["mean"]))
     with pytest.raises(ValueError, match="label_decoder"):
-        TwinSpecNet(64, 3, patch_size=16, embed_dim=16, depth=1, num_heads=2, product_decoder=True)
+        TwinSpecNet(64, 3, patch_size=16, embed_dim=16, depth=1, num_heads=2, product_decoder=8)
 
 
 def test_star_labels_are_each_stars_combination_of_its_twins(trained):

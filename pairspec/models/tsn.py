@@ -137,14 +137,14 @@ class TwinSpecNet(nn.Module):
         if self.label_decoder_width:
             w = self.label_decoder_width
             self.label_decoder = label_decoder_mlp(n_labels, w, self.n_pix)
-        # `product_decoder` > 0: a second decoder of this width (True: the label decoder's) that makes the
+        # `product_decoder` > 0: a second decoder of this width that makes the
         # denoised product, trained after the epochs on the network's own star-level labels
         # (train.decoder_labels: network, pairspec.product_decoder); the label decoder above stays the one
         # the refit uses
         if product_decoder and not self.label_decoder_width:
             raise ValueError("product_decoder needs label_decoder > 0 (the refit and training keep that one)")
         if product_decoder:
-            self.add_product_decoder(self.label_decoder_width if product_decoder is True else int(product_decoder))
+            self.add_product_decoder(int(product_decoder))
         # an optional fixed linear path from the input flux to the label means (fitted in closed form on
         # the train twins before training, pairspec.models.ridge): the network then learns what a linear
         # map of the pixels misses, instead of first re-learning the linear map by gradient descent
