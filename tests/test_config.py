@@ -105,3 +105,18 @@ def test_scientific_notation_without_dot_is_a_float(tmp_path):
     assert config.train.lr == 2e-3 and config.train.weight_decay == 1e-2 and config.train.min_lr_frac == 0.05
     with pytest.raises(Exception, match="train.lr"):
         load_recipe(recipe, overrides=["train.lr=fast"])
+
+
+def test_every_recipe_field_has_a_row_in_its_section_of_docs_recipes_md():
+    """docs/recipes.md documents each recipe field in a table under `## <section>`: a field added to
+    pairspec.config without its row fails here."""
+    import dataclasses
+    import re
+
+    text = (REPO / "docs" / "recipes.md").read_text()
+    for section in ("run", "data", "model", "train"):
+        match = re.search(rf"^## {section}\n(.*?)(?=^## )", text, re.DOTALL | re.MULTILINE)
+        assert match, f"docs/recipes.md has no '## {section}' section"
+        fields = [f.name for f in dataclasses.fields(type(getattr(RunConfig(), section)))]
+        missing = [name for name in fields if f"| `{name}` |" not in match.group(1)]
+        assert not missing, f"docs/recipes.md '## {section}' has no row for {missing}"
