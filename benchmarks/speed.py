@@ -1,17 +1,23 @@
 """Throughput and memory: TSN training samples/s, prediction spectra/s, EmulatorFit spectra/s. Prints JSON.
 
     python benchmarks/speed.py [--preset tsn_tiny] [--n 256] [--device cpu|cuda] [--out speed.json]
+    python benchmarks/speed.py --recipe recipes/precision_cpu.yaml --amp-compare --threads 1
 
 Inputs are synthetic (emulator spectra with noise on the apStar grid), so no store is needed;
 training speed is measured on the model's own train step with random twins (forward + backward +
 AdamW); with --store, train.train is also timed end to end (loading, steps, validation). Prediction
-is timed whole (continuum normalisation + network) and for the network alone.
+is timed whole (continuum normalisation + network) and for the network alone. --amp-compare times the
+recipe's own optimizer step (pairspec.train_steps.train_step, its loss and clipping) in float32 and
+under bfloat16 autocast side by side, in alternating rounds, and says whether the CPU has native bf16
+instructions (train.bf16: true on a CPU; without them bf16 is emulated and slower).
+
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import resource
 import time
 
@@ -105,6 +111,77 @@ def bench_train_step(preset: str, device: str, steps: int, batch_size: int, n_la
     return {"samples_per_s": steps * batch_size / dt, "steps": steps, "batch_size": batch_size}
 
 
+def _cpu_bf16_native() -> bool | None:
+    import torch
+
+    probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [f for f in probes if f is not None]
+    return any(f() for f in probes) if probes else None
+
+
+def bench_amp_compare(recipe: str, device: str, steps: int, batch_size: int, rounds: int = 3) -> dict:
+    """The recipe's model and optimizer step (train_step: its loss, clipping, AdamW) in float32 and
+    under bfloat16 autocast, from the same initial weights on the same random twins, timed in
+    alternating rounds of `steps` steps; the best round of each. The first step of each is a warm-up."""
+    import contextlib
+    import copy
+
+    import torch
+
+    from pairspec.config import load_recipe
+    from pairspec.data import model_pixels
+    from pairspec.models import TwinSpecNet, preset_kwargs
+    from pairspec.surveys.apogee.layout import APOGEE_GRID
+    from pairspec.train_steps import make_optimizer, train_step
+
+    cfg = load_recipe(recipe, ["data.store=unused"])
+    m, tc, K = cfg.model, cfg.train, len(cfg.data.labels or ["teff", "logg", "fe_h", "mg_fe"])
+    L = len(model_pixels(APOGEE_GRID))
+    kw = preset_kwargs(m.preset, L, K, patch_size=m.patch_size, embed_dim=m.embed_dim, depth=m.depth,
+                       num_heads=m.num_heads, drop_path=m.drop_path, embed=m.embed, label_head=m.label_head,
+                       decoder_depth=m.decoder_depth, ridge_path=m.ridge_path, linear_readout=m.linear_readout,
+                       readout_detach=m.readout_detach, readout_hidden=m.readout_hidden,
+                       label_decoder=m.label_decoder)
+    torch.manual_seed(0)
+    base = TwinSpecNet(**kw)
+    g = torch.Generator().manual_seed(0)
+    batch = {"x": torch.randn(batch_size, 2, L, generator=g).mul(0.05),
+             "target": 1 + 0.05 * torch.randn(batch_size, L, generator=g),
+             "target_w": torch.full((batch_size, L), 400.0),
+             "labels": torch.randn(batch_size, K, generator=g),
+             "label_mask": torch.ones(batch_size, K, dtype=torch.bool),
+             "snr": torch.full((batch_size,), 30.0)}
+    batch = {k: v.to(device) for k, v in batch.items()}
+    dev = torch.device(device)
+    amps = {"float32": contextlib.nullcontext,
+            "bf16": lambda: torch.autocast(dev.type, dtype=torch.bfloat16)}
+    runs = {}
+    for name, amp in amps.items():
+        model = copy.deepcopy(base).to(device)
+        opt = make_optimizer(model, tc.lr, tc.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        runs[name] = (model, opt, sched)
+        train_step(model, batch, opt, sched, tc, amp)  # warm-up
+    best = {name: float("inf") for name in amps}
+    losses = {}
+    for _ in range(rounds):
+        for name, (model, opt, sched) in runs.items():
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                parts = train_step(model, batch, opt, sched, tc, amps[name])
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            best[name] = min(best[name], time.perf_counter() - t0)
+            losses[name] = None if parts is None else parts["loss"]
+    out = {name: {"s_per_step": best[name] / steps, "samples_per_s": steps * batch_size / best[name],
+                  "loss_after": losses[name]} for name in amps}
+    return {"recipe": recipe, "steps_per_round": steps, "rounds": rounds, "batch_size": batch_size,
+            "threads": torch.get_num_threads(), "cpu_native_bf16": _cpu_bf16_native() if dev.type == "cpu" else None,
+            **out, "bf16_speedup": best["float32"] / best["bf16"]}
+
+
 def bench_forward(checkpoint, flux, ivar, device) -> dict:
     """Spectra/s of the network alone on prepared inputs (what prediction costs beyond normalisation)."""
     import torch
@@ -161,7 +238,24 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workdir", default="benchmarks/work/speed")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--recipe", default=None, help="with --amp-compare: the recipe whose model and step are timed")
+    ap.add_argument("--amp-compare", action="store_true",
+                    help="only time the recipe's optimizer step in float32 and bf16 autocast, side by side")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of --steps steps (--amp-compare)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.amp_compare:
+        if not args.recipe:
+            ap.error("--amp-compare needs --recipe")
+        result = {"device": args.device, "machine": platform.machine(),
+                  "amp_compare": bench_amp_compare(args.recipe, args.device, args.steps, args.batch_size,
+                                                   args.rounds),
+                  "peak_rss_mb": _peak_rss_mb()}
+        return _emit(result, args.out)
     result = {"device": args.device, "preset": args.preset}
     emu, flux, ivar = _spectra(args.n)
     result["emulator_fit"] = bench_emulator_fit(emu, flux[: min(args.n, 64)], ivar[: min(args.n, 64)])
@@ -181,10 +275,14 @@ def main(argv=None) -> dict:
         import torch
 
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return _emit(result, args.out)
+
+
+def _emit(result: dict, out) -> dict:
     text = json.dumps(result, indent=1)
     print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
+    if out:
+        with open(out, "w") as fh:
             fh.write(text)
     return result
 
