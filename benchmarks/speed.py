@@ -130,20 +130,16 @@ def bench_amp_compare(recipe: str, device: str, steps: int, batch_size: int, rou
 
     from pairspec.config import load_recipe
     from pairspec.data import model_pixels
-    from pairspec.models import TwinSpecNet, preset_kwargs
+    from pairspec.models import TwinSpecNet
     from pairspec.surveys.apogee.layout import APOGEE_GRID
+    from pairspec.train import model_kwargs_of
     from pairspec.train_steps import make_optimizer, train_step
 
     cfg = load_recipe(recipe, ["data.store=unused"])
-    m, tc, K = cfg.model, cfg.train, len(cfg.data.labels or ["teff", "logg", "fe_h", "mg_fe"])
+    tc, K = cfg.train, len(cfg.data.labels or ["teff", "logg", "fe_h", "mg_fe"])
     L = len(model_pixels(APOGEE_GRID))
-    kw = preset_kwargs(m.preset, L, K, patch_size=m.patch_size, embed_dim=m.embed_dim, depth=m.depth,
-                       num_heads=m.num_heads, drop_path=m.drop_path, embed=m.embed, label_head=m.label_head,
-                       decoder_depth=m.decoder_depth, ridge_path=m.ridge_path, linear_readout=m.linear_readout,
-                       readout_detach=m.readout_detach, readout_hidden=m.readout_hidden,
-                       label_decoder=m.label_decoder)
     torch.manual_seed(0)
-    base = TwinSpecNet(**kw)
+    base = TwinSpecNet(**model_kwargs_of(cfg, L, K))
     g = torch.Generator().manual_seed(0)
     batch = {"x": torch.randn(batch_size, 2, L, generator=g).mul(0.05),
              "target": 1 + 0.05 * torch.randn(batch_size, L, generator=g),

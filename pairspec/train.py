@@ -219,17 +219,24 @@ def load_twins(config: RunConfig, run: RunContext) -> Twins:
 
 # ---- stage 3: the model -------------------------------------------------------------------------
 
-def build_model(config: RunConfig, run: RunContext, twins: Twins):
-    """(model on the device, checkpoint meta). train.init_from loads matching weights of a checkpoint."""
-    from pairspec.models import TwinSpecNet, count_parameters, preset_kwargs
+def model_kwargs_of(config: RunConfig, n_pix: int, n_labels: int) -> dict:
+    """TwinSpecNet's keyword arguments for the recipe's model section (its preset, then the fields it sets)."""
+    from pairspec.models import preset_kwargs
 
     m = config.model
-    model_kwargs = preset_kwargs(m.preset, twins.n_pix, len(twins.schema), patch_size=m.patch_size,
-                                 embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, drop_path=m.drop_path,
-                                 embed=m.embed, label_head=m.label_head, decoder_depth=m.decoder_depth,
-                                 ridge_path=m.ridge_path, linear_readout=m.linear_readout,
-                                 readout_detach=m.readout_detach, readout_hidden=m.readout_hidden,
-                                 label_decoder=m.label_decoder)
+    return preset_kwargs(m.preset, n_pix, n_labels, patch_size=m.patch_size, embed_dim=m.embed_dim, depth=m.depth,
+                         num_heads=m.num_heads, drop_path=m.drop_path, embed=m.embed, label_head=m.label_head,
+                         decoder_depth=m.decoder_depth, ridge_path=m.ridge_path, linear_readout=m.linear_readout,
+                         readout_detach=m.readout_detach, readout_hidden=m.readout_hidden,
+                         label_decoder=m.label_decoder)
+
+
+def build_model(config: RunConfig, run: RunContext, twins: Twins):
+    """(model on the device, checkpoint meta). train.init_from loads matching weights of a checkpoint."""
+    from pairspec.models import TwinSpecNet, count_parameters
+
+    m = config.model
+    model_kwargs = model_kwargs_of(config, twins.n_pix, len(twins.schema))
     torch.manual_seed(config.run.seed)
     model = TwinSpecNet(**model_kwargs)
     if config.train.init_from:
