@@ -9,7 +9,8 @@ AdamW); with --store, train.train is also timed end to end (loading, steps, vali
 is timed whole (continuum normalisation + network) and for the network alone. --amp-compare times the
 recipe's own optimizer step (pairspec.train_steps.train_step, its loss and clipping) in float32 and
 under bfloat16 autocast side by side, in alternating rounds, and says whether the CPU has native bf16
-instructions (train.bf16: true on a CPU; without them bf16 is emulated and slower).
+instructions (train.bf16: true on a CPU; without them torch emulates bf16, which can be slower than
+float32: run this on the machine at hand).
 
 """
 
