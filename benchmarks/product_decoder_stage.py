@@ -42,8 +42,11 @@ def main(argv=None) -> dict:
     from pairspec.checkpoint import load_checkpoint, save_checkpoint
     from pairspec.config import apply_overrides, from_dict
     from pairspec.train import load_twins, setup_run
-    from pairspec.train_loop import _product_decoder_stage, _val_loader
-    from pairspec.train_steps import denoise_error_profile
+    from pairspec.train_loop import (
+        _product_decoder_stage,
+        _val_loader,
+        denoise_sigma_stage,
+    )
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -67,9 +70,7 @@ def main(argv=None) -> dict:
                                       np.asarray(twins.train.star_index), run.device)
         np.save(args.labels_cache, labels)
     _product_decoder_stage(model, meta, twins, run, config.train, progress=False, labels=labels)
-    if config.train.recon_weight > 0:
-        loader = _val_loader(twins, config.train.batch_size, 0)
-        meta["denoise_sigma"] = denoise_error_profile(model, loader, run.device, run.amp, val=twins.val)
+    denoise_sigma_stage(model, meta, _val_loader(twins, config.train.batch_size, 0), twins, run, config.train)
     save_checkpoint(args.out, model.state_dict(), meta)
     rec = {"checkpoint": args.checkpoint, "out": args.out, "data_s": round(t_data, 1),
            "total_s": round(time.perf_counter() - t0, 1), "threads": args.threads, **meta["product_decoder"]}

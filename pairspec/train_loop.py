@@ -194,10 +194,15 @@ def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt, progre
                                               network_calibration=best_meta["calibration"])
         if getattr(tc, "decoder_labels", "survey") == "network" and getattr(raw_model, "label_decoder_width", 0):
             _product_decoder_stage(raw_model, best_meta, twins, run, tc, progress)
-        if tc.recon_weight > 0:  # the denoised spectra's per-pixel uncertainty (pairspec predict --denoised)
-            best_meta["denoise_sigma"] = denoise_error_profile(raw_model, val_loader, run.device, run.amp,
-                                                               val=twins.val)
+        denoise_sigma_stage(raw_model, best_meta, val_loader, twins, run, tc)
     save_checkpoint(best, raw_model.state_dict(), best_meta)
+
+
+def denoise_sigma_stage(raw_model, best_meta, val_loader, twins, run, tc) -> None:
+    """The denoised spectra's per-pixel uncertainty (pairspec predict --denoised), measured on the val twins
+    through whatever makes the product now; none without a reconstruction objective."""
+    if tc.recon_weight > 0:
+        best_meta["denoise_sigma"] = denoise_error_profile(raw_model, val_loader, run.device, run.amp, val=twins.val)
 
 
 def _product_decoder_stage(raw_model, best_meta, twins, run, tc, progress: bool, labels=None) -> None:
