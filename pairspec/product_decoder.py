@@ -12,8 +12,9 @@ against 36.3 / 34.2 K, 0.056, 0.026, 0.022 with the survey-label decoder. Refitt
 instead was a trade (the [Mg/Fe] slope fell from 0.99 to 0.96), hence a second decoder for the product only.
 As this training stage (benchmarks/product_decoder_stage.py on the refit curve's checkpoints), the product
 scattered 32.3 / 31.0 K at 5200 stars (35.5 / 35.0 with the decoder trained in TSN) and 30.9 K / 0.050 /
-0.025 / 0.018 at 10400 stars (29.6 K / 0.051 / 0.024 / 0.018 with train.decoder_width: 512), against 29.8 K
-/ 0.054 / 0.027 / 0.023 for the fit to the noisy visit. At ~580 training stars (the demo) the network's star
+0.025 / 0.018 at 10400 stars (29.6 K / 0.051 / 0.024 / 0.018 with train.decoder_width: 512; a second seed
+with 512: 31.1 K / 0.048 / 0.025 / 0.019), against 29.8 K / 0.054 / 0.027 / 0.023 for the fit to the noisy
+visit. At ~580 training stars (the demo) the network's star
 labels are too poor to learn from and the product got worse; at 1500 it already gained 7 K in Teff.
 
 The labels it learns: `pairspec predict`'s own (the network's, mixed with the refit where the checkpoint has
