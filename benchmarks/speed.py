@@ -10,7 +10,8 @@ is timed whole (continuum normalisation + network) and for the network alone. --
 recipe's own optimizer step (pairspec.train_steps.train_step, its loss and clipping) in float32 and
 under bfloat16 autocast side by side, in alternating rounds, and says whether the CPU has native bf16
 instructions (train.bf16: true on a CPU; without them torch emulates bf16, which can be slower than
-float32: run this on the machine at hand).
+float32: run this on the machine at hand). With --compile it also times both under torch.compile
+(train.compile: true; the first step, which compiles, is reported apart).
 
 """
 
@@ -120,10 +121,13 @@ def _cpu_bf16_native() -> bool | None:
     return any(f() for f in probes) if probes else None
 
 
-def bench_amp_compare(recipe: str, device: str, steps: int, batch_size: int, rounds: int = 3) -> dict:
+def bench_amp_compare(recipe: str, device: str, steps: int, batch_size: int, rounds: int = 3,
+                      compile: bool = False) -> dict:
     """The recipe's model and optimizer step (train_step: its loss, clipping, AdamW) in float32 and
     under bfloat16 autocast, from the same initial weights on the same random twins, timed in
-    alternating rounds of `steps` steps; the best round of each. The first step of each is a warm-up."""
+    alternating rounds of `steps` steps; the best round of each. The first step of each is a warm-up
+    (its time is kept: for a compiled model it is the compilation). `compile` adds both precisions
+    through torch.compile ("float32+compile", "bf16+compile")."""
     import contextlib
     import copy
 
@@ -152,13 +156,19 @@ def bench_amp_compare(recipe: str, device: str, steps: int, batch_size: int, rou
     dev = torch.device(device)
     amps = {"float32": contextlib.nullcontext,
             "bf16": lambda: torch.autocast(dev.type, dtype=torch.bfloat16)}
-    runs = {}
+    if compile:
+        amps.update({f"{name}+compile": amp for name, amp in list(amps.items())})
+    runs, first = {}, {}
     for name, amp in amps.items():
         model = copy.deepcopy(base).to(device)
         opt = make_optimizer(model, tc.lr, tc.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        if name.endswith("+compile"):
+            model = torch.compile(model)
         runs[name] = (model, opt, sched)
-        train_step(model, batch, opt, sched, tc, amp)  # warm-up
+        t0 = time.perf_counter()
+        train_step(model, batch, opt, sched, tc, amp)  # warm-up (and compilation)
+        first[name] = time.perf_counter() - t0
     best = {name: float("inf") for name in amps}
     losses = {}
     for _ in range(rounds):
@@ -173,10 +183,14 @@ def bench_amp_compare(recipe: str, device: str, steps: int, batch_size: int, rou
             best[name] = min(best[name], time.perf_counter() - t0)
             losses[name] = None if parts is None else parts["loss"]
     out = {name: {"s_per_step": best[name] / steps, "samples_per_s": steps * batch_size / best[name],
-                  "loss_after": losses[name]} for name in amps}
+                  "first_step_s": first[name], "loss_after": losses[name]} for name in amps}
+    speedups = {"bf16_speedup": best["float32"] / best["bf16"]}
+    if compile:
+        speedups.update({"compile_speedup": best["float32"] / best["float32+compile"],
+                         "bf16_compile_speedup": best["float32"] / best["bf16+compile"]})
     return {"recipe": recipe, "steps_per_round": steps, "rounds": rounds, "batch_size": batch_size,
             "threads": torch.get_num_threads(), "cpu_native_bf16": _cpu_bf16_native() if dev.type == "cpu" else None,
-            **out, "bf16_speedup": best["float32"] / best["bf16"]}
+            **out, **speedups}
 
 
 def bench_forward(checkpoint, flux, ivar, device) -> dict:
@@ -239,6 +253,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--amp-compare", action="store_true",
                     help="only time the recipe's optimizer step in float32 and bf16 autocast, side by side")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of --steps steps (--amp-compare)")
+    ap.add_argument("--compile", action="store_true",
+                    help="with --amp-compare: also time both precisions under torch.compile")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -250,7 +266,7 @@ def main(argv=None) -> dict:
             ap.error("--amp-compare needs --recipe")
         result = {"device": args.device, "machine": platform.machine(),
                   "amp_compare": bench_amp_compare(args.recipe, args.device, args.steps, args.batch_size,
-                                                   args.rounds),
+                                                   args.rounds, args.compile),
                   "peak_rss_mb": _peak_rss_mb()}
         return _emit(result, args.out)
     result = {"device": args.device, "preset": args.preset}
