@@ -60,16 +60,16 @@ def coverage_scale(z) -> float:
     return float(np.quantile(z, COVERAGE)) if z.size else float("nan")
 
 
-def _star_term(resid: np.ndarray, sv: np.ndarray) -> float:
-    """The s >= 0 with coverage_scale(resid / sqrt(sv^2 + s^2)) = 1 (bisection; 0 when sv alone suffices)."""
+def _star_term(resid: np.ndarray, sv: np.ndarray, scale=coverage_scale) -> float:
+    """The s >= 0 with scale(resid / sqrt(sv^2 + s^2)) = 1 (bisection; 0 when sv alone suffices)."""
     ok = np.isfinite(resid) & np.isfinite(sv) & (sv > 0)
     r, v = resid[ok], sv[ok]
-    if r.size == 0 or coverage_scale(r / v) <= 1.0:
+    if r.size == 0 or scale(r / v) <= 1.0:
         return 0.0
-    lo, hi = 0.0, max(coverage_scale(r) * 2.0, 1e-12)
+    lo, hi = 0.0, max(scale(r) * 2.0, 1e-12)
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if coverage_scale(r / np.sqrt(v * v + mid * mid)) > 1.0:
+        if scale(r / np.sqrt(v * v + mid * mid)) > 1.0:
             lo = mid
         else:
             hi = mid
@@ -86,7 +86,7 @@ def snr_factor(snr, slope, ref: float = SNR_REF) -> np.ndarray:
     return np.exp(log_snr[:, None] * slope[None, :])
 
 
-def _visit_part(d, sa, sb, snr_a, snr_b, min_count: int) -> tuple[float, float]:
+def _visit_part(d, sa, sb, snr_a, snr_b, min_count: int, scale=coverage_scale) -> tuple[float, float]:
     """(a, c) for one label from its repeat pairs: differences d, network sigmas sa, sb, the visits' S/N."""
     candidates = [0.0]
     if snr_a is not None and d.size >= 4 * min_count:
@@ -100,20 +100,22 @@ def _visit_part(d, sa, sb, snr_a, snr_b, min_count: int) -> tuple[float, float]:
     best = (np.inf, 1.0, 0.0)
     for c in candidates:
         z = d / np.sqrt((sa * np.exp(c * la)) ** 2 + (sb * np.exp(c * lb)) ** 2)
-        a = coverage_scale(z)
+        a = scale(z)
         if not a > 0:
             continue
-        cost = 0.0 if len(candidates) == 1 else sum(np.log(coverage_scale(z[quart == i] / a)) ** 2 for i in range(4))
+        cost = 0.0 if len(candidates) == 1 else sum(np.log(scale(z[quart == i] / a)) ** 2 for i in range(4))
         if cost < best[0]:
             best = (cost, a, float(c))
     return best[1], best[2]
 
 
 def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, snr_edges=SNR_EDGES,
-                    min_count: int = 30, label_err=None) -> dict:
+                    min_count: int = 30, label_err=None, scale=coverage_scale) -> dict:
     """pred, sigma, labels (N, K) physical units, NaN label = missing; snr (N,) visit S/N or None; star (N,)
     the star of each twin (for the repeat pairs) or None (then the one-part calibration); label_err (N, K)
-    the reference labels' own errors (NaN = unknown, taken as 0) or None."""
+    the reference labels' own errors (NaN = unknown, taken as 0) or None. `scale` is the statistic of the
+    z-scores that the calibration makes 1 (coverage_scale; benchmarks/calibration_split.py --scales
+    measures others)."""
     pred, sigma, labels = (np.asarray(a, dtype=np.float64) for a in (pred, sigma, labels))
     K = pred.shape[1]
     resid = pred - labels
@@ -125,7 +127,7 @@ def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, 
     one_part = np.ones(K)
     for k in range(K):
         if count[k] >= min_count:  # too few val twins: leave the network's sigma as it is
-            one_part[k] = coverage_scale(z[:, k])
+            one_part[k] = scale(z[:, k])
     one_part[~(one_part > 0)] = 1.0  # a degenerate fit (all z equal) must not zero the sigmas
 
     visit_scale, slope, pair_count = one_part.copy(), np.zeros(K), np.zeros(K, dtype=int)
@@ -140,7 +142,7 @@ def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, 
                 aa, bb = a[ok], b[ok]
                 visit_scale[k], slope[k] = _visit_part(
                     d[ok], sigma[aa, k], sigma[bb, k], None if snr_arr is None else snr_arr[aa],
-                    None if snr_arr is None else snr_arr[bb], min_count)
+                    None if snr_arr is None else snr_arr[bb], min_count, scale)
                 method = "visit+star"
     sv = sigma * visit_scale * (1.0 if snr_arr is None else snr_factor(snr_arr, slope))
     sv_ref = np.sqrt(sv**2 + lerr**2)  # what the residuals against the noisy reference labels hold beside the star part
@@ -148,7 +150,7 @@ def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, 
     if method == "visit+star":
         for k in range(K):
             if count[k] >= min_count:
-                star_sigma[k] = _star_term(resid[:, k], sv_ref[:, k])
+                star_sigma[k] = _star_term(resid[:, k], sv_ref[:, k], scale)
     cal = {"method": method, "label_names": list(label_names or []), "scale": visit_scale.tolist(),
            "visit_snr_slope": slope.tolist(), "visit_snr_ref": SNR_REF,
            "count": count.astype(int).tolist(), "pair_count": np.asarray(pair_count).astype(int).tolist(),
@@ -166,9 +168,9 @@ def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, 
         for k in range(K):
             if n[k] >= min_count:
                 if method == "visit+star":
-                    s[k] = _star_term(resid[rows, k], sv_ref[rows, k])
+                    s[k] = _star_term(resid[rows, k], sv_ref[rows, k], scale)
                 else:
-                    sc[k] = coverage_scale(z[rows, k])
+                    sc[k] = scale(z[rows, k])
         sc[~(sc > 0)] = one_part[~(sc > 0)]
         by_bin.append(s.tolist())
         scale_bins.append(sc.tolist())
