@@ -30,7 +30,7 @@ import json
 
 import numpy as np
 
-from pairspec.calibration import COVERAGE, coverage_scale, fit_calibration, split_sigma
+from pairspec.calibration import coverage_scale, fit_calibration, split_sigma
 from pairspec.evaluate import _reorder, _select_stars, read_truth
 from pairspec.inference import LabelPredictor
 from pairspec.metrics import pair_zscore_stats, repeat_pairs, zscore_stats
@@ -61,7 +61,7 @@ def rms_scale(z, clip: float | None = None) -> float:
     z = np.asarray(z, dtype=np.float64)
     z = np.abs(z[np.isfinite(z)])
     if clip is not None and z.size:
-        z = z[z < clip * np.quantile(z, COVERAGE)]
+        z = z[z < clip * coverage_scale(z)]
     return float(np.sqrt(np.mean(z * z))) if z.size else float("nan")
 
 
