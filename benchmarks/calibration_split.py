@@ -17,10 +17,11 @@ fits the calibration on M random val stars and scores it on M random test stars 
 from repeat pairs, beside the whole splits' values, and the fraction of draws in which some label misses
 the target (z-std 0.9-1.1 and coverage 63-73 %, both ways).
 
-`--scales NAME [NAME ...]` refits the calibration with other statistics of the z-scores made 1 (SCALES:
-"coverage", the 68.27th percentile of |z| that pairspec.calibration uses; "rms", their root mean square;
-"mid", the geometric mean of the two; "_clip5" drops |z| above 5 coverage scales from the rms) and scores
-each the same way, with whether it meets the target. With heavy-tailed z-scores a coverage-matched scale
+`--scales NAME [NAME ...]` refits the calibration with other statistics of the z-scores made 1
+(pairspec.calibration.STATISTICS: "coverage", the 68.27th percentile of |z|, pairspec's statistic until
+2026-12-07; "rms", their root mean square; "mid", the geometric mean of the two; "_clip5" drops |z| above 5
+coverage scales from the rms; "mid_clip5" is the default now) and scores each the same way, with whether
+it meets the target. The run without --scales uses the default. With heavy-tailed z-scores a coverage-matched scale
 leaves a z-std above 1 and an rms-matched one a 68 % coverage above 0.683; these measure the trade.
 """
 from __future__ import annotations
@@ -30,7 +31,12 @@ import json
 
 import numpy as np
 
-from pairspec.calibration import coverage_scale, fit_calibration, split_sigma
+from pairspec.calibration import (
+    DEFAULT_STATISTIC,
+    STATISTICS,
+    fit_calibration,
+    split_sigma,
+)
 from pairspec.evaluate import _reorder, _select_stars, read_truth
 from pairspec.inference import LabelPredictor
 from pairspec.metrics import pair_zscore_stats, repeat_pairs, zscore_stats
@@ -56,25 +62,10 @@ def split_predictions(predictor, store, split: str, truth, survey, label_err) ->
             "star": star, "survey": survey[star], "label_err": label_err[star], "truth": truth[star]}
 
 
-def rms_scale(z, clip: float | None = None) -> float:
-    """Root mean square of the finite z; `clip`: only |z| below clip x coverage_scale(z) (NaN if none)."""
-    z = np.asarray(z, dtype=np.float64)
-    z = np.abs(z[np.isfinite(z)])
-    if clip is not None and z.size:
-        z = z[z < clip * coverage_scale(z)]
-    return float(np.sqrt(np.mean(z * z))) if z.size else float("nan")
+SCALES = STATISTICS  # the names --scales takes
 
 
-SCALES = {
-    "coverage": coverage_scale,
-    "rms": rms_scale,
-    "rms_clip5": lambda z: rms_scale(z, 5.0),
-    "mid": lambda z: float(np.sqrt(coverage_scale(z) * rms_scale(z))),
-    "mid_clip5": lambda z: float(np.sqrt(coverage_scale(z) * rms_scale(z, 5.0))),
-}
-
-
-def calibrate_and_score(val: dict, test: dict, names, scale=coverage_scale) -> tuple[dict, dict]:
+def calibrate_and_score(val: dict, test: dict, names, scale=DEFAULT_STATISTIC) -> tuple[dict, dict]:
     """The calibration fitted on `val` (with the z-score statistic `scale` made 1) and, per label, its
     z-score statistics on `test` against truth, against the survey labels (with their label_err) and from
     repeat pairs."""
