@@ -62,9 +62,6 @@ def split_predictions(predictor, store, split: str, truth, survey, label_err) ->
             "star": star, "survey": survey[star], "label_err": label_err[star], "truth": truth[star]}
 
 
-SCALES = STATISTICS  # the names --scales takes
-
-
 def calibrate_and_score(val: dict, test: dict, names, scale=DEFAULT_STATISTIC) -> tuple[dict, dict]:
     """The calibration fitted on `val` (with the z-score statistic `scale` made 1) and, per label, its
     z-score statistics on `test` against truth, against the survey labels (with their label_err) and from
@@ -130,8 +127,8 @@ def main(argv=None) -> dict:
                     help="also calibrate on M random val stars and score on M random test stars, --draws times")
     ap.add_argument("--draws", type=int, default=100, help="random draws per --subsample size")
     ap.add_argument("--seed", type=int, default=0, help="seed of the stars drawn for --subsample")
-    ap.add_argument("--scales", nargs="+", choices=sorted(SCALES), metavar="NAME",
-                    help=f"also refit with these z-score statistics made 1 ({', '.join(SCALES)}) and score each")
+    ap.add_argument("--scales", nargs="+", choices=sorted(STATISTICS), metavar="NAME",
+                    help=f"also refit with these z-score statistics made 1 ({', '.join(STATISTICS)}) and score each")
     args = ap.parse_args(argv)
     store = open_store(args.store)
     predictor = LabelPredictor.from_checkpoint(args.checkpoint)
@@ -148,7 +145,7 @@ def main(argv=None) -> dict:
     if args.scales:
         res["scales"] = {}
         for name in args.scales:
-            _, scored = calibrate_and_score(val, test, names, SCALES[name])
+            _, scored = calibrate_and_score(val, test, names, name)
             res["scales"][name] = {"meets_target": meets_target(scored), "labels": scored}
     if args.subsample:
         res["subsample"] = subsample(val, test, names, args.subsample, args.draws, args.seed)

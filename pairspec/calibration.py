@@ -146,7 +146,7 @@ def _visit_part(d, sa, sb, snr_a, snr_b, min_count: int, scale=mid_clip5_scale) 
 
 
 def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, snr_edges=SNR_EDGES,
-                    min_count: int = 30, label_err=None, scale: str = DEFAULT_STATISTIC) -> dict:
+                    min_count: int = 30, label_err=None, scale=DEFAULT_STATISTIC) -> dict:
     """pred, sigma, labels (N, K) physical units, NaN label = missing; snr (N,) visit S/N or None; star (N,)
     the star of each twin (for the repeat pairs) or None (then the one-part calibration); label_err (N, K)
     the reference labels' own errors (NaN = unknown, taken as 0) or None. `scale` is the statistic of the

@@ -62,7 +62,7 @@ def test_scales_trade_the_z_std_against_the_68_percent_coverage_when_errors_have
         return block
 
     val, test = heavy(3000, 0), heavy(3000, 10_000)
-    got = {name: bench.calibrate_and_score(val, test, NAMES, bench.SCALES[name])[1]["teff"]["repeat_pairs"]
+    got = {name: bench.calibrate_and_score(val, test, NAMES, name)[1]["teff"]["repeat_pairs"]
            for name in ("coverage", "rms", "mid")}
     assert abs(got["coverage"]["cov68"] - 0.683) < 0.035 and got["coverage"]["z_std"] > 1.03
     assert abs(got["rms"]["z_std"] - 1.0) < 0.08 and got["rms"]["cov68"] > 0.70
