@@ -168,7 +168,7 @@ def markdown(result: dict, labels) -> str:
     import numpy as np
 
     units = {"teff": "K", "logg": "dex", "fe_h": "dex", "mg_fe": "dex"}
-    fmt = lambda n, v: f"{v:.0f}" if n == "teff" else f"{v:.3f}"  # noqa: E731
+    fmt = lambda n, v: f"{v:.0f}" if n == "teff" else f"{v:.3f}"
     runs = list(result["runs"].values())
     lines = [f"# Patch size ({result['tag']}): {result['preset']}, {result['stars']} simulated stars, "
              f"{result['epochs']} epochs, survey seed {result['seed']}", "",

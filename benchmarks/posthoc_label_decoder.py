@@ -164,7 +164,9 @@ def main():
     edges = np.array([0, 20, 40, 60, np.inf])
     snr = np.asarray(visits["snr"])[rows]
     b = np.clip(np.searchsorted(edges, snr, side="right") - 1, 0, 3)
-    from pairspec.train_steps import profile_sigma  # the profile prediction uses, computed the same way
+    from pairspec.train_steps import (
+        profile_sigma,  # the profile prediction uses, computed the same way
+    )
     good = ti > 0
     excess = np.where(good, (den - tf) ** 2 - 1 / np.maximum(ti, 1e-30), 0)
     sums = np.stack([excess[b == k].sum(0) for k in range(4)])

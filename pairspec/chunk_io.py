@@ -53,7 +53,7 @@ class ChunkCodec:
     bytes are zarr's own (tests/test_store.py compares them); None for any other layout."""
 
     @classmethod
-    def of(cls, arr) -> "ChunkCodec | None":
+    def of(cls, arr) -> ChunkCodec | None:
         try:
             d = arr.metadata.to_dict()
             first, second = d["codecs"]
@@ -113,7 +113,7 @@ class ShardCodec:
     layout, which zarr then writes."""
 
     @classmethod
-    def of(cls, arr) -> "ShardCodec | None":
+    def of(cls, arr) -> ShardCodec | None:
         try:
             (codec,) = arr.metadata.to_dict()["codecs"]
             conf = codec["configuration"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import glob
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -69,7 +69,7 @@ _DASK_HELP = ("Run on a Dask cluster: 'local' (a LocalCluster of --workers proce
 _SCHEDULER_HELP = "Address of a running Dask scheduler (tcp://host:8786) or its scheduler file (.json)."
 
 
-def _dask_spec(dask: Optional[str], scheduler: Optional[str]) -> Optional[str]:
+def _dask_spec(dask: str | None, scheduler: str | None) -> str | None:
     if dask and scheduler:
         _fail("give --dask or --scheduler, not both")
     if dask is not None and not dask.strip():
@@ -83,19 +83,19 @@ def ingest(
     source: Annotated[str, typer.Argument(help="Survey data root, laid out as on the survey's servers.")],
     store: Annotated[str, typer.Argument(help="Pair store to create or extend (path or fsspec URL: s3://..., "
                                               "memory://...).")],
-    workers: Annotated[Optional[int], typer.Option(
+    workers: Annotated[int | None, typer.Option(
         help="Processes that read and write (local store); default: all cores. 1: this process only.")] = None,
     batch_size: Annotated[int, typer.Option(help="Units (stars) per atomic batch appended to the store.")] = 256,
-    option: Annotated[Optional[list[str]], typer.Option(
+    option: Annotated[list[str] | None, typer.Option(
         "--option", help="Adapter option KEY=VALUE, repeatable: what each survey's adapter takes "
                          "is listed in docs/surveys.md.")] = None,
     strict: Annotated[bool, typer.Option(help="Shorthand for --option strict=true.")] = False,
-    limit: Annotated[Optional[int], typer.Option(help="Ingest at most this many stars (for trials; >= 1).")] = None,
-    dask: Annotated[Optional[str], typer.Option(help=_DASK_HELP)] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help=_SCHEDULER_HELP)] = None,
+    limit: Annotated[int | None, typer.Option(help="Ingest at most this many stars (for trials; >= 1).")] = None,
+    dask: Annotated[str | None, typer.Option(help=_DASK_HELP)] = None,
+    scheduler: Annotated[str | None, typer.Option(help=_SCHEDULER_HELP)] = None,
     wait: Annotated[bool, typer.Option(
         help="If another ingest is writing the store, wait for it (--no-wait: fail at once).")] = True,
-    lock_timeout: Annotated[Optional[float], typer.Option(
+    lock_timeout: Annotated[float | None, typer.Option(
         help="Wait at most this many seconds for another ingest of the same store.")] = None,
 ) -> None:
     """Read a survey's files into the pair store. Resumable: rerun after a crash to finish the job."""
@@ -133,7 +133,7 @@ def ingest(
 def train(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see docs/recipes.md).")],
     set_: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--set", help="Override a recipe field, e.g. --set train.epochs=3 (repeatable)."),
     ] = None,
 ) -> None:
@@ -162,15 +162,15 @@ def predict(
     out: Annotated[Path, typer.Option("-o", "--out", help="Catalogue: .fits, .parquet or .ecsv.")] = Path(
         "labels.fits"
     ),
-    split: Annotated[Optional[str], typer.Option(help="Only this split of a store: train, val, test.")] = None,
+    split: Annotated[str | None, typer.Option(help="Only this split of a store: train, val, test.")] = None,
     batch_size: Annotated[int, typer.Option(help="Spectra per forward pass.")] = 256,
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
-    denoised: Annotated[Optional[str], typer.Option(help="Also write denoised spectra to this Zarr store.")] = None,
+    denoised: Annotated[str | None, typer.Option(help="Also write denoised spectra to this Zarr store.")] = None,
     compile: Annotated[
         bool, typer.Option("--compile", help="torch.compile the network: worth it on a GPU for large inputs.")
     ] = False,
-    dask: Annotated[Optional[str], typer.Option(help=_DASK_HELP + " Store input only.")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help=_SCHEDULER_HELP)] = None,
+    dask: Annotated[str | None, typer.Option(help=_DASK_HELP + " Store input only.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help=_SCHEDULER_HELP)] = None,
     refit: Annotated[bool, typer.Option(
         "--refit/--no-refit",
         help="For a checkpoint trained with a label decoder: labels mixed from the network's and a fit of each "
@@ -223,18 +223,18 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="TSN checkpoint to evaluate.")],
     store: Annotated[str, typer.Argument(help="Pair store holding the evaluation split.")],
     split: Annotated[str, typer.Option(help="Split to evaluate on (test unless you know why).")] = "test",
-    truth: Annotated[Optional[Path], typer.Option(help="truth.fits of a synthetic survey.")] = None,
+    truth: Annotated[Path | None, typer.Option(help="truth.fits of a synthetic survey.")] = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="Report folder (metrics.json, report.md, PNGs).")] = Path(
         "report"
     ),
     compare: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(help="Another method as NAME=CHECKPOINT, e.g. direct=runs/direct/best.pt (repeatable)."),
     ] = None,
     emulator_fit: Annotated[bool, typer.Option(help="Also run the visit-level emulator chi-square fit baseline.")] = False,
     max_fit: Annotated[int, typer.Option(help="At most this many visits for the emulator fit.")] = 2000,
     device: Annotated[str, typer.Option(help="Where the networks run: cpu, cuda, or auto.")] = "auto",
-    masses: Annotated[Optional[Path], typer.Option(
+    masses: Annotated[Path | None, typer.Option(
         help="Table of asteroseismic masses (a column of the store's star ids, and mass) for C/N ages of giants; "
              "the model must predict c_fe, n_fe, fe_h and logg.")] = None,
 ) -> None:
@@ -271,9 +271,9 @@ def evaluate(
 def demo(
     out: Annotated[Path, typer.Option(help="Working folder for the demo's files.")] = Path("pairspec-demo"),
     stars: Annotated[int, typer.Option(help="Stars in the synthetic survey.")] = 900,
-    epochs: Annotated[Optional[int], typer.Option(help="Override the demo recipe's epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the demo recipe's epochs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic survey (and of training, unless --train-seed).")] = 1,
-    train_seed: Annotated[Optional[int], typer.Option(help="Seed of training alone (the same survey).")] = None,
+    train_seed: Annotated[int | None, typer.Option(help="Seed of training alone (the same survey).")] = None,
 ) -> None:
     """Simulate -> ingest -> train TSN, a direct-regression network and a ridge baseline -> predict -> report
     (with the visit-level emulator fit on a subset of the test visits), and check the quality bar."""
@@ -287,7 +287,7 @@ def demo(
 
 @app.command()
 def info(
-    path: Annotated[Optional[str], typer.Argument(help="A pair store or a checkpoint.")] = None,
+    path: Annotated[str | None, typer.Argument(help="A pair store or a checkpoint.")] = None,
     surveys: Annotated[bool, typer.Option(help="List the registered survey adapters.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:

@@ -35,8 +35,8 @@ class DataSection:
     store: str = ""  # required: the pair store path or fsspec URL
     mode: str = "loo"  # twin target: "loo" leave-one-out coadd, "coadd" survey combined, "direct"
     min_visits: int = 2
-    labels: Union[tuple[str, ...], None] = None  # subset of the store schema names; None = all
-    max_stars: Union[int, None] = None
+    labels: tuple[str, ...] | None = None  # subset of the store schema names; None = all
+    max_stars: int | None = None
     val_split: str = "val"
     stream: bool = False  # stream train twins from the store (bounded memory) instead of holding them all
     shuffle_buffer: int = 4096  # streaming: twins held in the shuffle buffer (plus one chunk being read)
@@ -47,10 +47,10 @@ class DataSection:
 @dataclass(frozen=True)
 class ModelSection:
     preset: str = "tsn_tiny"
-    patch_size: Union[int, None] = None  # None = the preset's value
-    embed_dim: Union[int, None] = None
-    depth: Union[int, None] = None
-    num_heads: Union[int, None] = None  # must divide embed_dim
+    patch_size: int | None = None  # None = the preset's value
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None  # must divide embed_dim
     drop_path: float = 0.0
     embed: str = "conv"  # patch embedding: "conv" (one map shared by every patch) or "local" (one per patch)
     # labels from the label token ("token"), one token per label ("per_label") or a map of every token ("flat")
@@ -77,7 +77,7 @@ class TrainSection:
     beta_nll: float = 0.5
     recon_loss: str = "mse"  # "mse" (ivar-weighted mean square) or "chi2" (chi^2 per pixel against the target)
     # per-label multipliers of the label loss, e.g. {mg_fe: 3}; labels not named keep 1 (docs/recipes.md)
-    label_weights: Union[dict[str, float], None] = None
+    label_weights: dict[str, float] | None = None
     augment: float = 0.0  # fraction of each batch's inputs replaced by its target degraded to a visit's S/N
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off); validation uses it
     # after training, refit the val labels through the label decoder and keep a per-label/S/N-bin mix of the
@@ -88,15 +88,15 @@ class TrainSection:
     # star-level labels for decoder_epochs epochs: pairspec.product_decoder; needs model.label_decoder)
     decoder_labels: str = "survey"
     decoder_epochs: int = 30
-    decoder_width: Union[int, None] = None  # that decoder's hidden width (None = model.label_decoder's)
-    init_from: Union[str, None] = None  # checkpoint to start from (fine-tuning); its model must match
+    decoder_width: int | None = None  # that decoder's hidden width (None = model.label_decoder's)
+    init_from: str | None = None  # checkpoint to start from (fine-tuning); its model must match
     grad_clip: float = 1.0  # 0 = off
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
-    bf16: Union[bool, str] = "auto"  # auto = on for CUDA, off on CPU
+    bf16: bool | str = "auto"  # auto = on for CUDA, off on CPU
     compile: bool = False
     num_workers: int = 0
-    max_steps: Union[int, None] = None  # stop after this many optimizer steps (schedule unchanged)
-    time_limit_min: Union[float, None] = None  # stop at the first epoch end after this many minutes (schedule unchanged)
+    max_steps: int | None = None  # stop after this many optimizer steps (schedule unchanged)
+    time_limit_min: float | None = None  # stop at the first epoch end after this many minutes (schedule unchanged)
     eval_every: int = 1  # epochs between validations
     resume: bool = True
     max_nonfinite: int = 20  # consecutive skipped (non-finite) steps before giving up

@@ -8,8 +8,8 @@ at inference. Targets are normalised flux (continuum ~ 1); the model predicts ta
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -36,12 +36,12 @@ class LabelStats:
 
     def to_dict(self) -> dict:
         # None for NaN (a label never measured) keeps the dict strict-JSON clean.
-        conv = lambda a: [None if not np.isfinite(v) else float(v) for v in np.asarray(a)]  # noqa: E731
+        conv = lambda a: [None if not np.isfinite(v) else float(v) for v in np.asarray(a)]
         return {"mean": conv(self.mean), "std": conv(self.std), "lo": conv(self.lo), "hi": conv(self.hi)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LabelStats":
-        conv = lambda a: np.array([np.nan if v is None else v for v in a], dtype=np.float32)  # noqa: E731
+    def from_dict(cls, d: dict) -> LabelStats:
+        conv = lambda a: np.array([np.nan if v is None else v for v in a], dtype=np.float32)
         return cls(conv(d["mean"]), conv(d["std"]), conv(d["lo"]), conv(d["hi"]))
 
 
@@ -58,7 +58,7 @@ def compute_label_stats(labels: np.ndarray, std_floor: float = 1e-3) -> LabelSta
         if v.size:
             mean[j], lo[j], hi[j] = v.mean(), v.min(), v.max()
             std[j] = max(v.std(), std_floor) if v.size > 1 else 1.0
-    f4 = lambda a: a.astype(np.float32)  # noqa: E731
+    f4 = lambda a: a.astype(np.float32)
     return LabelStats(f4(mean), f4(std), f4(lo), f4(hi))
 
 

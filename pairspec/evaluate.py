@@ -46,7 +46,7 @@ def read_truth(path, star_ids, names) -> tuple[np.ndarray, np.ndarray | None]:
         tab = Table.read(path, hdu=1) if path.lower().endswith((".fits", ".fit", ".fits.gz")) else Table.read(path)
     except FileNotFoundError as err:
         raise ValueError(f"{path}: no such truth file") from err
-    except Exception as err:  # noqa: BLE001 - astropy raises many kinds for a file that is not a table
+    except Exception as err:
         raise ValueError(f"{path}: not a readable truth table ({type(err).__name__}: {err})") from err
     cols = {c.lower(): c for c in tab.colnames}
     if TRUTH_ID not in cols:
@@ -472,4 +472,4 @@ def _jsonable(obj):
     return obj
 
 
-from pairspec.report import format_table, write_report  # noqa: E402,F401 - the report lives in report.py
+from pairspec.report import format_table, write_report  # noqa: F401 - the report lives in report.py

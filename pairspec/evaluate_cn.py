@@ -37,7 +37,7 @@ def read_masses(path, star_ids) -> np.ndarray:
         raise ValueError(f"{path}: no such masses table")
     try:
         t = Table.read(path, format="ascii.csv" if path.suffix.lower() == ".csv" else None)
-    except Exception as err:  # noqa: BLE001 - astropy raises many kinds for unreadable tables
+    except Exception as err:
         raise ValueError(f"{path}: not a readable table ({type(err).__name__}: {err})") from err
     lower = {c.lower(): c for c in t.colnames}
     mass_col = next((lower[c] for c in MASS_COLUMNS if c in lower), None)

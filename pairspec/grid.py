@@ -45,7 +45,7 @@ class LogLinearGrid:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LogLinearGrid":
+    def from_dict(cls, d: dict) -> LogLinearGrid:
         return cls(
             crval1=float(d["crval1"]),
             cdelt1=float(d["cdelt1"]),

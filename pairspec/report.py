@@ -44,7 +44,7 @@ def format_table(metrics) -> str:
     for _, rows in blocks:
         for row in rows:
             widths = [max(w, len(c)) for w, c in zip(widths, row)]
-    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))
     parts = []
     for title, rows in blocks:
         parts += [title, line(header)] + [line(r) for r in rows] + [""]

@@ -46,7 +46,7 @@ class LabelSchema:
         v[bad] = np.nan
         return v
 
-    def subset(self, names: list[str]) -> "LabelSchema":
+    def subset(self, names: list[str]) -> LabelSchema:
         unknown = [n for n in names if n not in self.names]
         if unknown:
             raise KeyError(f"labels {unknown} not in the {self.survey} schema {self.names}")
@@ -56,5 +56,5 @@ class LabelSchema:
         return {"survey": self.survey, "labels": [asdict(lab) for lab in self.labels]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LabelSchema":
+    def from_dict(cls, d: dict) -> LabelSchema:
         return cls(d["survey"], tuple(Label(**lab) for lab in d["labels"]))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def weighted_label_stats(labels: np.ndarray, weights: np.ndarray, std_floor: flo
         if total > 0:
             mean[j], lo[j], hi[j] = np.sum(w * v) / total, v.min(), v.max()
             std[j] = max(np.sqrt(np.sum(w * (v - mean[j]) ** 2) / total), std_floor) if total > 1 else 1.0
-    f4 = lambda a: a.astype(np.float32)  # noqa: E731
+    f4 = lambda a: a.astype(np.float32)
     return LabelStats(f4(mean), f4(std), f4(lo), f4(hi))
 
 

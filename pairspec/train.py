@@ -31,7 +31,13 @@ import torch
 
 from pairspec.calibration import fit_calibration
 from pairspec.checkpoint import read_train_state, save_checkpoint
-from pairspec.config import ConfigError, RunConfig, recipe_changes, save_resolved, to_dict
+from pairspec.config import (
+    ConfigError,
+    RunConfig,
+    recipe_changes,
+    save_resolved,
+    to_dict,
+)
 from pairspec.metrics import robust_std
 from pairspec.train_steps import (  # noqa: F401 - re-exported: tests and benchmarks use them from here
     WeightAverage,

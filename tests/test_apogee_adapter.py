@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from realdata import MULTI, MULTI_ID, REAL, REQUIRES_REAL, SINGLE, SINGLE_ID  # noqa: F401
+from realdata import MULTI, MULTI_ID, REAL, REQUIRES_REAL, SINGLE, SINGLE_ID
 
 from pairspec.surveys import get_adapter
 from pairspec.surveys.apogee.adapter import (

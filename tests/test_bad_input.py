@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from fake_survey import FakeAdapter, ModelFakeAdapter, write_units  # noqa: E402
-from tinymodel import make_checkpoint  # noqa: E402
+from fake_survey import FakeAdapter, ModelFakeAdapter, write_units
+from tinymodel import make_checkpoint
 
-from pairspec.cli import app  # noqa: E402
-from pairspec.ingest import ingest  # noqa: E402
-from pairspec.store import create_store, open_store  # noqa: E402
+from pairspec.cli import app
+from pairspec.ingest import ingest
+from pairspec.store import create_store, open_store
 
 runner = CliRunner()
 

@@ -120,7 +120,7 @@ def test_formats_round_trip(tmp_path, ext):
     visit_path, star_path = catalog.write_catalogue(visits, stars, tmp_path / f"cat{ext}")
     if ext == ".fits":
         assert visit_path == star_path == tmp_path / "cat.fits"
-        read = lambda p, hdu: Table.read(p, hdu=hdu, unit_parse_strict="silent")  # noqa: E731
+        read = lambda p, hdu: Table.read(p, hdu=hdu, unit_parse_strict="silent")
         rv, rs = read(visit_path, "VISITS"), read(star_path, "STARS")
         from astropy.io import fits
 

@@ -14,11 +14,11 @@ import pytest
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from fake_survey import SlowFakeAdapter, make_record, write_units  # noqa: E402
+from fake_survey import SlowFakeAdapter, make_record, write_units
 
-from pairspec.ingest import ingest  # noqa: E402
-from pairspec.locks import StoreLocked, lock_path, writer_lock  # noqa: E402
-from pairspec.store import ConcurrentWrite, open_store  # noqa: E402
+from pairspec.ingest import ingest
+from pairspec.locks import StoreLocked, lock_path, writer_lock
+from pairspec.store import ConcurrentWrite, open_store
 
 SCRIPT = textwrap.dedent("""
     import sys

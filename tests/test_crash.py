@@ -12,13 +12,13 @@ import pytest
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-import crashkit  # noqa: E402
-from fake_survey import ModelFakeAdapter, SlowFakeAdapter, write_units  # noqa: E402
-from tinymodel import make_checkpoint  # noqa: E402
+import crashkit
+from fake_survey import ModelFakeAdapter, SlowFakeAdapter, write_units
+from tinymodel import make_checkpoint
 
-from pairspec import catalog  # noqa: E402
-from pairspec.ingest import ingest  # noqa: E402
-from pairspec.store import open_store  # noqa: E402
+from pairspec import catalog
+from pairspec.ingest import ingest
+from pairspec.store import open_store
 
 LINES = ([f"A{i:04d}" for i in range(40)] + ["BAD B0001", "BOOM B0002"] + [f"C{i:04d}" for i in range(40)]
          + ["DUP A0003"])

@@ -6,7 +6,7 @@ from pairspec.demo import quality_bar, run_demo
 
 
 def _metrics(tsn, direct):
-    scatter = lambda vals: {"truth": {n: {"<60": {"sigma": v}} for n, v in zip(("teff", "logg"), vals)}}  # noqa: E731
+    scatter = lambda vals: {"truth": {n: {"<60": {"sigma": v}} for n, v in zip(("teff", "logg"), vals)}}
     return {"labels": ["teff", "logg"], "scatter": {"tsn": scatter(tsn), "direct": scatter(direct)}}
 
 

@@ -11,10 +11,10 @@ import numpy as np
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from fake_survey import FakeAdapter, WideFakeAdapter, write_units  # noqa: E402
+from fake_survey import FakeAdapter, WideFakeAdapter, write_units
 
-from pairspec.ingest import format_report, ingest  # noqa: E402
-from pairspec.store import open_store  # noqa: E402
+from pairspec.ingest import format_report, ingest
+from pairspec.store import open_store
 
 LINES = [f"2M{i:05d}" for i in range(23)] + ["BAD 2M90001", "BOOM 2M90002", "DUP 2M00003", "SKIPROW 2M90003"]
 

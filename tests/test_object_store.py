@@ -14,14 +14,14 @@ import pytest
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from fake_survey import ModelFakeAdapter, WideFakeAdapter, write_units  # noqa: E402
-from test_ingest import _assert_same_store  # noqa: E402
-from tinymodel import make_checkpoint  # noqa: E402
+from fake_survey import ModelFakeAdapter, WideFakeAdapter, write_units
+from test_ingest import _assert_same_store
+from tinymodel import make_checkpoint
 
-from pairspec import catalog  # noqa: E402
-from pairspec.ingest import ingest  # noqa: E402
-from pairspec.predict import predict  # noqa: E402
-from pairspec.store import open_store  # noqa: E402
+from pairspec import catalog
+from pairspec.ingest import ingest
+from pairspec.predict import predict
+from pairspec.store import open_store
 
 BUCKET = "pairspec-test"
 # small on purpose: moto answers one request in ~25 ms on a busy machine, and a store is many small objects.

@@ -334,7 +334,7 @@ def test_denoised_store_keeps_each_pixels_uncertainty(tmp_path):
         w2.append(["b"], one, sigma=one)
 
 
-from realdata import MULTI, REAL  # noqa: E402
+from realdata import MULTI, REAL
 
 REAL_APSTAR = REAL / MULTI
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from fake_survey import ModelFakeAdapter, write_units  # noqa: E402
-from realdata import MULTI, MULTI_ID, REAL  # noqa: E402
+from fake_survey import ModelFakeAdapter, write_units
+from realdata import MULTI, MULTI_ID, REAL
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                          HealthCheck.too_slow])

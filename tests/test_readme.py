@@ -21,7 +21,7 @@ def use_commands() -> list[str]:
     """The `pairspec ...` lines of the first code block under "## Use", comments stripped."""
     text = README.read_text()
     section = text[text.index("## Use"):]
-    block = re.search(r"```\n(.*?)```", section, re.S).group(1)
+    block = re.search(r"```\n(.*?)```", section, re.DOTALL).group(1)
     lines = [line.split("  #")[0].strip() for line in block.splitlines()]
     return [line for line in lines if line.startswith("pairspec ")]
 

@@ -11,9 +11,9 @@ import pytest
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from fake_survey import FakeAdapter, write_units  # noqa: E402
+from fake_survey import FakeAdapter, write_units
 
-from pairspec.surveys.base import WorkUnit  # noqa: E402
+from pairspec.surveys.base import WorkUnit
 
 PACKAGE = HERE.parent / "pairspec"
 

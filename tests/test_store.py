@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_survey import FAKE_GRID, make_record  # noqa: E402
+from fake_survey import FAKE_GRID, make_record
 
-from pairspec.store import create_spectra_store, create_store, open_store, split_of  # noqa: E402
-from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA  # noqa: E402
+from pairspec.store import create_spectra_store, create_store, open_store, split_of
+from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
 
 
 def _records(n, start=0):

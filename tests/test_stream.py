@@ -71,7 +71,7 @@ def test_stream_sees_every_twin_once_with_bounded_memory(store, twins):
 
 def test_stream_order_depends_on_seed_and_epoch(store):
     ts = stream.TwinStream(store, "train", chunk_stars=2, shuffle_buffer=4)
-    order = lambda seed, epoch: [int(b["visit_index"][0]) for b in ts.batches(seed, epoch, 1)]  # noqa: E731
+    order = lambda seed, epoch: [int(b["visit_index"][0]) for b in ts.batches(seed, epoch, 1)]
     e0 = order(0, 0)
     assert e0 == order(0, 0)  # deterministic: what resume relies on
     assert e0 != order(0, 1) and sorted(e0) == sorted(order(0, 1))

@@ -17,7 +17,7 @@ def _core_files():
 
 def test_no_core_module_names_a_survey():
     names = set(surveys.available()) | set(surveys.simulators()) | WORDS
-    word = re.compile(r"(?<![a-z0-9])(" + "|".join(sorted(map(re.escape, names))) + r")", re.I)
+    word = re.compile(r"(?<![a-z0-9])(" + "|".join(sorted(map(re.escape, names))) + r")", re.IGNORECASE)
     files = _core_files()
     assert len(files) > 20 and PKG / "evaluate.py" in files  # the walk sees the core
     hits = [f"{p.relative_to(PKG)}:{i}: {line.strip()}" for p in files
@@ -29,7 +29,7 @@ def test_the_check_would_see_a_survey_name(tmp_path):
     """The pattern (a name at the start of a word, so camelCase and snake_case count) matches the ways the names appear in code (identifiers, paths, prose), so the test above
     can fail."""
     names = set(surveys.available()) | WORDS
-    word = re.compile(r"(?<![a-z0-9])(" + "|".join(sorted(map(re.escape, names))) + r")", re.I)
+    word = re.compile(r"(?<![a-z0-9])(" + "|".join(sorted(map(re.escape, names))) + r")", re.IGNORECASE)
     for text in ('from pairspec.surveys.apogee import x', 'APOGEE_ID', 'ASPCAP labels', '"gaia_rvs"',
                  'demo/apogee.zarr', 'mwmStar'):
         assert word.search(text), text

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness as H  # noqa: E402
+import harness as H
 
 torch.set_num_threads(1)
 what = sys.argv[1]

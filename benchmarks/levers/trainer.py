@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness as H  # noqa: E402
+import harness as H
 
-from pairspec.models.tsn import TwinSpecNet  # noqa: E402
-from pairspec.preprocess.common import WEIGHT_SNR_HALF  # noqa: E402
+from pairspec.models.tsn import TwinSpecNet
+from pairspec.preprocess.common import WEIGHT_SNR_HALF
 
 DEFAULTS = dict(
     n_train=1200, epochs=10, batch=32, lr=2e-3, wd=0.05, warmup=0.05, min_lr=0.05, loss="nll", beta=0.5,

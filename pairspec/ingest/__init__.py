@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from pairspec.ingest.report import (
     IngestReport,
@@ -30,7 +30,7 @@ from pairspec.ingest.report import (
 from pairspec.ingest.rules import path_problem, source_roots
 from pairspec.surveys.base import Skip
 
-__all__ = ["ingest", "format_report", "IngestReport"]
+__all__ = ["IngestReport", "format_report", "ingest"]
 
 try:
     import fcntl  # noqa: F401 - the parallel writers lock shared chunks with POSIX record locks

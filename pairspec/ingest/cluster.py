@@ -102,6 +102,6 @@ def ingest_on_dask(client, adapter, store_path, the_store, todo, batch_size, rep
 def _result(future, k):
     try:
         return future.result()
-    except Exception as err:  # noqa: BLE001 - a task that failed on a worker stops the ingest, named
+    except Exception as err:
         raise RuntimeError(f"Dask task of ingest batch {k} failed on a worker ({type(err).__name__}: {err}); the "
                            "batches committed so far are whole, and running the same command again resumes") from err

@@ -20,7 +20,7 @@ from pairspec.ingest.rules import (
 )
 
 
-def ingest_parallel(workers: "Workers", the_store, todo, batch, report, masked, progress_bar, after_batch):
+def ingest_parallel(workers: Workers, the_store, todo, batch, report, masked, progress_bar, after_batch):
     """Consecutive batches of at most `batch` units (`guided_batches`). A worker reads its batch and
     sends back a summary; here, strictly in batch order, the duplicate-star rule runs, the batch gets
     its first star and visit rows, the arrays are grown to cover them (`reserve`), and the worker is

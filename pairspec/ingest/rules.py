@@ -36,7 +36,7 @@ class Admission:
         self.sources: set[str] = set()
 
     @classmethod
-    def of(cls, store) -> "Admission":
+    def of(cls, store) -> Admission:
         """For an open store (anything with `star_ids` and `sources`): what it has committed."""
         return cls(store.star_ids, store.sources)
 

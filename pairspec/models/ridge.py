@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 # Ridge strengths tried, relative to the mean eigenvalue of the pixel covariance.
 ALPHAS = tuple(10.0 ** np.arange(-5.0, 1.01, 0.5))

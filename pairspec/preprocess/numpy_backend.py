@@ -38,7 +38,7 @@ def _clip_bias(lower: float, upper: np.ndarray) -> np.ndarray:
     """Mean of a unit normal truncated to [-lower, upper]: the upward bias clipping adds to pure noise."""
     from scipy.special import ndtr
 
-    pdf = lambda z: np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)  # noqa: E731
+    pdf = lambda z: np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
     return (pdf(lower) - pdf(upper)) / (ndtr(upper) - ndtr(-lower))
 
 

@@ -39,7 +39,21 @@ from pairspec.store.rows import (
 )
 from pairspec.store.spectra import SpectraWriter, create_spectra_store
 
-__all__ = ["STORE_VERSION", "SPLIT_NAMES", "STAR_ARRAYS", "VISIT_ARRAYS", "ConcurrentWrite", "MissingArray",
-           "PairStore", "SpectraWriter", "batch_columns", "create_spectra_store", "create_store", "open_store",
-           "record_problem", "split_of", "write_batch"]
+__all__ = [
+    "SPLIT_NAMES",
+    "STAR_ARRAYS",
+    "STORE_VERSION",
+    "VISIT_ARRAYS",
+    "ConcurrentWrite",
+    "MissingArray",
+    "PairStore",
+    "SpectraWriter",
+    "batch_columns",
+    "create_spectra_store",
+    "create_store",
+    "open_store",
+    "record_problem",
+    "split_of",
+    "write_batch",
+]
 _PRIVATE = (_META_COLUMNS, _as_str, _create, _zarr, _WRITER, _Arrays, _Key, _Rows)  # used across the package

@@ -68,7 +68,7 @@ def _create(group, name, dtype, shape, chunk, dims):
 
 
 def create_store(path: str, survey: str, release: str, grid: LogLinearGrid, schema: LabelSchema,
-                 provenance: dict | None = None, chunk: int = 256) -> "PairStore":
+                 provenance: dict | None = None, chunk: int = 256) -> PairStore:
     """Create an empty store at `path` (local or fsspec URL). Refuses to overwrite anything but an
     unfinished pair store (one whose creation was cut off): ValueError naming the path.
 
@@ -122,7 +122,7 @@ def create_store(path: str, survey: str, release: str, grid: LogLinearGrid, sche
     return PairStore(path, g, mode="a")
 
 
-def open_store(path: str, mode: str = "r", check: bool = True) -> "PairStore":
+def open_store(path: str, mode: str = "r", check: bool = True) -> PairStore:
     """Open a pair store (a local folder or any fsspec URL: memory://, s3://, ...); mode "r" (read) or
     "a" (append; repairs an interrupted batch). Object-store endpoints and credentials come from
     fsspec's configuration (e.g. FSSPEC_S3_ENDPOINT_URL, AWS_* variables), which worker processes

@@ -170,7 +170,7 @@ class PairStore:
         of these rows first (False: they were grown by `reserve`, which a shrink would undo)."""
         _write_rows(self._open_arrays(), sub, start, columns, resize)
 
-    def _open_arrays(self) -> "_Arrays":
+    def _open_arrays(self) -> _Arrays:
         if self._arrays is None:
             self._arrays = _Arrays(self._g)
         return self._arrays

@@ -18,7 +18,7 @@ from pairspec.surveys.base import StarRecord
 
 
 class _Key:
-    __slots__ = ("star_id", "source")
+    __slots__ = ("source", "star_id")
 
     def __init__(self, star_id: str, source: str):
         self.star_id, self.source = star_id, source
@@ -37,7 +37,7 @@ class _Rows:
     def __len__(self) -> int:
         return self.hi - self.lo
 
-    def __getitem__(self, sl: slice) -> "_Rows":
+    def __getitem__(self, sl: slice) -> _Rows:
         a, b, step = sl.indices(len(self))
         if step != 1:
             raise IndexError("_Rows take contiguous slices only")

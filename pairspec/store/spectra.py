@@ -9,7 +9,7 @@ from pairspec.store.layout import _create, _zarr
 
 
 def create_spectra_store(path: str, grid: LogLinearGrid, n_pix: int, attrs: dict | None = None,
-                         chunk: int = 256) -> "SpectraWriter":
+                         chunk: int = 256) -> SpectraWriter:
     """A Zarr store of (denoised) spectra: id (spectrum), flux (spectrum, pixel), optionally sigma
     (spectrum, pixel: each pixel's 1-sigma uncertainty, given with the first rows), extra columns."""
     if n_pix != grid.npix:

@@ -63,7 +63,7 @@ LINE_SCALE = 0.1  # line column relative to the layer's continuum column (Edding
 SUN = (5772.0, 4.44, 0.0, 0.0)
 
 # name, solar log eps (Asplund+ 2009), alpha?, mass (amu), I1, I2 (eV), u0, u1, u2 (partition fns, constant)
-from pairspec.surveys.linegen_lines import (  # noqa: E402 - the tables, kept apart to keep this file readable
+from pairspec.surveys.linegen_lines import (
     BANDS,
     CO_LOGK,
     FOREST_LOGTAU,

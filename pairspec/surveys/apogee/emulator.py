@@ -90,7 +90,7 @@ class KuruczEmulator:
     label_names: tuple[str, ...] = ("teff", "logg", "fe_h", "alpha_fe")
 
     @classmethod
-    def load(cls) -> "KuruczEmulator":
+    def load(cls) -> KuruczEmulator:
         a = _cached_arrays()
         return cls(a["w_array_0"], a["b_array_0"], a["w_array_1"], a["b_array_1"], a["x_min"], a["x_max"],
                    a["wavelength"], a["cont_pixels"], a["model_mask"], a["A"], a["V"])

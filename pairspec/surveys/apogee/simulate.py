@@ -163,7 +163,7 @@ def allstar_table(stars: dict, files: list[dict], results: list[dict], seed: int
     param = np.full((n, 9), np.nan, dtype=np.float32)
     for j, k in ((0, "TEFF"), (1, "LOGG"), (3, "M_H"), (6, "ALPHA_M")):
         param[:, j] = lab[k]
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731 - ASPCAP label columns are float32
+    f32 = lambda a: np.asarray(a, dtype=np.float32)
     cols = {
         "FILE": np.array([f["file"] for f in files]), "APOGEE_ID": stars["apogee_id"][idx],
         "TELESCOPE": np.array([f["telescope"] for f in files]), "FIELD": np.array([f["field"] for f in files]),

@@ -127,7 +127,7 @@ class LabelTable:
         self.path = str(path)
         cols = _read_table(self.path)
         self.n_rows = len(next(iter(cols.values()))) if cols else 0
-        pick = lambda names: next((cols[n] for n in names if n in cols), None)  # noqa: E731
+        pick = lambda names: next((cols[n] for n in names if n in cols), None)
         keys = {k: pick(names) for k, names in KEY_NAMES.items()}
         self.obsid = None if keys["obsid"] is None else _ints(keys["obsid"])
         self.designation = None if keys["designation"] is None else np.array(

@@ -89,8 +89,7 @@ def write_mrs(path, primary: dict, exposures: list[dict], coadds: dict, layout: 
     head = fits.PrimaryHDU(header=_header(fits, dict(primary, EXTNAME="Information", N_EXTEN=len(hdus) + 1)))
     with open(path, "wb") as f:
         f.write(_padded(head.header.tostring().encode("ascii"), b" "))
-        for block in hdus:
-            f.write(block)
+        f.writelines(hdus)
     return path
 
 
@@ -106,7 +105,7 @@ def write_lrs(path, primary: dict, wavelength, flux, ivar, andmask, ormask, layo
     coeff0, coeff1 = float(np.log10(wave[0])), float(np.log10(wave[-1] / wave[0]) / (wave.size - 1))
     cards = dict(primary, COEFF0=round(coeff0, 6), COEFF1=round(coeff1, 9), CRVAL1=round(coeff0, 6),
                  CD1_1=round(coeff1, 9), CRPIX1=1, CTYPE1="LINEAR", **{"DC-FLAG": 1})
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    f32 = lambda a: np.asarray(a, dtype=np.float32)
     if layout == "table":
         n = wave.size
         cols = [fits.Column(name=c, format=f"{n}E", array=f32(a)[None, :]) for c, a in
