@@ -1,5 +1,6 @@
 """The visit machinery every survey simulator shares: Doppler shifts on log-linear grids, resampling,
-coverage masks, a smoothed continuum, a Planck continuum shape. Survey-specific instruments (detectors,
+coverage masks, a smoothed continuum, a Planck continuum shape, the loop that renders stars in worker
+processes with a progress bar. Survey-specific instruments (detectors,
 masks, noise recipes) live in each survey's own simulator."""
 
 from __future__ import annotations
@@ -82,3 +83,25 @@ def planck_shape(wavelength_aa: np.ndarray, teff: float) -> np.ndarray:
     lam_cm = np.asarray(wavelength_aa, dtype=np.float64) * 1e-8
     b = 1.0 / (lam_cm**5 * np.expm1(1.4387769 / (lam_cm * teff)))
     return b / b[b.size // 2]
+
+
+def render_all(render, tasks: list[dict], workers: int, progress: bool, description: str) -> list[dict]:
+    """render(task) for every task, in order: in this process (workers <= 1) or in a pool of `workers`
+    processes (render must be a module-level function), with a progress bar titled `description`."""
+    from rich.progress import Progress
+
+    with Progress(disable=not progress, transient=False) as bar:
+        job = bar.add_task(description, total=len(tasks))
+        results = []
+        if workers <= 1:
+            for t in tasks:
+                results.append(render(t))
+                bar.advance(job)
+            return results
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for r in pool.map(render, tasks, chunksize=4):
+                results.append(r)
+                bar.advance(job)
+        return results

@@ -23,6 +23,7 @@ import numpy as np
 
 from pairspec.surveys.apogee.files import render_star_file
 from pairspec.surveys.population import draw_population
+from pairspec.surveys.simtools import render_all
 
 # (name, telescope, glon, glat, kind)
 FIELDS = (("120+12", "apo25m", 120.0, 12.0, "disc"), ("K04_083+13", "apo25m", 83.5, 13.0, "disc"),
@@ -269,30 +270,9 @@ def simulate_apogee(out_dir, n_stars: int = 500, seed: int = 1, workers: int = 1
     out_dir = Path(out_dir)
     stars, files, tasks = plan_survey(n_stars, seed, str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = _run(tasks, workers, progress)
+    results = render_all(render_star_file, tasks, workers, progress, "simulating apStar files")
     cols = allstar_table(stars, files, results, seed)
     allstar, truth = write_tables(out_dir, stars, cols)
     paths = {"allstar": allstar, "truth": truth, "apstar": [out_dir / f["path"] for f in files]}
     return SimulationSummary(n_stars=n_stars, n_files=len(files), n_visits=int(sum(r["nvisits"] for r in results)),
                              out_dir=out_dir, paths=paths)
-
-
-def _run(tasks: list[dict], workers: int, progress: bool) -> list[dict]:
-    from rich.progress import Progress
-
-    with Progress(disable=not progress, transient=False) as bar:
-        job = bar.add_task("simulating apStar files", total=len(tasks))
-        if workers <= 1:
-            results = []
-            for t in tasks:
-                results.append(render_star_file(t))
-                bar.advance(job)
-            return results
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = []
-            for r in pool.map(render_star_file, tasks, chunksize=4):
-                results.append(r)
-                bar.advance(job)
-            return results

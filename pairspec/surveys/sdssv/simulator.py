@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pairspec.surveys.sdssv.layout import DEFAULT_PIPELINES
+from pairspec.surveys.simtools import render_all
 
 
 class SdssvSimulator:
@@ -31,7 +32,9 @@ def simulate_sdssv(out: Path, n_stars: int = 500, seed: int = 1, workers: int = 
 
     out.mkdir(parents=True, exist_ok=True)
     stars, tasks = plan_survey(n_stars, seed, str(out))
-    results = _run(tasks, workers, progress)
+    from pairspec.surveys.sdssv.simulate import render_star
+
+    results = render_all(render_star, tasks, workers, progress, "simulating mwmVisit/mwmStar files")
     summary = out / "summary"
     aspcap = sim_summary.aspcap_columns(stars, results, seed, orphan=n_stars >= 10)
     bossnet = sim_summary.bossnet_columns(stars, results, seed)
@@ -44,29 +47,6 @@ def simulate_sdssv(out: Path, n_stars: int = 500, seed: int = 1, workers: int = 
     boss_note = "" if boss_available() else " (no BOSS spectra: pairspec.surveys.linegen is not installed)"
     return {"text": f"wrote {n_stars} stars, {n_visits} visits in {2 * n_stars} mwmVisit/mwmStar files under "
                     f"{out}{boss_note}", "source": str(out), "truth": str(truth)}
-
-
-def _run(tasks: list[dict], workers: int, progress: bool) -> list[dict]:
-    from rich.progress import Progress
-
-    from pairspec.surveys.sdssv.simulate import render_star
-
-    with Progress(disable=not progress, transient=False) as bar:
-        job = bar.add_task("simulating mwmVisit/mwmStar files", total=len(tasks))
-        if workers <= 1:
-            results = []
-            for t in tasks:
-                results.append(render_star(t))
-                bar.advance(job)
-            return results
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = []
-            for r in pool.map(render_star, tasks, chunksize=4):
-                results.append(r)
-                bar.advance(job)
-            return results
 
 
 SIMULATOR = SdssvSimulator()
