@@ -18,6 +18,7 @@ from collections import deque
 
 from pairspec.ingest.rules import (
     Admission,
+    BatchCommitter,
     admit_batch,
     guided_batches,
     read_unit,
@@ -53,7 +54,7 @@ def ingest_on_dask(client, adapter, store_path, the_store, todo, batch_size, rep
     batches = guided_batches(todo, batch_size, n)
     window = 2 * n  # batches read ahead of the one being planned: memory on the workers stays bounded
     reads, summaries, writes = {}, {}, deque()  # writes: (k, future, first star, first visit, keys, visits)
-    next_submit, n_batches = 0, 0
+    next_submit = 0
 
     def submit_reads(upto):
         nonlocal next_submit
@@ -65,23 +66,16 @@ def ingest_on_dask(client, adapter, store_path, the_store, todo, batch_size, rep
 
     def commit_ready(limit: int):
         """Commit, in order, the written batches; wait for the oldest while more than `limit` are out."""
-        nonlocal n_batches
         while writes and (writes[0][1].done() or len(writes) > limit):
             k, fut, s0, v0, keys, n_visits = writes.popleft()
             _result(fut, k)
             reads.pop(k, None)  # the records on the worker can go
-            if keys:
-                store.commit_batch(s0 + len(keys), v0 + n_visits, keys)
-                report.n_stars += len(keys)
-                report.n_visits += n_visits
-                n_batches += 1
-                if after_batch is not None:
-                    after_batch(n_batches)
-            bar(report.n_stars, report.n_visits, advance=len(batches[k]))
+            commit(s0, v0, keys, n_visits, len(batches[k]))
 
     with progress_bar as bar:
         submit_reads(window)
         store = the_store()  # (created, if new, while the first batches are read)
+        commit = BatchCommitter(store, report, bar, after_batch)
         admission = Admission.of(store)
         star_end, visit_end = store.n_stars, store.n_visits
         for k in range(len(batches)):

@@ -12,6 +12,7 @@ import traceback
 
 from pairspec.ingest.rules import (
     Admission,
+    BatchCommitter,
     admit_batch,
     guided_batches,
     init_reader,
@@ -31,7 +32,7 @@ def ingest_parallel(workers: Workers, the_store, todo, batch, report, masked, pr
     plans: dict[int, tuple] = {}  # batch -> (first star row, first visit row, keys, n visits)
     summaries: dict[int, tuple] = {}  # batch -> (worker, summary), waiting for its turn to be planned
     written: set[int] = set()  # batches on disk, waiting for their turn to be committed
-    next_read = next_plan = next_commit = n_batches = 0
+    next_read = next_plan = next_commit = 0
     with progress_bar as bar:
         for _ in range(2):  # two read orders per worker: one to read while the other waits to be written
             for wid in range(workers.n):
@@ -39,6 +40,7 @@ def ingest_parallel(workers: Workers, the_store, todo, batch, report, masked, pr
                     workers.send(wid, ("read", next_read, batches[next_read]))
                     next_read += 1
         store = the_store()  # (created, if new, while the workers read)
+        commit = BatchCommitter(store, report, bar, after_batch)
         admission = Admission.of(store)
         star_end, visit_end = store.n_stars, store.n_visits
         while next_commit < len(batches):
@@ -61,15 +63,7 @@ def ingest_parallel(workers: Workers, the_store, todo, batch, report, masked, pr
                     next_read += 1
                 while next_commit in written:
                     written.remove(next_commit)
-                    s0, v0, keys, n_visits = plans.pop(next_commit)
-                    if keys:
-                        store.commit_batch(s0 + len(keys), v0 + n_visits, keys)
-                        report.n_stars += len(keys)
-                        report.n_visits += n_visits
-                        n_batches += 1
-                        if after_batch is not None:
-                            after_batch(n_batches)
-                    bar(report.n_stars, report.n_visits, advance=len(batches[next_commit]))
+                    commit(*plans.pop(next_commit), len(batches[next_commit]))
                     next_commit += 1
     store.trim()  # the rows reserved past the last batch
     return store

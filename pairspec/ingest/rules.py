@@ -148,6 +148,26 @@ def admit_batch(admission: Admission, units: list, summary: list, report, masked
     return keep, keys, n_visits
 
 
+class BatchCommitter:
+    """Commits the written batches of a parallel engine, which must call it in batch order: moves the store's
+    committed end past the batch (store.commit_batch), counts its stars and visits in the report, calls
+    after_batch(number of batches committed) and advances the progress bar by the batch's units."""
+
+    def __init__(self, store, report, bar, after_batch=None):
+        self.store, self.report, self.bar, self.after_batch = store, report, bar, after_batch
+        self.n_batches = 0
+
+    def __call__(self, s0: int, v0: int, keys: list, n_visits: int, n_units: int) -> None:
+        if keys:
+            self.store.commit_batch(s0 + len(keys), v0 + n_visits, keys)
+            self.report.n_stars += len(keys)
+            self.report.n_visits += n_visits
+            self.n_batches += 1
+            if self.after_batch is not None:
+                self.after_batch(self.n_batches)
+        self.bar(self.report.n_stars, self.report.n_visits, advance=n_units)
+
+
 def guided_batches(units: list, size: int, workers: int) -> list[list]:
     """Consecutive batches of `size` units, getting smaller towards the end (each at most 1/(2 x
     workers) of what is left, and at least size/8) so that the workers finish together instead of
