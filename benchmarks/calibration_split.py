@@ -62,13 +62,13 @@ def split_predictions(predictor, store, split: str, truth, survey, label_err) ->
             "star": star, "survey": survey[star], "label_err": label_err[star], "truth": truth[star]}
 
 
-def calibrate_and_score(val: dict, test: dict, names, scale=DEFAULT_STATISTIC) -> tuple[dict, dict]:
-    """The calibration fitted on `val` (with the z-score statistic `scale` made 1) and, per label, its
-    z-score statistics on `test` against truth, against the survey labels (with their label_err) and from
-    repeat pairs."""
+def calibrate_and_score(val: dict, test: dict, names, scale=DEFAULT_STATISTIC, shaped: bool = True) -> tuple[dict, dict]:
+    """The calibration fitted on `val` (with the z-score statistic `scale` made 1; `shaped`: the star part's
+    shape from the predicted labels) and, per label, its z-score statistics on `test` against truth, against
+    the survey labels (with their label_err) and from repeat pairs."""
     cal = fit_calibration(val["pred"], val["sigma"], val["survey"], snr=val["snr"], star=val["star"],
-                          label_names=names, label_err=val["label_err"], scale=scale)
-    total, visit, _ = split_sigma(test["sigma"], test["snr"], cal)
+                          label_names=names, label_err=val["label_err"], scale=scale, shaped=shaped)
+    total, visit, _ = split_sigma(test["sigma"], test["snr"], cal, test["pred"])
     a, b = repeat_pairs(test["star"])
     p, lerr = test["pred"], np.nan_to_num(test["label_err"], nan=0.0)
     labels = {}
@@ -127,6 +127,9 @@ def main(argv=None) -> dict:
                     help="also calibrate on M random val stars and score on M random test stars, --draws times")
     ap.add_argument("--draws", type=int, default=100, help="random draws per --subsample size")
     ap.add_argument("--seed", type=int, default=0, help="seed of the stars drawn for --subsample")
+    ap.add_argument("--flat", action="store_true",
+                    help="also score the calibration with a star part that is flat within each S/N bin (no shape "
+                         "from the predicted labels: pairspec's star part until 2026-12-07)")
     ap.add_argument("--scales", nargs="+", choices=sorted(STATISTICS), metavar="NAME",
                     help=f"also refit with these z-score statistics made 1 ({', '.join(STATISTICS)}) and score each")
     args = ap.parse_args(argv)
@@ -142,6 +145,10 @@ def main(argv=None) -> dict:
     res = {"checkpoint": args.checkpoint, "store": args.store, "n_val": len(val["pred"]),
            "n_test": len(test["pred"]), "n_test_pairs": repeat_pairs(test["star"])[0].size,
            "calibration": cal, "labels": labels}
+    res["meets_target"] = meets_target(labels)
+    if args.flat:
+        _, scored = calibrate_and_score(val, test, names, shaped=False)
+        res["flat"] = {"meets_target": meets_target(scored), "labels": scored}
     if args.scales:
         res["scales"] = {}
         for name in args.scales:

@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
     ncal = fit_calibration(V["net"], V["sig"], V["survey"], snr=V["snr"], star=V["star"], label_names=names,
                            label_err=V["lerr"])
     for S in (V, T):
-        S["net_sigma"] = split_sigma(S["sig"], S["snr"], ncal)[0]
+        S["net_sigma"] = split_sigma(S["sig"], S["snr"], ncal, S["net"])[0]
     pa, pb = M.repeat_pairs(T["star"])
     report = {"checkpoint": args.checkpoint, "store": args.store, "labels": names, "n_val": int(V["snr"].size),
               "n_test": int(T["snr"].size), "n_test_pairs": int(pa.size), "variants": {}}
@@ -108,7 +108,7 @@ def main(argv=None) -> dict:
                       "repeat_pairs": {"z_std": zp["z_std"], "cov68": zp["cov68"]}}
         return per
 
-    tot, vis, _ = split_sigma(T["sig"], T["snr"], ncal)
+    tot, vis, _ = split_sigma(T["sig"], T["snr"], ncal, T["net"])
     report["variants"]["network"] = score(T["net"], tot, vis)
     for pull in (None, 5.0, 4.0, 3.0):
         vr, tr = (guard(S["net"], S["refit"], S["net_sigma"], pull) for S in (V, T))
@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
         for shape in (vs if pull in (None, 5.0) else ["net"]):
             cal = fit_calibration(oob, vs[shape], V["survey"], snr=V["snr"], star=V["star"], label_names=names,
                                   label_err=V["lerr"])
-            tot, vis, _ = split_sigma(ts[shape], T["snr"], cal)
+            tot, vis, _ = split_sigma(ts[shape], T["snr"], cal, mix)
             report["variants"][f"mix pull<{pull} shape={shape}"] = {
                 "dropped_test": np.isnan(tr).sum(0).astype(int).tolist(), "weights": weights, **score(mix, tot, vis)}
         print(f"pull {pull} done", file=sys.stderr, flush=True)

@@ -11,10 +11,14 @@ pairs), so the calibration splits it:
                                                     z = (p_i - p_j) / sqrt(sigma_visit_i^2 + sigma_visit_j^2);
                                                     c_k makes the scale of z the same in the four S/N
                                                     quartiles of the pairs, a_k makes it 1
-    sigma_star  = s_k,bin                           per label and visit-S/N bin (edges 0, 20, 40, 60, inf):
-                                                    the value that makes the scale of (pred - label) /
+    sigma_star  = s_k,bin * h_k(labels)             s_k,bin per label and visit-S/N bin (edges 0, 20, 40, 60,
+                                                    inf): the value that makes the scale of (pred - label) /
                                                     sqrt(sigma_visit^2 + sigma_star^2 + label_err^2) equal 1
-                                                    (0 if already <= 1)
+                                                    (0 if already <= 1);
+                                                    h_k = exp((x . b_k - o_k) / 2), x the twin's predicted
+                                                    labels standardised on the val split: the shape of the
+                                                    star part over the stars' kinds, b_k by the likelihood of
+                                                    the val residuals, o_k so that h_k has geometric mean 1
     sigma       = sqrt(sigma_visit^2 + sigma_star^2)
 
 The S/N term is there because the network's own sigma does not follow the photon noise: measured on the
@@ -34,6 +38,17 @@ their std at 1.11-1.14 for some labels of the paper table's checkpoints; matchin
 where the coverage scale did on 2 (docs/evaluation.md; benchmarks/calibration_split.py --scales). The clip
 at 5 coverage scales keeps the few catastrophic outliers every survey has from setting the rms (a
 MAD-matched scale, tried before both, left heavy-tailed z-scores with a 68 % coverage of 0.60-0.66).
+The shape h_k is there because what the network gets wrong for a star depends on the kind of star. Measured
+on the paper table's survey (seed 426, test split, 2026-12-07): with a star part flat within each S/N bin, the
+z-std of log g against the truth was 1.33 for the most metal-poor fifth of the stars and 0.75 for the most
+metal-rich; of Teff, 0.79 for the coolest fifth and 1.45 for the hottest. Such a mixture is peaked (robust
+std 0.86-0.87 at a z-std of ~1.0) and puts the 68 % coverage against the truth above 0.73 whatever the
+scale; the shaped star part brings the robust std to 0.90-0.91 and the coverage inside the target
+(docs/evaluation.md). `shaped=False` fits the flat star part (pairspec's until 2026-12-07). The shape's
+coefficients are bounded (|b| <= STAR_SHAPE_MAX_COEF per standard deviation of a label), the standardised
+labels clipped at +-STAR_SHAPE_MAX_X, and a label needs STAR_SHAPE_ROWS_PER_PARAM val twins per coefficient
+(else its h is 1). A calibration with a shape needs the predicted labels wherever it is applied
+(split_sigma(..., labels)): a ValueError says so when they are missing.
 A bin with fewer than `min_count` usable twins falls back to the label's global value; with
 fewer than `min_count` repeat pairs the visit part is the one-part scale (method "one-part"; "mad" in
 older checkpoints), with fewer than 4 x `min_count` the S/N exponent c_k is 0. Combining the visits of a
@@ -44,9 +59,10 @@ The calibration is a plain dict stored in the checkpoint:
      "label_names": [...], "scale": [K] (a_k),
      "visit_snr_slope": [K] (c_k), "visit_snr_ref": 30.0, "count": [K], "pair_count": [K], "min_count": int,
      "snr_edges": [...] or None, "star_sigma": [K], "star_sigma_by_snr": [[K] per bin] or None,
-     "count_by_snr": [[K] per bin] or None, "scale_by_snr": [[K] per bin] (one-part only) or None}
+     "count_by_snr": [[K] per bin] or None, "scale_by_snr": [[K] per bin] (one-part only) or None,
+     "star_shape": {"center": [K], "scale": [K], "coef": [[K] or None per label], "offset": [K]} or None}
 Checkpoints written before the S/N exponent have no "visit_snr_slope" (read as 0); those written before
-2026-12-07 have no "statistic" (theirs is "coverage"). A stored calibration is a table of numbers: it is
+2026-12-07 have no "statistic" (theirs is "coverage") and no "star_shape" (flat). A stored calibration is a table of numbers: it is
 applied as it was fitted, whatever the default statistic is now.
 """
 
@@ -96,20 +112,87 @@ STATISTICS = {
 DEFAULT_STATISTIC = "mid_clip5"
 
 
-def _star_term(resid: np.ndarray, sv: np.ndarray, scale=mid_clip5_scale) -> float:
-    """The s >= 0 with scale(resid / sqrt(sv^2 + s^2)) = 1 (bisection; 0 when sv alone suffices)."""
-    ok = np.isfinite(resid) & np.isfinite(sv) & (sv > 0)
-    r, v = resid[ok], sv[ok]
+def _star_term(resid: np.ndarray, sv: np.ndarray, scale=mid_clip5_scale, shape=None) -> float:
+    """The s >= 0 with scale(resid / sqrt(sv^2 + (s shape)^2)) = 1 (bisection; 0 when sv alone suffices);
+    `shape` (per row, geometric mean ~1) None = 1."""
+    h = np.ones_like(resid) if shape is None else np.asarray(shape, dtype=np.float64)
+    ok = np.isfinite(resid) & np.isfinite(sv) & (sv > 0) & np.isfinite(h)
+    r, v, h = resid[ok], sv[ok], h[ok]
     if r.size == 0 or scale(r / v) <= 1.0:
         return 0.0
-    lo, hi = 0.0, max(scale(r) * 2.0, 1e-12)
+    lo, hi = 0.0, max(scale(r / np.maximum(h, 1e-3)) * 2.0, 1e-12)
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if scale(r / np.sqrt(v * v + mid * mid)) > 1.0:
+        if scale(r / np.sqrt(v * v + (mid * h) ** 2)) > 1.0:
             lo = mid
         else:
             hi = mid
     return 0.5 * (lo + hi)
+
+
+STAR_SHAPE_ROWS_PER_PARAM = 20  # val twins per coefficient a label's star-part shape needs (else no shape)
+STAR_SHAPE_MAX_COEF = 3.0  # |coefficient| bound: the variance changes by at most e^3 per standard deviation
+STAR_SHAPE_MAX_X = 4.0  # standardised labels are clipped here, so that the shape does not extrapolate
+
+
+def _shape_features(labels, center, scale) -> np.ndarray:
+    """(N, K) standardised predicted labels, clipped to +-STAR_SHAPE_MAX_X; NaN (a missing label) -> 0."""
+    x = (np.asarray(labels, dtype=np.float64) - np.asarray(center)) / np.asarray(scale)
+    return np.clip(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -STAR_SHAPE_MAX_X, STAR_SHAPE_MAX_X)
+
+
+def _fit_star_shape(resid, sv, x) -> tuple[np.ndarray, float] | None:
+    """(coef (K,), offset) of log star variance = x . coef + b, by the Gaussian likelihood of
+    resid ~ N(0, sv^2 + exp(x . coef + b)) (L-BFGS, coefficients bounded by STAR_SHAPE_MAX_COEF; rows beyond
+    5 coverage scales of the shape-free z dropped as outliers); offset = the mean of x . coef over the
+    rows, so that the shape exp((x . coef - offset) / 2) has geometric mean 1 there. None when there are
+    fewer than STAR_SHAPE_ROWS_PER_PARAM rows per coefficient or no star part to shape."""
+    from scipy.optimize import minimize
+
+    ok = np.isfinite(resid) & np.isfinite(sv) & (sv > 0)
+    r, v2, x = resid[ok], sv[ok] ** 2, x[ok]
+    n_par = x.shape[1] + 1
+    if r.size < STAR_SHAPE_ROWS_PER_PARAM * n_par:
+        return None
+    s0 = _star_term(r, np.sqrt(v2))
+    if not s0 > 0:
+        return None
+    z0 = r / np.sqrt(v2 + s0 * s0)
+    keep = np.abs(z0) < 5.0 * coverage_scale(z0)
+    r2, v2, f = r[keep] ** 2, v2[keep], np.column_stack([x[keep], np.ones(keep.sum())])
+
+    def nll(b):
+        t2 = np.exp(np.clip(f @ b, -700, 700))
+        var = v2 + t2
+        grad = 0.5 * ((1.0 / var - r2 / var**2) * t2) @ f
+        return 0.5 * np.sum(r2 / var + np.log(var)) / r2.size, grad / r2.size
+
+    b0 = np.zeros(n_par)
+    b0[-1] = 2.0 * np.log(s0)
+    bounds = [(-STAR_SHAPE_MAX_COEF, STAR_SHAPE_MAX_COEF)] * (n_par - 1) + [(None, None)]
+    res = minimize(nll, b0, jac=True, method="L-BFGS-B", bounds=bounds)
+    if not np.all(np.isfinite(res.x)):
+        return None
+    coef = res.x[:-1]
+    return coef, float(np.mean(x @ coef))
+
+
+def star_shape(labels, calibration: dict | None) -> np.ndarray | None:
+    """(N, K) factor of the star part of each twin from its predicted labels (calibration["star_shape"]:
+    exp((x . coef_k - offset_k) / 2), x the standardised labels; 1 for a label without a shape), or None
+    when the calibration has no shape."""
+    shape = (calibration or {}).get("star_shape")
+    if not shape:
+        return None
+    if labels is None:
+        raise ValueError("this calibration's star part depends on the predicted labels (calibration['star_shape']): "
+                         "pass the labels the sigmas belong to")
+    x = _shape_features(labels, shape["center"], shape["scale"])
+    out = np.ones(x.shape)
+    for k, (coef, off) in enumerate(zip(shape["coef"], shape["offset"])):
+        if coef is not None:
+            out[:, k] = np.exp(0.5 * (x @ np.asarray(coef, dtype=np.float64) - off))
+    return out
 
 
 def snr_factor(snr, slope, ref: float = SNR_REF) -> np.ndarray:
@@ -146,7 +229,7 @@ def _visit_part(d, sa, sb, snr_a, snr_b, min_count: int, scale=mid_clip5_scale) 
 
 
 def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, snr_edges=SNR_EDGES,
-                    min_count: int = 30, label_err=None, scale=DEFAULT_STATISTIC) -> dict:
+                    min_count: int = 30, label_err=None, scale=DEFAULT_STATISTIC, shaped: bool = True) -> dict:
     """pred, sigma, labels (N, K) physical units, NaN label = missing; snr (N,) visit S/N or None; star (N,)
     the star of each twin (for the repeat pairs) or None (then the one-part calibration); label_err (N, K)
     the reference labels' own errors (NaN = unknown, taken as 0) or None. `scale` is the statistic of the
@@ -188,17 +271,30 @@ def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, 
                 method = "visit+star"
     sv = sigma * visit_scale * (1.0 if snr_arr is None else snr_factor(snr_arr, slope))
     sv_ref = np.sqrt(sv**2 + lerr**2)  # what the residuals against the noisy reference labels hold beside the star part
+    shape_meta, h = None, np.ones_like(pred)
+    if method == "visit+star" and shaped:
+        with np.errstate(all="ignore"):
+            center, spread = np.nanmean(pred, axis=0), np.nanstd(pred, axis=0)
+        center = np.where(np.isfinite(center), center, 0.0)
+        spread = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
+        x = _shape_features(pred, center, spread)
+        fits = [_fit_star_shape(resid[:, k], sv_ref[:, k], x) if count[k] >= min_count else None for k in range(K)]
+        if any(f is not None for f in fits):
+            shape_meta = {"center": center.tolist(), "scale": spread.tolist(),
+                          "coef": [None if f is None else f[0].tolist() for f in fits],
+                          "offset": [0.0 if f is None else f[1] for f in fits]}
+            h = star_shape(pred, {"star_shape": shape_meta})
     star_sigma = np.zeros(K)
     if method == "visit+star":
         for k in range(K):
             if count[k] >= min_count:
-                star_sigma[k] = _star_term(resid[:, k], sv_ref[:, k], scale)
+                star_sigma[k] = _star_term(resid[:, k], sv_ref[:, k], scale, h[:, k])
     cal = {"method": method, "statistic": statistic, "label_names": list(label_names or []),
            "scale": visit_scale.tolist(),
            "visit_snr_slope": slope.tolist(), "visit_snr_ref": SNR_REF,
            "count": count.astype(int).tolist(), "pair_count": np.asarray(pair_count).astype(int).tolist(),
            "min_count": int(min_count), "snr_edges": None, "star_sigma": star_sigma.tolist(),
-           "star_sigma_by_snr": None, "scale_by_snr": None, "count_by_snr": None}
+           "star_sigma_by_snr": None, "scale_by_snr": None, "count_by_snr": None, "star_shape": shape_meta}
     if snr_arr is None or snr_edges is None:
         return cal
     edges = list(snr_edges)
@@ -211,7 +307,7 @@ def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, 
         for k in range(K):
             if n[k] >= min_count:
                 if method == "visit+star":
-                    s[k] = _star_term(resid[rows, k], sv_ref[rows, k], scale)
+                    s[k] = _star_term(resid[rows, k], sv_ref[rows, k], scale, h[rows, k])
                 else:
                     sc[k] = scale(z[rows, k])
         sc[~(sc > 0)] = one_part[~(sc > 0)]
@@ -239,8 +335,9 @@ def _bin_values(calibration: dict, key: str, snr: np.ndarray, default: np.ndarra
     return out
 
 
-def split_sigma(sigma, snr, calibration: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sigma, sigma_visit, sigma_star), each (N, K), from the network's sigma (N, K) and the visits' S/N."""
+def split_sigma(sigma, snr, calibration: dict | None, labels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sigma, sigma_visit, sigma_star), each (N, K), from the network's sigma (N, K), the visits' S/N and,
+    for a calibration with a star-part shape, the predicted labels (N, K) the sigmas belong to."""
     sigma = np.asarray(sigma, dtype=np.float64)
     snr = np.atleast_1d(np.asarray(snr, dtype=np.float64))
     K = sigma.shape[1]
@@ -252,12 +349,15 @@ def split_sigma(sigma, snr, calibration: dict | None) -> tuple[np.ndarray, np.nd
     if slope is not None and np.any(np.asarray(slope) != 0):
         visit = visit * snr_factor(snr, slope, float(calibration.get("visit_snr_ref", SNR_REF)))
     star = _bin_values(calibration, "star_sigma_by_snr", snr, np.asarray(calibration.get("star_sigma") or [0.0] * K))
+    shape = star_shape(labels, calibration)
+    if shape is not None:
+        star = star * shape
     return np.sqrt(visit**2 + star**2), visit, star
 
 
-def apply_calibration(sigma, snr, calibration: dict | None) -> np.ndarray:
+def apply_calibration(sigma, snr, calibration: dict | None, labels=None) -> np.ndarray:
     """The calibrated total sigma (see split_sigma)."""
-    return split_sigma(sigma, snr, calibration)[0]
+    return split_sigma(sigma, snr, calibration, labels)[0]
 
 
 def cross_calibrate(pred, sigma, labels, snr, star, label_names=None, label_err=None, folds: int = 2,
@@ -283,6 +383,6 @@ def cross_calibrate(pred, sigma, labels, snr, star, label_names=None, label_err=
         cal = fit_calibration(pred[fit_rows], sigma[fit_rows], labels[fit_rows], snr=snr[fit_rows],
                               star=star[fit_rows], label_names=label_names,
                               label_err=None if lerr is None else lerr[fit_rows])
-        total[out_rows], visit[out_rows], _ = split_sigma(sigma[out_rows], snr[out_rows], cal)
+        total[out_rows], visit[out_rows], _ = split_sigma(sigma[out_rows], snr[out_rows], cal, pred[out_rows])
         cals.append(cal)
     return total, visit, cals

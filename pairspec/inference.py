@@ -150,13 +150,14 @@ class LabelPredictor:
                         denoised_sigma[rows, pix] = self._denoise_sigma(snr[rows])
         raw_sigma = sigma
         calibration = self.meta["refit"].get("calibration") if mix is not None else self.calibration
-        sigma, sigma_visit, sigma_star = split_sigma(sigma, snr, calibration)
+        sigma, sigma_visit, sigma_star = split_sigma(sigma, snr, calibration, labels)
         result = {"labels": labels, "sigma": sigma, "sigma_visit": sigma_visit, "sigma_star": sigma_star, "snr": snr,
                   "frac_bad": frac_bad, "refit": mix is not None}
         if return_refit:
             result["labels_network"], result["labels_refit"] = net_labels, refit_labels
             # the network's own labels with their own calibration (evaluate's "tsn_network")
-            result["sigma_network"], result["sigma_visit_network"], _ = split_sigma(raw_sigma, snr, self.calibration)
+            result["sigma_network"], result["sigma_visit_network"], _ = split_sigma(raw_sigma, snr, self.calibration,
+                                                                                         net_labels)
         if denoise:
             result["denoised"] = denoised
             if denoised_sigma is not None:

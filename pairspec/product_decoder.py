@@ -59,7 +59,7 @@ def star_labels_of_twins(model, meta: dict, x, snr, star_index, device, batch_si
         if progress is not None:
             progress(min(a + batch_size, n), n)
     calibration = refit_meta.get("calibration") if refit_meta else meta.get("calibration")
-    sigma, sigma_visit, _ = split_sigma(sigma, snr, calibration)
+    sigma, sigma_visit, _ = split_sigma(sigma, snr, calibration, labels)
     uniq, inv = np.unique(np.asarray(star_index), return_inverse=True)
     comb = combine_visits(inv, uniq.size, labels, sigma, np.zeros(n, np.int32), sigma_visit=sigma_visit)
     return comb["labels"][inv]

@@ -229,5 +229,5 @@ def labels_returned(decoder, x, mean, log_var, label_mean, label_std, snr, refit
     if mix is None:
         return network, network, refit
     sigma = np.exp(0.5 * log_var.float().cpu().numpy().astype(np.float64)) * label_std
-    kept = guard(network, refit, split_sigma(sigma, snr, network_calibration)[0], refit_meta.get("max_pull"))
+    kept = guard(network, refit, split_sigma(sigma, snr, network_calibration, network)[0], refit_meta.get("max_pull"))
     return apply_mix(network, kept, snr, mix, refit_meta.get("snr_edges", SNR_EDGES)), network, refit

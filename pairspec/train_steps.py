@@ -357,7 +357,7 @@ def refit_on_val(model, val: dict, pred, sigma, twins, device, batch_size: int =
         z[a:a + batch_size] = zb.cpu().numpy()
     model.train()
     snr, labels = np.asarray(twins.val.snr), np.asarray(twins.val.labels, dtype=np.float64)
-    refit = guard(pred, z * std + mu, split_sigma(sigma, snr, network_calibration)[0], MAX_PULL)
+    refit = guard(pred, z * std + mu, split_sigma(sigma, snr, network_calibration, pred)[0], MAX_PULL)
     # the weights from all val stars; the calibration from each star's out-of-bag mix (choose_mix)
     weights, oob = choose_mix(pred, refit, labels, snr, star=np.asarray(twins.val.star_index), return_oob=True)
     mixed = apply_mix(pred, refit, snr, weights)

@@ -25,7 +25,7 @@ def test_visit_and_star_parts_pass_both_tests():
     assert cal["scale"][0] == pytest.approx(2.0, rel=0.08)  # pairs see the visit noise only
     assert 0.8 * 30 < np.median(np.asarray(cal["star_sigma_by_snr"])[:, 0]) < 1.2 * 30
     pred, net, truth, snr, star = _twins(600, 1)  # fresh twins: the calibration must generalise
-    total, visit, star_part = split_sigma(net, snr, cal)
+    total, visit, star_part = split_sigma(net, snr, cal, pred)
     assert np.allclose(total**2, visit**2 + star_part**2)
     z_truth = zscore_stats(pred[:, 0], total[:, 0], truth[:, 0])
     a, b = repeat_pairs(star)
@@ -34,14 +34,14 @@ def test_visit_and_star_parts_pass_both_tests():
         assert 0.9 < z["z_std_robust"] < 1.1 and 0.63 < z["cov68"] < 0.73
     # the one-part sigma cannot pass the pair test: it folds the shared star error into each visit
     one = fit_calibration(pred, net, truth, snr=snr, label_names=["teff"])
-    old = split_sigma(net, snr, one)[0]
+    old = split_sigma(net, snr, one, pred)[0]
     assert pair_zscore_stats(pred[a, 0], old[a, 0], pred[b, 0], old[b, 0])["z_std_robust"] < 0.85
 
 
 def test_no_star_part_when_visits_explain_everything():
     pred, net, truth, snr, star = _twins(800, 2, star_err=0.0)
     cal = fit_calibration(pred, net, truth, snr=snr, star=star)
-    visit = split_sigma(net, snr, cal)[1]
+    visit = split_sigma(net, snr, cal, pred)[1]
     # only sampling noise of the robust scales is left to explain: a star term far below the visit term
     assert cal["star_sigma"][0] < 0.25 * float(np.median(visit))
 
@@ -58,7 +58,7 @@ def test_visit_part_follows_snr_when_the_network_sigma_does_not():
     net = (100.0 / np.sqrt(snr))[:, None]
     cal = fit_calibration(pred, net, truth, snr=snr, star=star)
     assert -0.75 < cal["visit_snr_slope"][0] < -0.3  # pairs binned by their noisier visit: a little steep
-    visit = split_sigma(net, snr, cal)[1]
+    visit = split_sigma(net, snr, cal, pred)[1]
     a, b = repeat_pairs(star)
     low = np.minimum(snr[a], snr[b])
     for sel in (low < 25, low > 60):  # calibrated at both ends of the S/N range
@@ -76,7 +76,7 @@ def test_reference_label_noise_is_taken_out_of_the_star_part():
     cal = fit_calibration(pred, net, noisy, snr=snr, star=star, label_err=label_err)
     assert np.median(np.asarray(cal["star_sigma_by_snr"])[:, 0]) < np.median(np.asarray(naive["star_sigma_by_snr"])[:, 0])
     pred2, net2, truth2, snr2, _ = _twins(600, 6)
-    z = zscore_stats(pred2[:, 0], split_sigma(net2, snr2, cal)[0][:, 0], truth2[:, 0])
+    z = zscore_stats(pred2[:, 0], split_sigma(net2, snr2, cal, pred2)[0][:, 0], truth2[:, 0])
     assert 0.63 < z["cov68"] < 0.73
 
 
@@ -137,3 +137,47 @@ def test_default_statistic_keeps_heavy_tailed_z_within_both_targets():
         got[name] = (np.std(z), np.mean(np.abs(z) < 1))
     assert got["coverage"][0] > 1.1 and 0.67 < got["coverage"][1] < 0.70
     assert 0.9 <= got["mid_clip5"][0] <= 1.1 and 0.63 <= got["mid_clip5"][1] <= 0.73
+
+
+def _typed_twins(n_star, seed):
+    """Twins whose shared star error depends on the star's kind: sd 10 at label 4000 rising to ~90 at 6000
+    (the paper table's log g errors grow ~2.5x from metal-rich to metal-poor stars, its Teff errors ~2x
+    from cool to hot ones); the network's sigma follows the visit noise only."""
+    rng = np.random.default_rng(seed)
+    star = np.repeat(np.arange(n_star), 4)
+    snr = rng.uniform(10, 100, star.size)
+    t = rng.uniform(4000, 6000, n_star)
+    star_err = 10.0 * np.exp(2.2 * (t - 4000) / 2000)
+    truth = t[star][:, None]
+    net = (300.0 / snr)[:, None]
+    pred = truth + (star_err * rng.normal(size=n_star))[star][:, None] + net * rng.normal(size=(star.size, 1))
+    return pred, net, truth, snr, star
+
+
+def test_star_part_follows_the_predicted_labels():
+    """A constant star part per S/N bin leaves z-scores against the truth peaked (too many small ones, a few
+    large): robust std ~0.8 and, at the default statistic, a z-std above 1.1. The shape fitted from the predicted labels tracks each
+    star's error, brings both numbers into the target and leaves the repeat pairs as they were."""
+    pred, net, truth, snr, star = _typed_twins(1500, 21)
+    flat = fit_calibration(pred, net, truth, snr=snr, star=star, shaped=False)
+    shaped = fit_calibration(pred, net, truth, snr=snr, star=star)
+    assert flat["star_shape"] is None
+    # the star variance grows with the label: log-slope 4.4 per 2000, i.e. 1.27 per standard deviation
+    assert 0.9 < shaped["star_shape"]["coef"][0][0] < 1.5
+    pred2, net2, truth2, snr2, star2 = _typed_twins(1500, 22)
+    z_flat = zscore_stats(pred2[:, 0], split_sigma(net2, snr2, flat)[0][:, 0], truth2[:, 0])
+    total, visit, star_part = split_sigma(net2, snr2, shaped, pred2)
+    z = zscore_stats(pred2[:, 0], total[:, 0], truth2[:, 0])
+    assert z_flat["z_std"] > 1.1 and z_flat["z_std_robust"] < 0.87
+    assert 0.93 < z["z_std_robust"] < 1.07
+    assert 0.9 < z["z_std"] < 1.1 and 0.63 < z["cov68"] < 0.73
+    lo, hi = pred2[:, 0] < 4500, pred2[:, 0] > 5500
+    assert np.median(star_part[hi, 0]) > 3 * np.median(star_part[lo, 0])
+    a, b = repeat_pairs(star2)
+    for c in (flat, shaped):  # the visit part does not depend on the shape
+        assert np.allclose(split_sigma(net2, snr2, c, pred2)[1], split_sigma(net2, snr2, flat)[1])
+    # a calibration with a shape needs the labels; one without (stored before 2026-12-07 or shaped=False) does not
+    with pytest.raises(ValueError, match="depends on the predicted labels"):
+        split_sigma(net2, snr2, shaped)
+    zp = pair_zscore_stats(pred2[a, 0], visit[a, 0], pred2[b, 0], visit[b, 0])
+    assert 0.9 < zp["z_std"] < 1.1

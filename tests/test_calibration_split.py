@@ -44,6 +44,14 @@ def test_large_splits_calibrate_to_68_percent_and_small_ones_scatter_around_it(b
     assert 0.0 <= sub["600"]["draws_outside_target"] < sub["40"]["draws_outside_target"] <= 1.0
     assert bench.meets_target(full) != any(not 0.63 <= full[n][r]["cov68"] <= 0.73 or not 0.9 <= full[n][r]["z_std"] <= 1.1
                                            for n in NAMES for r in ("truth", "repeat_pairs"))
+    # the star errors here do not depend on the labels: the shape fitted from them stays near flat, and the
+    # flat calibration (--flat) scores the same within the noise
+    cal, _ = bench.calibrate_and_score(val, test, NAMES)
+    assert np.abs(np.asarray(cal["star_shape"]["coef"], dtype=float)).max() < 0.3
+    flat_cal, flat = bench.calibrate_and_score(val, test, NAMES, shaped=False)
+    assert flat_cal["star_shape"] is None
+    for n in NAMES:
+        assert abs(flat[n]["truth"]["cov68"] - full[n]["truth"]["cov68"]) < 0.02
     with pytest.raises(SystemExit, match="--subsample 5000"):
         bench.subsample(val, test, NAMES, [5000], draws=1)
 

@@ -141,7 +141,7 @@ def test_star_labels_are_each_stars_combination_of_its_twins(trained):
         per_twin, _, _ = labels_returned(model.label_decoder, x, out["mean"], out["log_var"], mu, sd,
                                          np.asarray(twins.snr), meta["refit"], meta["calibration"])
     sigma = np.exp(0.5 * out["log_var"].numpy().astype(np.float64)) * sd
-    sig, sig_v, _ = split_sigma(sigma, twins.snr, meta["refit"]["calibration"])
+    sig, sig_v, _ = split_sigma(sigma, twins.snr, meta["refit"]["calibration"], per_twin)
     uniq, inv = np.unique(star, return_inverse=True)
     expect = combine_visits(inv, uniq.size, per_twin, sig, np.zeros(star.size, np.int32), sigma_visit=sig_v)["labels"]
     np.testing.assert_allclose(lab, expect[inv], rtol=0, atol=1e-6 * np.abs(expect).max())
