@@ -180,6 +180,14 @@ def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt, progre
 
     if best.exists():
         model_state, best_meta, _ = read_train_state(best, map_location=run.device)
+        if any(k.startswith("product_decoder.") for k in model_state):
+            # a finished run trained again (the same command rerun, or new post-training code): its best.pt
+            # already holds the product decoder, which the model built from the recipe has not; the stages
+            # below run again from the best weights and make it anew
+            model_state = {k: v for k, v in model_state.items() if not k.startswith("product_decoder.")}
+            best_meta = dict(best_meta, model_kwargs={k: v for k, v in best_meta.get("model_kwargs", {}).items()
+                                                      if k != "product_decoder"})
+            best_meta.pop("product_decoder", None)
         raw_model.load_state_dict(model_state)
     else:  # no validation happened (empty val split): the last (averaged) weights are the best we have
         if opt.average is not None:

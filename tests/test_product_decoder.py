@@ -168,3 +168,22 @@ def test_the_stage_benchmark_adds_a_decoder_to_a_finished_checkpoint(trained, tm
     orig, _ = load_checkpoint(runs["survey"])  # everything else is the checkpoint's own
     for name, p in orig.state_dict().items():
         assert torch.equal(p, b.state_dict()[name]), name
+
+
+def test_training_a_finished_run_again_remakes_its_stages(trained):
+    """The same command rerun on a finished run (resume): no epoch is trained, the post-training stages run
+    again from best.pt, whose product decoder the model built from the recipe does not have."""
+    from pairspec.checkpoint import load_checkpoint, read_train_state
+    from pairspec.config import load_recipe
+
+    runs, T = trained
+    before = read_train_state(runs["network"])[0]
+    cfg = load_recipe(runs["network"].parent / "config.yaml")
+    assert T.train(cfg, progress=False) == runs["network"]
+    model, meta = load_checkpoint(runs["network"])
+    assert meta["model_kwargs"]["product_decoder"] == 16 and meta["product_decoder"]["width"] == 16
+    after = model.state_dict()
+    for k, v in after.items():  # the network's own weights are those of the first run
+        if not k.startswith("product_decoder."):
+            assert torch.equal(v.cpu(), before[k].cpu()), k
+    assert any(k.startswith("product_decoder.") for k in after)
