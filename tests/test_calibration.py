@@ -169,10 +169,13 @@ def test_star_part_follows_the_predicted_labels():
     total, visit, star_part = split_sigma(net2, snr2, shaped, pred2)
     z = zscore_stats(pred2[:, 0], total[:, 0], truth2[:, 0])
     assert z_flat["z_std"] > 1.1 and z_flat["z_std_robust"] < 0.87
-    assert 0.93 < z["z_std_robust"] < 1.07
+    assert 0.9 < z["z_std_robust"] < 1.07  # seeds 21-25: 0.92-0.95 (the floor keeps the low end flat)
     assert 0.9 < z["z_std"] < 1.1 and 0.63 < z["cov68"] < 0.73
     lo, hi = pred2[:, 0] < 4500, pred2[:, 0] > 5500
-    assert np.median(star_part[hi, 0]) > 3 * np.median(star_part[lo, 0])
+    # raised where the errors are large; where they are small the floor (STAR_SHAPE_FLOOR = 1) keeps the
+    # bin's level: the calibration cannot tell a truly good kind of star from one whose survey labels share
+    # the network's error (docs/evaluation.md); seeds 21-25: 2.1-2.2
+    assert np.median(star_part[hi, 0]) > 1.8 * np.median(star_part[lo, 0])
     a, b = repeat_pairs(star2)
     for c in (flat, shaped):  # the visit part does not depend on the shape
         assert np.allclose(split_sigma(net2, snr2, c, pred2)[1], split_sigma(net2, snr2, flat)[1])
