@@ -17,6 +17,10 @@ fits the calibration on M random val stars and scores it on M random test stars 
 from repeat pairs, beside the whole splits' values, and the fraction of draws in which some label misses
 the target (z-std 0.9-1.1 and coverage 63-73 %, both ways).
 
+`--flat` also scores the calibration with a star part that is flat within each S/N bin (fit_calibration
+shaped=False, pairspec's until 2026-12-07) beside the default, whose star part has a shape over the stars'
+predicted labels; "meets_target" says whether each meets the target.
+
 `--scales NAME [NAME ...]` refits the calibration with other statistics of the z-scores made 1
 (pairspec.calibration.STATISTICS: "coverage", the 68.27th percentile of |z|, pairspec's statistic until
 2026-12-07; "rms", their root mean square; "mid", the geometric mean of the two; "_clip5" drops |z| above 5
