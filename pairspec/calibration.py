@@ -66,7 +66,8 @@ The calibration is a plain dict stored in the checkpoint:
      "visit_snr_slope": [K] (c_k), "visit_snr_ref": 30.0, "count": [K], "pair_count": [K], "min_count": int,
      "snr_edges": [...] or None, "star_sigma": [K], "star_sigma_by_snr": [[K] per bin] or None,
      "count_by_snr": [[K] per bin] or None, "scale_by_snr": [[K] per bin] (one-part only) or None,
-     "star_shape": {"center": [K], "scale": [K], "coef": [[K] or None per label], "offset": [K]} or None}
+     "star_shape": {"center": [K], "scale": [K], "coef": [[K] or None per label], "offset": [K], "floor": 1.0}
+     or None}
 Checkpoints written before the S/N exponent have no "visit_snr_slope" (read as 0); those written before
 2026-12-07 have no "statistic" (theirs is "coverage") and no "star_shape" (flat). A stored calibration is a table of numbers: it is
 applied as it was fitted, whatever the default statistic is now.
@@ -120,7 +121,7 @@ DEFAULT_STATISTIC = "mid_clip5"
 
 def _star_term(resid: np.ndarray, sv: np.ndarray, scale=mid_clip5_scale, shape=None) -> float:
     """The s >= 0 with scale(resid / sqrt(sv^2 + (s shape)^2)) = 1 (bisection; 0 when sv alone suffices);
-    `shape` (per row, geometric mean ~1) None = 1."""
+    `shape` (per row, star_shape's factor) None = 1."""
     h = np.ones_like(resid) if shape is None else np.asarray(shape, dtype=np.float64)
     ok = np.isfinite(resid) & np.isfinite(sv) & (sv > 0) & np.isfinite(h)
     r, v, h = resid[ok], sv[ok], h[ok]
@@ -186,8 +187,8 @@ def _fit_star_shape(resid, sv, x) -> tuple[np.ndarray, float] | None:
 
 def star_shape(labels, calibration: dict | None) -> np.ndarray | None:
     """(N, K) factor of the star part of each twin from its predicted labels (calibration["star_shape"]:
-    exp((x . coef_k - offset_k) / 2), x the standardised labels; 1 for a label without a shape), or None
-    when the calibration has no shape."""
+    max(floor, exp((x . coef_k - offset_k) / 2)), x the standardised labels, floor as stored (1); 1 for a
+    label without a shape), or None when the calibration has no shape."""
     shape = (calibration or {}).get("star_shape")
     if not shape:
         return None
@@ -199,7 +200,7 @@ def star_shape(labels, calibration: dict | None) -> np.ndarray | None:
     for k, (coef, off) in enumerate(zip(shape["coef"], shape["offset"])):
         if coef is not None:
             out[:, k] = np.exp(0.5 * (x @ np.asarray(coef, dtype=np.float64) - off))
-    return np.maximum(out, STAR_SHAPE_FLOOR)
+    return np.maximum(out, float(shape.get("floor", STAR_SHAPE_FLOOR)))
 
 
 def snr_factor(snr, slope, ref: float = SNR_REF) -> np.ndarray:
@@ -289,7 +290,7 @@ def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, 
         if any(f is not None for f in fits):
             shape_meta = {"center": center.tolist(), "scale": spread.tolist(),
                           "coef": [None if f is None else f[0].tolist() for f in fits],
-                          "offset": [0.0 if f is None else f[1] for f in fits]}
+                          "offset": [0.0 if f is None else f[1] for f in fits], "floor": STAR_SHAPE_FLOOR}
             h = star_shape(pred, {"star_shape": shape_meta})
     star_sigma = np.zeros(K)
     if method == "visit+star":
