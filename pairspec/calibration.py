@@ -50,8 +50,7 @@ labels only, and a kind of star whose residuals against them are small may share
 (the network learned from those labels). Measured on the second paper-table seed (427): without the floor
 the star part of [Mg/Fe] for the hottest fifth of the stars fell from 0.020 to 0.005 dex, and their z-std
 against the truth rose to 1.77 (1.26 flat). `shaped=False` fits the flat star part (pairspec's until
-2026-12-07). The shape's
-coefficients are bounded (|b| <= STAR_SHAPE_MAX_COEF per standard deviation of a label), the standardised
+2026-12-07). The shape's coefficients are bounded (|b| <= STAR_SHAPE_MAX_COEF per standard deviation of a label), the standardised
 labels clipped at +-STAR_SHAPE_MAX_X, and a label needs STAR_SHAPE_ROWS_PER_PARAM val twins per coefficient
 (else its h is 1). A calibration with a shape needs the predicted labels wherever it is applied
 (split_sigma(..., labels)): a ValueError says so when they are missing.
@@ -149,7 +148,7 @@ def _shape_features(labels, center, scale) -> np.ndarray:
     return np.clip(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -STAR_SHAPE_MAX_X, STAR_SHAPE_MAX_X)
 
 
-def _fit_star_shape(resid, sv, x) -> tuple[np.ndarray, float] | None:
+def _fit_star_shape(resid, sv, x, scale=mid_clip5_scale) -> tuple[np.ndarray, float] | None:
     """(coef (K,), offset) of log star variance = x . coef + b, by the Gaussian likelihood of
     resid ~ N(0, sv^2 + exp(x . coef + b)) (L-BFGS, coefficients bounded by STAR_SHAPE_MAX_COEF; rows beyond
     5 coverage scales of the shape-free z dropped as outliers); offset = the mean of x . coef over the
@@ -162,7 +161,7 @@ def _fit_star_shape(resid, sv, x) -> tuple[np.ndarray, float] | None:
     n_par = x.shape[1] + 1
     if r.size < STAR_SHAPE_ROWS_PER_PARAM * n_par:
         return None
-    s0 = _star_term(r, np.sqrt(v2))
+    s0 = _star_term(r, np.sqrt(v2), scale)  # the flat star part: the start and the outlier clip
     if not s0 > 0:
         return None
     z0 = r / np.sqrt(v2 + s0 * s0)
@@ -286,7 +285,8 @@ def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, 
         center = np.where(np.isfinite(center), center, 0.0)
         spread = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
         x = _shape_features(pred, center, spread)
-        fits = [_fit_star_shape(resid[:, k], sv_ref[:, k], x) if count[k] >= min_count else None for k in range(K)]
+        fits = [_fit_star_shape(resid[:, k], sv_ref[:, k], x, scale) if count[k] >= min_count else None
+                for k in range(K)]
         if any(f is not None for f in fits):
             shape_meta = {"center": center.tolist(), "scale": spread.tolist(),
                           "coef": [None if f is None else f[0].tolist() for f in fits],
