@@ -21,6 +21,13 @@ the target (z-std 0.9-1.1 and coverage 63-73 %, both ways).
 shaped=False, pairspec's until 2026-12-07) beside the default, whose star part has a shape over the stars'
 predicted labels; "meets_target" says whether each meets the target.
 
+`--floors F [F ...]` scores the shaped star part with other floors (the shape never lowers the star part
+below F times its S/N bin's value; the default is 1).
+
+`--score-on unused-train` scores on the train-split stars that training did not see (a checkpoint trained
+with `data.max_stars`, as the paper table's is), instead of the test split: a second sample, independent of
+the test split on which the star part's floor was chosen. `--max-score-stars N` draws N of them (--seed).
+
 `--scales NAME [NAME ...]` refits the calibration with other statistics of the z-scores made 1
 (pairspec.calibration.STATISTICS: "coverage", the 68.27th percentile of |z|, pairspec's statistic until
 2026-12-07; "rms", their root mean square; "mid", the geometric mean of the two; "_clip5" drops |z| above 5
@@ -37,6 +44,7 @@ import numpy as np
 
 from pairspec.calibration import (
     DEFAULT_STATISTIC,
+    STAR_SHAPE_FLOOR,
     STATISTICS,
     fit_calibration,
     split_sigma,
@@ -47,11 +55,26 @@ from pairspec.metrics import pair_zscore_stats, repeat_pairs, zscore_stats
 from pairspec.store import open_store
 
 
-def split_predictions(predictor, store, split: str, truth, survey, label_err) -> dict:
-    """Raw predictions of every visit of the split's stars with >= 2 visits (the twins the calibration sees)."""
+def unused_train_stars(store, config: dict) -> np.ndarray:
+    """Train-split stars with >= 2 visits that the checkpoint's training did not see: those its
+    `data.max_stars` cap left out (pairspec.data.select_stars ranks the split by a hash of the star id)."""
+    from pairspec.data import select_stars
+
+    data = config.get("data", {})
+    if data.get("max_stars") is None:
+        raise SystemExit("--score-on unused-train: this checkpoint trained on every train star "
+                         "(data.max_stars is unset), so none is left to score on")
+    everyone = select_stars(store, "train", "loo", 2)
+    used = select_stars(store, "train", data.get("mode", "loo"), data.get("min_visits", 2), data["max_stars"])
+    return np.setdiff1d(everyone, used)
+
+
+def split_predictions(predictor, store, split: str, truth, survey, label_err, stars_idx=None) -> dict:
+    """Raw predictions of every visit of the split's stars with >= 2 visits (the twins the calibration sees);
+    `stars_idx` (star indices) replaces the split's stars."""
     stars, visits = store.star_table(), store.visit_table()
     first, nvis = np.asarray(stars["first_visit"]), np.asarray(stars["n_visits"])
-    sel = _select_stars(stars, split)
+    sel = _select_stars(stars, split) if stars_idx is None else np.sort(np.asarray(stars_idx))
     sel = sel[nvis[sel] >= 2]
     rows = np.concatenate([np.arange(first[s], first[s] + nvis[s]) for s in sel])
     flux, ivar, _ = store.visit_spectra(rows, pixmask=False)
@@ -66,12 +89,14 @@ def split_predictions(predictor, store, split: str, truth, survey, label_err) ->
             "star": star, "survey": survey[star], "label_err": label_err[star], "truth": truth[star]}
 
 
-def calibrate_and_score(val: dict, test: dict, names, scale=DEFAULT_STATISTIC, shaped: bool = True) -> tuple[dict, dict]:
+def calibrate_and_score(val: dict, test: dict, names, scale=DEFAULT_STATISTIC, shaped: bool = True,
+                        floor: float = STAR_SHAPE_FLOOR) -> tuple[dict, dict]:
     """The calibration fitted on `val` (with the z-score statistic `scale` made 1; `shaped`: the star part's
-    shape from the predicted labels) and, per label, its z-score statistics on `test` against truth, against
-    the survey labels (with their label_err) and from repeat pairs."""
+    shape from the predicted labels, never below `floor`) and, per label, its z-score statistics on `test`
+    against truth, against the survey labels (with their label_err) and from repeat pairs."""
     cal = fit_calibration(val["pred"], val["sigma"], val["survey"], snr=val["snr"], star=val["star"],
-                          label_names=names, label_err=val["label_err"], scale=scale, shaped=shaped)
+                          label_names=names, label_err=val["label_err"], scale=scale, shaped=shaped,
+                          shape_floor=floor)
     total, visit, _ = split_sigma(test["sigma"], test["snr"], cal, test["pred"])
     a, b = repeat_pairs(test["star"])
     p, lerr = test["pred"], np.nan_to_num(test["label_err"], nan=0.0)
@@ -134,6 +159,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--flat", action="store_true",
                     help="also score the calibration with a star part that is flat within each S/N bin (no shape "
                          "from the predicted labels: pairspec's star part until 2026-12-07)")
+    ap.add_argument("--floors", type=float, nargs="+", metavar="F",
+                    help=f"also score the shaped star part with these floors (the default is {STAR_SHAPE_FLOOR})")
+    ap.add_argument("--score-on", choices=("test", "unused-train"), default="test",
+                    help="where the calibration is scored: the test split, or the train-split stars that a "
+                         "checkpoint trained with data.max_stars did not see (a second, independent sample)")
+    ap.add_argument("--max-score-stars", type=int, metavar="N",
+                    help="score on N stars drawn at random (--seed) from those --score-on names")
     ap.add_argument("--scales", nargs="+", choices=sorted(STATISTICS), metavar="NAME",
                     help=f"also refit with these z-score statistics made 1 ({', '.join(STATISTICS)}) and score each")
     args = ap.parse_args(argv)
@@ -144,15 +176,30 @@ def main(argv=None) -> dict:
     truth, _ = read_truth(args.truth, store.star_table()["id"], names)
     survey = _reorder(store.labels(), store.schema.names, names)
     label_err = _reorder(store.label_err(), store.schema.names, names)
-    val, test = (split_predictions(predictor, store, s, truth, survey, label_err) for s in ("val", "test"))
+    score_stars = None
+    if args.score_on == "unused-train":
+        score_stars = unused_train_stars(store, predictor.meta.get("config") or {})
+    if args.max_score_stars is not None:
+        pool = (score_stars if score_stars is not None
+                else _select_stars(store.star_table(), "test"))
+        if args.max_score_stars < pool.size:
+            score_stars = np.random.default_rng(args.seed).choice(pool, args.max_score_stars, replace=False)
+    val = split_predictions(predictor, store, "val", truth, survey, label_err)
+    test = split_predictions(predictor, store, "test", truth, survey, label_err, stars_idx=score_stars)
     cal, labels = calibrate_and_score(val, test, names)
-    res = {"checkpoint": args.checkpoint, "store": args.store, "n_val": len(val["pred"]),
-           "n_test": len(test["pred"]), "n_test_pairs": repeat_pairs(test["star"])[0].size,
+    res = {"checkpoint": args.checkpoint, "store": args.store, "score_on": args.score_on, "n_val": len(val["pred"]),
+           "n_test": len(test["pred"]), "n_test_stars": int(np.unique(test["star"]).size),
+           "n_test_pairs": repeat_pairs(test["star"])[0].size,
            "calibration": cal, "labels": labels}
     res["meets_target"] = meets_target(labels)
     if args.flat:
         _, scored = calibrate_and_score(val, test, names, shaped=False)
         res["flat"] = {"meets_target": meets_target(scored), "labels": scored}
+    if args.floors:
+        res["floors"] = {}
+        for f in args.floors:
+            _, scored = calibrate_and_score(val, test, names, floor=f)
+            res["floors"][str(f)] = {"meets_target": meets_target(scored), "labels": scored}
     if args.scales:
         res["scales"] = {}
         for name in args.scales:

@@ -236,12 +236,17 @@ def _visit_part(d, sa, sb, snr_a, snr_b, min_count: int, scale=mid_clip5_scale) 
 
 
 def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, snr_edges=SNR_EDGES,
-                    min_count: int = 30, label_err=None, scale=DEFAULT_STATISTIC, shaped: bool = True) -> dict:
+                    min_count: int = 30, label_err=None, scale=DEFAULT_STATISTIC, shaped: bool = True,
+                    shape_floor: float = STAR_SHAPE_FLOOR) -> dict:
     """pred, sigma, labels (N, K) physical units, NaN label = missing; snr (N,) visit S/N or None; star (N,)
     the star of each twin (for the repeat pairs) or None (then the one-part calibration); label_err (N, K)
     the reference labels' own errors (NaN = unknown, taken as 0) or None. `scale` is the statistic of the
     z-scores that the calibration makes 1: a name in STATISTICS (stored in the result) or a function of
-    the z-scores (stored as its __name__; benchmarks/calibration_split.py --scales compares them)."""
+    the z-scores (stored as its __name__; benchmarks/calibration_split.py --scales compares them).
+    `shaped` fits the star part's shape over the predicted labels, which never goes below `shape_floor`
+    (stored with it; benchmarks/calibration_split.py --floors compares floors)."""
+    if not (np.isfinite(shape_floor) and shape_floor >= 0):
+        raise ValueError(f"shape_floor must be a number >= 0, got {shape_floor!r}")
     if isinstance(scale, str):
         if scale not in STATISTICS:
             raise ValueError(f"unknown calibration statistic {scale!r}; known: {', '.join(STATISTICS)}")
@@ -290,7 +295,7 @@ def fit_calibration(pred, sigma, labels, snr=None, star=None, label_names=None, 
         if any(f is not None for f in fits):
             shape_meta = {"center": center.tolist(), "scale": spread.tolist(),
                           "coef": [None if f is None else f[0].tolist() for f in fits],
-                          "offset": [0.0 if f is None else f[1] for f in fits], "floor": STAR_SHAPE_FLOOR}
+                          "offset": [0.0 if f is None else f[1] for f in fits], "floor": float(shape_floor)}
             h = star_shape(pred, {"star_shape": shape_meta})
     star_sigma = np.zeros(K)
     if method == "visit+star":

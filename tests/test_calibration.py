@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import pairspec.calibration as cal
-from pairspec.calibration import fit_calibration, split_sigma
+from pairspec.calibration import fit_calibration, split_sigma, star_shape
 from pairspec.metrics import pair_zscore_stats, repeat_pairs, zscore_stats
 
 
@@ -184,3 +184,21 @@ def test_star_part_follows_the_predicted_labels():
         split_sigma(net2, snr2, shaped)
     zp = pair_zscore_stats(pred2[a, 0], visit[a, 0], pred2[b, 0], visit[b, 0])
     assert 0.9 < zp["z_std"] < 1.1
+
+
+def test_star_shape_floor_is_a_parameter_and_is_stored():
+    """`shape_floor` sets how far below its S/N bin's level the shape may take the star part: with 0 the good
+    kind of star gets a smaller star part than with the default floor of 1, the floor is stored with the
+    shape and applied from there, and a floor that is not a number >= 0 is refused."""
+    pred, net, truth, snr, star = _typed_twins(1500, 23)
+    default = fit_calibration(pred, net, truth, snr=snr, star=star)
+    free = fit_calibration(pred, net, truth, snr=snr, star=star, shape_floor=0.0)
+    assert default["star_shape"]["floor"] == 1.0 and free["star_shape"]["floor"] == 0.0
+    lo = pred[:, 0] < 4500  # the kind of star with the small shared error (sd ~10-17 against ~90 at 6000)
+    part_default = split_sigma(net, snr, default, pred)[2][lo, 0]
+    part_free = split_sigma(net, snr, free, pred)[2][lo, 0]
+    assert np.median(part_free) < 0.8 * np.median(part_default)
+    assert np.all(star_shape(pred, default) >= 1.0) and np.min(star_shape(pred, free)) < 0.8
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="shape_floor"):
+            fit_calibration(pred, net, truth, snr=snr, star=star, shape_floor=bad)

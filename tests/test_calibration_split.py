@@ -79,3 +79,31 @@ def test_scales_trade_the_z_std_against_the_68_percent_coverage_when_errors_have
         assert lo < got["mid"][stat] < hi
     assert rms_scale([3.0, -4.0, np.nan]) == pytest.approx(np.sqrt(12.5))
     assert rms_scale([1.0, 1.0, 1.0, 100.0], clip=5.0) == pytest.approx(1.0)  # the outlier is clipped
+
+
+def test_unused_train_stars_are_the_train_twins_the_cap_left_out(bench, tmp_path):
+    """--score-on unused-train scores on train-split stars with >= 2 visits that a checkpoint trained with
+    data.max_stars never saw: disjoint from the stars it trained on, none from val or test, and a clear
+    exit when the checkpoint trained on every train star."""
+    from fake_survey import make_record
+
+    from pairspec.data import select_stars
+    from pairspec.grid import LogLinearGrid
+    from pairspec.store import create_store
+    from pairspec.surveys.apogee.layout import APOGEE_CORE_SCHEMA
+
+    grid = LogLinearGrid(crval1=4.179, cdelt1=6e-6, npix=64, blocks=((0, 64),))
+    store = create_store(str(tmp_path / "s.zarr"), "fake", "t1", grid, APOGEE_CORE_SCHEMA, chunk=8)
+    store.append([make_record(f"2M{i:05d}", f"u/{i}") for i in range(120)])
+    config = {"data": {"mode": "loo", "min_visits": 2, "max_stars": 10}}
+    unused = bench.unused_train_stars(store, config)
+    used = select_stars(store, "train", "loo", 2, 10)
+    stars = store.star_table()
+    assert used.size == 10 and unused.size > 0
+    assert np.intersect1d(unused, used).size == 0
+    assert np.all(np.asarray(stars["n_visits"])[unused] >= 2)
+    train_code = np.asarray(stars["split"])[used[0]]
+    assert np.all(np.asarray(stars["split"])[unused] == train_code)
+    assert unused.size + used.size == select_stars(store, "train", "loo", 2).size
+    with pytest.raises(SystemExit, match="data.max_stars is unset"):
+        bench.unused_train_stars(store, {"data": {"max_stars": None}})
