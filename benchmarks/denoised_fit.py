@@ -19,6 +19,7 @@ the visit does, with ivar the sum of the two weights (a lever tried for issue 12
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -107,7 +108,7 @@ def main(argv=None) -> dict:
             r = lab[:, k] - ref[:, k]
             row = {"<60": {"n": int(np.isfinite(r).sum()), "sigma": M.robust_sigma(r), "bias": M.bias(r)},
                    "slope": M.slope(lab[:, k], ref[:, k])}
-            for lo, hi in zip(edges[:-1], edges[1:]):
+            for lo, hi in itertools.pairwise(edges):
                 sel = (snr >= lo) & (snr < hi)
                 row[f"{lo}-{hi}"] = {"n": int(np.isfinite(r[sel]).sum()), "sigma": M.robust_sigma(r[sel])}
             per[name] = row

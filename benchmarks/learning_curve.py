@@ -268,7 +268,7 @@ def steps_per_epoch(store_path: str, n_train: int, batch_size: int, min_visits: 
 
 def epochs_for_budget(budget_steps: int, spe: int) -> int:
     """Whole epochs closest to a step budget (>= 1): the lr schedule then runs to its end in every run."""
-    return max(1, int(round(budget_steps / spe)))
+    return max(1, round(budget_steps / spe))
 
 
 def record_path(work: Path, n_train: int, k: int, methods=("tsn",)) -> Path:

@@ -84,7 +84,7 @@ def kill_at(script: str, delay: float, timeout: float = 300) -> bool:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout)
         return True
-    out, err = proc.communicate()
+    _out, err = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"child failed on its own ({proc.returncode}):\n{err[-3000:]}")
     return False

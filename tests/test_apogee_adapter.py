@@ -94,7 +94,7 @@ def test_multi_visit_star_matches_the_file(tmp_path):
     adapter = ApogeeDR17Adapter()
     unit = adapter.discover(make_tree(tmp_path)).units[0]
     rec = adapter.read(unit)
-    header, flux, err, mask = raw(MULTI)
+    _header, flux, err, mask = raw(MULTI)
 
     assert rec.star_id == MULTI_ID and rec.source == unit.unit_id and rec.n_visits == 3
     for a in (rec.coadd_flux, rec.coadd_ivar, rec.visit_flux, rec.visit_ivar):
@@ -131,7 +131,7 @@ def test_multi_visit_star_matches_the_file(tmp_path):
 def test_single_visit_star_is_row_zero(tmp_path):
     adapter = ApogeeDR17Adapter()
     rec = adapter.read(adapter.discover(make_tree(tmp_path)).units[1])
-    header, flux, err, mask = raw(SINGLE)
+    _header, flux, _err, mask = raw(SINGLE)
     assert rec.n_visits == 1
     np.testing.assert_array_equal(rec.visit_flux[0], np.nan_to_num(flux[0]).astype(np.float32))
     np.testing.assert_array_equal(rec.visit_pixmask[0], mask[0])

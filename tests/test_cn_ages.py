@@ -34,7 +34,7 @@ def test_more_precise_cn_gives_better_ages_and_shrinkage_does_not():
 
 
 def test_c_n_ages_need_the_labels():
-    rng, mass, true, star = _population(50)
+    _rng, mass, true, star = _population(50)
     with pytest.raises(ValueError, match="c_fe, n_fe"):
         cn_age_metrics(mass, [str(i) for i in range(50)], ["teff", "logg", "fe_h"], {}, true[:, :3], star,
                        np.full(star.size, 30.0))

@@ -195,7 +195,7 @@ def test_splits_partition_and_max_stars(store):
 def test_coadd_and_direct_modes(store):
     pix = data.model_pixels(GRID)
     cf, ci, _ = store.star_spectra(slice(0, store.n_stars))
-    nf, ni, _ = normalize(cf, ci, GRID)
+    nf, _ni, _ = normalize(cf, ci, GRID)
     coadd = data.TwinData(store, "all", mode="coadd", min_visits=1)
     assert len(coadd) == sum(N_VISITS) - 1
     for row in (0, len(coadd) - 1):

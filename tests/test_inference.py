@@ -84,7 +84,7 @@ def test_bad_rows_give_finite_output_and_denoised_layout(tmp_path):
 
 
 def test_calibration_scales_sigma_by_snr_bin(tmp_path):
-    flux, ivar, snr = spectra(6)
+    flux, ivar, _snr = spectra(6)
     make_checkpoint(tmp_path / "raw.pt")
     cal = {"method": "mad", "label_names": ["teff", "logg"], "scale": [2.0, 3.0],
            "snr_edges": [0, 20, 40, 60, float("inf")],

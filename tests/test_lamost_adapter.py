@@ -308,7 +308,7 @@ def test_lrs_layouts_read_alike_and_non_stars_are_skipped(tmp_path):
 
 def test_options_are_checked_and_lone_files_read():
     for bad in ({"resolution": "hrs"}, {"frame": "galactic"}, {"bad_files": "ignore"}):
-        with pytest.raises(ValueError, match=list(bad)[0]):
+        with pytest.raises(ValueError, match=next(iter(bad))):
             LamostAdapter(**bad)
     with pytest.raises(ValueError, match="labels_from"):
         get_adapter("lamost", label_from="x.fits")

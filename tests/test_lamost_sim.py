@@ -29,7 +29,7 @@ def sim(tmp_path_factory):
 
 
 def test_truth_files_are_keyed_by_the_adapter_ids(sim):
-    out, res, adapter, disc, records = sim
+    out, res, adapter, disc, _records = sim
     assert disc.skipped == [] and len(disc.units) == N_STARS
     with fits.open(res["truth"]) as h:
         ids = list(h[1].data["star_id"])
@@ -47,7 +47,7 @@ def test_truth_files_are_keyed_by_the_adapter_ids(sim):
 
 
 def test_exposures_are_noisy_masked_and_in_both_layouts(sim):
-    out, _, adapter, _, records = sim
+    out, _, _adapter, _, records = sim
     snr = np.concatenate([r.visit_snr_survey for r in records])
     assert snr.size > 2 * N_STARS and np.mean(snr < 60) > 0.5 and snr.max() > 30
     assert {lay for r in records for lay in r.meta["layouts"]} == {"rows", "arrays"}
@@ -55,7 +55,7 @@ def test_exposures_are_noisy_masked_and_in_both_layouts(sim):
     ivar = np.concatenate([r.visit_ivar for r in records])
     flagged = (pix & 0xFFFF) != 0
     assert flagged.any() and (ivar[flagged] == 0).all()  # PIXMASK bits kept, those pixels bad
-    f = read_mrs(sorted(str(p) for p in (out / "mrs").rglob("med-*.fits"))[0])
+    f = read_mrs(min(str(p) for p in (out / "mrs").rglob("med-*.fits")))
     lmjm = min(f.exposures)
     assert f.exposures[lmjm]["B"].loglam.size == 4136
     steps = np.diff(f.exposures[lmjm]["B"].loglam)
@@ -72,7 +72,7 @@ def test_rest_frame_coadds_match_the_truth_spectra(sim):
     """A wrong RV shift would misalign the lines: the normalised coadd must follow the noiseless model."""
     from pairspec.preprocess import normalize
 
-    out, res, adapter, _, records = sim
+    _out, res, adapter, _, records = sim
     with fits.open(res["truth"]) as h:
         truth = dict(zip(h[1].data["star_id"], h["SPECTRA"].data))
     best = sorted(records, key=lambda r: -r.snr)[:3]

@@ -65,7 +65,7 @@ def test_leave_one_out_matches_brute_force_and_coadd():
         ref = np.where(w > 0, (ivar[o] * flux[o]).sum(0) / np.where(w > 0, w, 1), 0.0)
         np.testing.assert_allclose(loo_f[v], ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(loo_i[v], w, rtol=1e-5)
-    cf, ci = coadd(flux, ivar)
+    _cf, ci = coadd(flux, ivar)
     np.testing.assert_allclose(ci, ivar.sum(0), rtol=1e-5)
     # one visit: leave-one-out has nothing left
     f1, i1 = leave_one_out(flux[:1], ivar[:1])

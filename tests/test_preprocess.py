@@ -94,7 +94,7 @@ def test_never_nan_on_garbage():
 def test_outside_blocks_is_filled_not_measured():
     grid = LogLinearGrid(4.179, 6e-6, 300, blocks=((10, 290),))
     flux = np.full((2, 300), 5.0)
-    nf, ni, c = normalize(flux, np.ones_like(flux), grid)
+    nf, ni, _c = normalize(flux, np.ones_like(flux), grid)
     assert (ni[:, :10] == 0).all() and (nf[:, :10] == 1).all()
     assert nf[:, 10:290] == pytest.approx(1.0, abs=1e-3)
 

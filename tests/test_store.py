@@ -46,7 +46,7 @@ def test_round_trip_values_exact(tmp_path):
         np.testing.assert_array_equal(mask, r.visit_pixmask)
         assert visits["visit_id"][a:a + n].tolist() == r.visit_id
         assert (visits["star"][a:a + n] == i).all()
-    cflux, civar, cmask = s.star_spectra(np.array([7, 2, 7]))
+    cflux, _civar, cmask = s.star_spectra(np.array([7, 2, 7]))
     np.testing.assert_array_equal(cflux[1], recs[2].coadd_flux)
     np.testing.assert_array_equal(cflux[0], cflux[2])
     assert cflux.dtype == np.float32 and cmask.dtype == np.int64
