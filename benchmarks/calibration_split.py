@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--subsample", type=int, nargs="+", metavar="M",
                     help="also calibrate on M random val stars and score on M random test stars, --draws times")
     ap.add_argument("--draws", type=int, default=100, help="random draws per --subsample size")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the stars drawn for --subsample")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the stars drawn for --subsample and --max-score-stars")
     ap.add_argument("--flat", action="store_true",
                     help="also score the calibration with a star part that is flat within each S/N bin (no shape "
                          "from the predicted labels: pairspec's star part until 2026-12-07)")
