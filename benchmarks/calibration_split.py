@@ -180,8 +180,10 @@ def main(argv=None) -> dict:
     if args.score_on == "unused-train":
         score_stars = unused_train_stars(store, predictor.meta.get("config") or {})
     if args.max_score_stars is not None:
-        pool = (score_stars if score_stars is not None
-                else _select_stars(store.star_table(), "test"))
+        pool = score_stars
+        if pool is None:  # the test split's stars with >= 2 visits (those split_predictions keeps)
+            pool = _select_stars(store.star_table(), "test")
+            pool = pool[np.asarray(store.star_table()["n_visits"])[pool] >= 2]
         if args.max_score_stars < pool.size:
             score_stars = np.random.default_rng(args.seed).choice(pool, args.max_score_stars, replace=False)
     val = split_predictions(predictor, store, "val", truth, survey, label_err)
