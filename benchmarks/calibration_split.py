@@ -173,7 +173,8 @@ def main(argv=None) -> dict:
     predictor = LabelPredictor.from_checkpoint(args.checkpoint)
     predictor.calibration = None  # the network's own sigma
     names = list(predictor.schema.names)
-    truth, _ = read_truth(args.truth, store.star_table()["id"], names)
+    stars = store.star_table()
+    truth, _ = read_truth(args.truth, stars["id"], names)
     survey = _reorder(store.labels(), store.schema.names, names)
     label_err = _reorder(store.label_err(), store.schema.names, names)
     score_stars = None
@@ -182,8 +183,8 @@ def main(argv=None) -> dict:
     if args.max_score_stars is not None:
         pool = score_stars
         if pool is None:  # the test split's stars with >= 2 visits (those split_predictions keeps)
-            pool = _select_stars(store.star_table(), "test")
-            pool = pool[np.asarray(store.star_table()["n_visits"])[pool] >= 2]
+            pool = _select_stars(stars, "test")
+            pool = pool[np.asarray(stars["n_visits"])[pool] >= 2]
         if args.max_score_stars < pool.size:
             score_stars = np.random.default_rng(args.seed).choice(pool, args.max_score_stars, replace=False)
     val = split_predictions(predictor, store, "val", truth, survey, label_err)
