@@ -15,11 +15,12 @@ pairs), so the calibration splits it:
                                                     inf): the value that makes the scale of (pred - label) /
                                                     sqrt(sigma_visit^2 + sigma_star^2 + label_err^2) equal 1
                                                     (0 if already <= 1);
-                                                    h_k = max(1, exp((x . b_k - o_k) / 2)), x the twin's
+                                                    h_k = max(f, exp((x . b_k - o_k) / 2)), x the twin's
                                                     predicted labels standardised on the val split: the shape
                                                     of the star part over the stars' kinds, b_k by the
                                                     likelihood of the val residuals, o_k so that the exp has
-                                                    geometric mean 1 there
+                                                    geometric mean 1 there, f the floor (1 by default:
+                                                    fit_calibration's shape_floor, stored with the shape)
     sigma       = sqrt(sigma_visit^2 + sigma_star^2)
 
 The S/N term is there because the network's own sigma does not follow the photon noise: measured on the
