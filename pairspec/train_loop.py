@@ -179,15 +179,7 @@ def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt, progre
     from pairspec.train import calibrate
 
     if best.exists():
-        model_state, best_meta, _ = read_train_state(best, map_location=run.device)
-        if any(k.startswith("product_decoder.") for k in model_state):
-            # a finished run trained again (the same command rerun, or new post-training code): its best.pt
-            # already holds the product decoder, which the model built from the recipe has not; the stages
-            # below run again from the best weights and make it anew
-            model_state = {k: v for k, v in model_state.items() if not k.startswith("product_decoder.")}
-            best_meta = dict(best_meta, model_kwargs={k: v for k, v in best_meta.get("model_kwargs", {}).items()
-                                                      if k != "product_decoder"})
-            best_meta.pop("product_decoder", None)
+        model_state, best_meta = _without_product_decoder(*read_train_state(best, map_location=run.device)[:2])
         raw_model.load_state_dict(model_state)
     else:  # no validation happened (empty val split): the last (averaged) weights are the best we have
         if opt.average is not None:
@@ -211,6 +203,18 @@ def denoise_sigma_stage(raw_model, best_meta, val_loader, twins, run, tc) -> Non
     through whatever makes the product now; none without a reconstruction objective."""
     if tc.recon_weight > 0:
         best_meta["denoise_sigma"] = denoise_error_profile(raw_model, val_loader, run.device, run.amp, val=twins.val)
+
+
+def _without_product_decoder(model_state: dict, meta: dict) -> tuple[dict, dict]:
+    """A best.pt from a finished run trained again (the same command rerun, or new post-training code)
+    already holds the product decoder, which the model built from the recipe has not: drop its weights and
+    its metadata, so that the stages of `finish` make it anew from the best weights."""
+    if not any(k.startswith("product_decoder.") for k in model_state):
+        return model_state, meta
+    model_state = {k: v for k, v in model_state.items() if not k.startswith("product_decoder.")}
+    meta = dict(meta, model_kwargs={k: v for k, v in meta.get("model_kwargs", {}).items() if k != "product_decoder"})
+    meta.pop("product_decoder", None)
+    return model_state, meta
 
 
 def _product_decoder_stage(raw_model, best_meta, twins, run, tc, progress: bool, labels=None) -> None:
