@@ -292,6 +292,8 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, 
     star_ids = [str(s) for s in np.asarray(stars["id"])[star_sel]]
     visit_tab = store.visit_table()
     n_sel = int(np.isin(np.asarray(visit_tab["star"]), star_sel).sum())
+    if n_sel == 0:  # an empty catalogue would look like success
+        raise ValueError(f"{where}: no visits to predict" + (f" in split {split!r}" if split else " (an empty store)"))
     with _progress(progress, n_sel, "predicting visits") as advance:
         if cluster is None:
             chunks = _store_chunks(store, visit_tab, star_sel, chunk)
@@ -340,6 +342,11 @@ def predict(
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if split is not None and split not in SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_CODES)}")
+    if not isinstance(inputs, (str, Path)) and not hasattr(inputs, "visit_spectra"):
+        folders = [str(p) for p in inputs if isinstance(p, (str, Path)) and Path(p).is_dir()]
+        if folders:
+            raise ValueError(f"{folders[0]}: a folder (a pair store?) among the input files: give one pair store, "
+                             "or spectrum files, not both")
     predictor = _load_predictor(checkpoint_or_predictor, device, compile, refit)
     names, units = _label_units(predictor)
     chunk = max(1, int(batch_size) * CHUNK_BATCHES)
@@ -364,6 +371,10 @@ def predict(
             with dask_client(dask) as client:
                 visits, star_ids, survey, source, skipped, star_flags = _read_inputs(
                     predictor, inputs, split, chunk, batch_size, writer, progress, (client, spec, device))
+    except BaseException:
+        if writer is not None and writer.n == 0:  # the denoised store this call made holds nothing: no clutter
+            _remove(denoised_path)
+        raise
     finally:
         if writer is not None:
             writer.close()
@@ -395,6 +406,16 @@ def predict(
     visit_path, star_path = catalog.write_catalogue(visit_tab, star_tab, out_path)
     return PredictResult(visit_path, star_path, len(visit_tab), len(star_tab), skipped,
                          None if denoised_path is None else str(denoised_path))
+
+
+def _remove(path) -> None:
+    import fsspec
+
+    fs, p = fsspec.core.url_to_fs(str(path))
+    try:
+        fs.rm(p, recursive=True)
+    except FileNotFoundError:
+        pass
 
 
 def _survey_labels(store, star_sel, predictor):

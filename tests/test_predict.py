@@ -353,3 +353,60 @@ def test_real_apstar_files_with_a_broken_one(tmp_path):
     visits, stars = Table.read(res.visit_path), Table.read(res.star_path)
     assert list(stars["star_id"]) == ["2M17335483-2753043"] and res.n_visits == len(visits) >= 2
     assert np.all(visits["snr"] > 10) and np.all(np.isfinite(visits["teff"]))
+
+
+def _real_store(tmp_path, n=6):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_survey import FAKE_GRID, make_record
+
+    from pairspec.store import create_store
+
+    store = create_store(str(tmp_path / "s.zarr"), "fake", "t1", FAKE_GRID, APOGEE_CORE_SCHEMA, {"source": "x"},
+                         chunk=4)
+    store.append([make_record(f"2M{i:05d}", f"u/{i:05d}") for i in range(n)])
+    return str(tmp_path / "s.zarr"), FakePredictor(grid=FAKE_GRID)
+
+
+def test_denoised_path_never_overwrites_what_is_not_a_spectra_store(tmp_path):
+    """--denoised pointed at the input store, a folder with files in it or a file is refused before anything
+    is written (it used to replace them); an earlier denoised store is replaced."""
+    from pairspec.store import open_store
+
+    path, predictor = _real_store(tmp_path)
+    n_visits = open_store(path).n_visits
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("precious")
+    a_file = tmp_path / "a.txt"
+    a_file.write_text("precious")
+    for target, what in [(path, "a pair store"), (folder, "not empty"), (a_file, "a file")]:
+        with pytest.raises(ValueError, match=what):
+            predict(predictor, path, tmp_path / "c.fits", denoised_path=str(target), progress=False)
+    assert open_store(path).n_visits == n_visits  # the input store is whole
+    assert (folder / "keep.txt").read_text() == "precious" and a_file.read_text() == "precious"
+    assert not (tmp_path / "c.fits").exists()
+
+    den = str(tmp_path / "den.zarr")
+    predict(predictor, path, tmp_path / "c.fits", denoised_path=den, progress=False)
+    predict(predictor, path, tmp_path / "c.fits", denoised_path=den, progress=False)  # a rerun replaces it
+
+    import zarr
+
+    assert zarr.open_group(den, mode="r").attrs["n"] == n_visits
+
+
+def test_a_store_among_files_and_an_empty_split_are_errors(tmp_path):
+    path, predictor = _real_store(tmp_path, n=1)
+    fits_file = tmp_path / "x.fits"
+    fits.PrimaryHDU().writeto(fits_file)
+    with pytest.raises(ValueError, match="give one pair store, or spectrum files, not both"):
+        predict(predictor, [path, str(fits_file)], tmp_path / "c.fits", progress=False)
+    from pairspec.store import open_store
+
+    split = {0: "train", 1: "val", 2: "test"}
+    used = int(open_store(path).star_table()["split"][0])
+    empty = next(name for code, name in split.items() if code != used)
+    den = tmp_path / "den.zarr"
+    with pytest.raises(ValueError, match=f"no visits to predict in split '{empty}'"):
+        predict(predictor, path, tmp_path / "c.fits", split=empty, denoised_path=str(den), progress=False)
+    assert not (tmp_path / "c.fits").exists() and not den.exists()  # no empty catalogue, no empty spectra store

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pairspec.grid import LogLinearGrid
-from pairspec.store.layout import _create, _zarr
+from pairspec.store.layout import _create, _is_file, _occupied, _zarr
 
 
 def create_spectra_store(path: str, grid: LogLinearGrid, n_pix: int, attrs: dict | None = None,
@@ -14,6 +14,7 @@ def create_spectra_store(path: str, grid: LogLinearGrid, n_pix: int, attrs: dict
     (spectrum, pixel: each pixel's 1-sigma uncertainty, given with the first rows), extra columns."""
     if n_pix != grid.npix:
         raise ValueError(f"{path}: n_pix {n_pix} does not match the grid's {grid.npix} pixels")
+    refuse_to_replace(path)
     g = _zarr().open_group(path, mode="w")
     wave = g.create_array("wavelength", shape=(n_pix,), dtype="f8", chunks=(n_pix,), dimension_names=("pixel",))
     wave[:] = grid.wavelength()
@@ -22,6 +23,24 @@ def create_spectra_store(path: str, grid: LogLinearGrid, n_pix: int, attrs: dict
     # one write of the root metadata (zarr's attrs.update writes once per key), the version marker with it
     g.update_attributes({"grid": grid.to_dict(), "n": 0, "chunk": chunk, **(attrs or {}), "pairspec_spectra_version": 1})
     return SpectraWriter(path, g)
+
+
+def refuse_to_replace(path: str) -> None:
+    """Raise ValueError unless `path` is free or holds an earlier spectra store (which is then replaced):
+    a pair store, another Zarr group, a file or a folder with anything in it is never overwritten."""
+    if not _occupied(path):
+        return
+    try:
+        existing = _zarr().open_group(path, mode="r")
+    except Exception:  # not a Zarr group at all (a file, a folder of other things)
+        existing = None
+    if existing is not None and "pairspec_spectra_version" in existing.attrs:
+        return
+    what = ("a pair store" if existing is not None and "pairspec_store_version" in existing.attrs
+            else "a Zarr group that is not a spectra store" if existing is not None
+            else "a file" if _is_file(path) else "a folder that is not empty")
+    raise ValueError(f"{path}: {what} is already here; refusing to overwrite it with denoised spectra "
+                     "(give a new path, or remove it first)")
 
 
 class SpectraWriter:
