@@ -164,6 +164,8 @@ RULES = {
     ("train", "time_limit_min"): (lambda v: v > 0, "> 0 minutes (or null)"),
     ("train", "eval_every"): (lambda v: v >= 1, ">= 1"),
     ("train", "max_nonfinite"): (lambda v: v >= 1, ">= 1"),
+    ("train", "device"): (lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+                          "auto, cpu, cuda or cuda:N"),
 }
 
 
@@ -174,8 +176,12 @@ def load_recipe(path, overrides: typing.Iterable[str] = ()) -> RunConfig:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such recipe")
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a recipe file (recipes/*.yaml are examples)")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file, so not a recipe ({err.reason} at byte {err.start})") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
     if not isinstance(raw, dict):
@@ -196,7 +202,12 @@ def apply_overrides(config: RunConfig, overrides: typing.Iterable[str], source: 
             raise ConfigError(f"override {item!r}: expected section.field=value, e.g. train.epochs=3")
         if parts[0] not in raw:
             raise ConfigError(f"override {item!r}: unknown key {parts[0]!r}; sections: {', '.join(raw)}")
-        raw[parts[0]][parts[1]] = yaml.safe_load(text) if text.strip() else None
+        try:
+            raw[parts[0]][parts[1]] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            problem = str(getattr(err, "problem", None) or err).strip()
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote text, "
+                              "write lists as [a, b]") from err
     return from_dict(raw, source=source)
 
 

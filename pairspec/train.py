@@ -94,6 +94,9 @@ def _setup_distributed(config: RunConfig, forced):
 def _device(setting: str, local_rank: int, world: int) -> torch.device:
     if setting == "auto":
         setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device is {setting}, but torch finds no CUDA device here: set train.device=auto "
+                         "(or cpu)")
     if setting == "cuda" and world > 1:
         setting = f"cuda:{local_rank}"
     return torch.device(setting)
@@ -220,6 +223,10 @@ def load_twins(config: RunConfig, run: RunContext) -> Twins:
     from pairspec.train_steps import label_weight_vector
 
     label_weight_vector(config.train, schema.names)  # a label_weights name the run does not train: say so now
+    if len(val_twins) == 0 and run.rank == 0:
+        warnings.warn(f"{config.data.store}: the val split has no twins (a store of few stars?): best.pt will be "
+                      "the last epoch's weights, not the best, and its sigmas stay the network's own, uncalibrated "
+                      "(pairspec info shows calibration: None)", stacklevel=2)
     return Twins(train_twins, val_twins, schema, grid, stats, n_train, n_pix, streaming)
 
 
@@ -246,7 +253,7 @@ def build_model(config: RunConfig, run: RunContext, twins: Twins):
     torch.manual_seed(config.run.seed)
     model = TwinSpecNet(**model_kwargs)
     if config.train.init_from:
-        _init_from(model, config.train.init_from)
+        _init_from(model, config.train.init_from, twins.grid)
     elif m.ridge_path:
         model.set_ridge(*_ridge_fit(config, twins))
     meta = dict(preset=m.preset, model_class="tsn", model_kwargs=model_kwargs, config=to_dict(config),
@@ -254,7 +261,7 @@ def build_model(config: RunConfig, run: RunContext, twins: Twins):
                 label_names=twins.schema.names, label_units=twins.schema.units,
                 label_lo=np.asarray(twins.stats.lo).tolist(), label_hi=np.asarray(twins.stats.hi).tolist(),
                 n_model_pix=twins.n_pix, n_parameters=count_parameters(model), pairspec_version=_version(),
-                calibration=None, adapter_options=adapter_options(config))
+                calibration=None, adapter_options=adapter_options(config), train_twins=int(twins.n_train))
     return model.to(run.device), meta
 
 
@@ -291,9 +298,10 @@ def _ridge_fit(config: RunConfig, twins: Twins):
 RIDGE_STREAM_STARS = 4000
 
 
-def _init_from(model, path) -> None:
+def _init_from(model, path, grid=None) -> None:
     """Copy every weight of checkpoint `path` whose name and shape match (fine-tuning: a new label set
-    keeps its fresh head); an error when nothing matches (another architecture)."""
+    keeps its fresh head); an error when nothing matches (another architecture). Says how much was copied,
+    and warns when the checkpoint was trained on another wavelength grid (another survey)."""
     state, meta, _ = read_train_state(path)
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -302,6 +310,14 @@ def _init_from(model, path) -> None:
                          f"(its model: {meta.get('model_kwargs')})")
     own.update(matched)
     model.load_state_dict(own)
+    n_own = sum(v.numel() for v in own.values())
+    n_copied = sum(v.numel() for v in matched.values())
+    print(f"train.init_from: {len(matched)} of {len(own)} weight tensors ({n_copied / max(n_own, 1):.0%} of the "
+          f"parameters) copied from {path}; the rest start fresh", flush=True)
+    if grid is not None and meta.get("grid") is not None and meta["grid"] != grid.to_dict():
+        warnings.warn(f"{path}: train.init_from: this checkpoint was trained on another wavelength grid "
+                      f"({meta['grid'].get('npix')} pixels, {meta.get('schema', {}).get('survey', '?')}) than the "
+                      f"store's ({grid.npix} pixels): only the weights of matching shape carry over", stacklevel=2)
 
 
 # ---- stage 4: optimisation ----------------------------------------------------------------------
@@ -319,7 +335,9 @@ class Optimisation:
         self.average = WeightAverage(model, tc.ema) if tc.ema > 0 else None
 
 
-def resume_state(config: RunConfig, run: RunContext, model, opt: Optimisation) -> dict:
+def resume_state(config: RunConfig, run: RunContext, model, opt: Optimisation, meta: dict | None = None) -> dict:
+    """The loop's position: from the run's last.pt when it resumes (the same recipe, and the same train
+    twins: `meta` of this run's model says how many), else from the start."""
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_val": float("inf"), "nonfinite": 0}
     last = run.run_dir / "last.pt"
     if config.train.resume and last.exists():
@@ -329,7 +347,16 @@ def resume_state(config: RunConfig, run: RunContext, model, opt: Optimisation) -
             raise ConfigError(f"{run.run_dir} holds a run of another recipe ({'; '.join(changes)}): set "
                               "train.resume=false to start it over there, or give this recipe its own "
                               "run.out_dir")
-        model_state, _, saved = read_train_state(last, map_location=run.device)
+        try:
+            model_state, last_meta, saved = read_train_state(last, map_location=run.device)
+        except ValueError as err:  # cut short by a crash mid-write, or damaged since
+            raise ConfigError(f"{err}; to start the run over, set train.resume=false") from err
+        before, now = last_meta.get("train_twins"), (meta or {}).get("train_twins")
+        if before is not None and now is not None and before != now:
+            # data.store may move (a copy on another disk) but not change: the weights learned from other stars
+            raise ConfigError(f"{run.run_dir} holds a run trained on {before} train twins; data.store "
+                              f"{config.data.store} gives {now}: it is another store, or one ingested into since. "
+                              "Set train.resume=false to start over there, or give this run its own run.out_dir")
         model.load_state_dict(model_state)
         opt.optimizer.load_state_dict(saved["optimizer"])
         opt.scheduler.load_state_dict(saved["scheduler"])
@@ -364,7 +391,7 @@ def train(config: RunConfig, progress: bool = True, _distributed=None) -> Path:
             return fit_linear(config, run, twins)
         model, meta = build_model(config, run, twins)
         opt = Optimisation(config, model, twins)
-        state = resume_state(config, run, model, opt)
+        state = resume_state(config, run, model, opt, meta)
         from pairspec.train_loop import finish, run_epochs
 
         val_loader = run_epochs(config, run, twins, model, meta, opt, state, progress)

@@ -154,11 +154,13 @@ def test_augmented_training_runs_and_resumes(tmp_path, fake_store):
         assert torch.allclose(pa, pb, atol=1e-5), name
 
 
-def test_init_from_copies_matching_weights(tmp_path, fake_store):
+def test_init_from_copies_matching_weights(tmp_path, fake_store, capsys):
     first = T.train(config(tmp_path, "first", epochs=1), progress=False)
     src, _ = load_checkpoint(first)
     tuned = T.train(config(tmp_path, "tuned", epochs=1, lr=1e-9, warmup_frac=0.0, init_from=str(first)),
                     progress=False)
+    n_tensors = len(src.state_dict())
+    assert f"train.init_from: {n_tensors} of {n_tensors} weight tensors (100% of the parameters)" in capsys.readouterr().out
     got, _ = load_checkpoint(tuned)
     assert torch.allclose(got.pos_embed, src.pos_embed, atol=1e-5)  # (a tiny lr barely moves them)
     other = create_model("tsn_tiny", L, 3, depth=1, embed_dim=48, num_heads=2)
