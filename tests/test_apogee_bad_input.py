@@ -234,3 +234,24 @@ def test_allstar_without_required_column(tmp_path):
     with pytest.raises(AdapterError) as info:
         ApogeeDR17Adapter().discover(tmp_path)
     assert info.value.path == str(path) and "TELESCOPE" in info.value.problem
+
+
+def test_a_truncated_allstar_is_said_to_be_truncated(tmp_path):
+    """A download cut short is named as such (it read "HDU1 is not a binary table (not an allStar file?)")."""
+    root = make_tree(tmp_path, rows=[(MULTI_ID, "000+02", 154.2, 0)])
+    path = root / "allStar-dr17-synspec_rev1.fits"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 2880])  # the last FITS block of the table is missing
+    with pytest.raises(AdapterError) as info:
+        ApogeeDR17Adapter().discover(root)
+    assert info.value.path == str(path) and "truncated" in info.value.problem
+
+
+def test_adapter_options_have_the_types_their_defaults_promise():
+    from pairspec.surveys import get_adapter
+
+    with pytest.raises(ValueError, match="option strict must be true or false"):
+        get_adapter("apogee", strict="false")  # a text "false" used to switch strict masking on
+    assert get_adapter("apogee", strict=True).strict is True
+    assert get_adapter("apogee", labels="teff").schema.names == ["teff"]  # not ['t', 'e', 'f', 'f']
+    assert get_adapter("apogee", labels="teff, logg").schema.names == ["teff", "logg"]

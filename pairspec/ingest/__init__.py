@@ -50,7 +50,24 @@ def _resolve_adapter(survey, adapter_options):
     return survey
 
 
-def _open_existing(store_path: str, adapter):
+def _changed_options(adapter, stored: dict, given: dict) -> list[str]:
+    """'key: stored -> given' for each adapter option whose value (a default where not given) differs
+    between the store's ingest and this one. Options that say where inputs are (the adapter's
+    `location_options`, e.g. a folder of stars) may differ; labels are compared as the schema."""
+    import inspect
+
+    params = inspect.signature(type(adapter)).parameters
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    free = set(getattr(adapter, "location_options", ())) | {"labels"}
+    out = []
+    for key in sorted((set(stored) | set(given)) - free):
+        before, now = stored.get(key, defaults.get(key)), given.get(key, defaults.get(key))
+        if before != now:
+            out.append(f"{key}: {before!r} -> {now!r}")
+    return out
+
+
+def _open_existing(store_path: str, adapter, adapter_options: dict | None = None):
     """The pair store at `store_path` opened for append, or None when there is none yet (or only a
     creation cut off before its marker, which create_store may overwrite). ValueError if it holds
     another survey, release, grid or label set, or is inconsistent."""
@@ -66,11 +83,23 @@ def _open_existing(store_path: str, adapter):
         if "not a pairspec store" not in str(err):
             raise
         return None
-    if store.survey != adapter.name or store.grid != adapter.grid or store.schema.names != adapter.schema.names:
-        raise ValueError(f"{store_path}: store holds {store.survey} {store.release} on a {store.grid.npix}-px grid "
-                         f"with labels {store.schema.names}; the {adapter.name} adapter (labels "
-                         f"{adapter.schema.names}) does not match: ingest into a new store, or choose the store's "
-                         f"labels with the adapter's labels option (--option labels=[...])")
+    if store.survey != adapter.name:
+        raise ValueError(f"{store_path}: store holds {store.survey} {store.release}; refusing to append "
+                         f"{adapter.name} data to it (one survey per store: ingest into a new store)")
+    if store.grid != adapter.grid:
+        raise ValueError(f"{store_path}: store holds {store.survey} on a {store.grid.npix}-px grid; these "
+                         f"{adapter.name} spectra are on a {adapter.grid.npix}-px grid {adapter.grid.to_dict()}: the "
+                         "grids do not match (another adapter option?); ingest into a new store")
+    if store.schema.names != adapter.schema.names:
+        raise ValueError(f"{store_path}: store holds the labels {store.schema.names}; the {adapter.name} adapter "
+                         f"reads {adapter.schema.names}: choose the store's labels with the adapter's labels "
+                         "option (--option labels=[...]), or ingest into a new store")
+    if adapter_options is not None:
+        changed = _changed_options(adapter, dict(store.provenance.get("adapter_options") or {}), adapter_options)
+        if changed:
+            raise ValueError(f"{store_path}: the store was ingested with other adapter options "
+                             f"({'; '.join(changed)}): one store, one set of reading rules. Give the store's "
+                             "options again (pairspec info shows them under provenance), or ingest into a new store")
     release = str(getattr(adapter, "release", store.release))
     if release != store.release:
         raise ValueError(f"{store_path}: store holds {store.survey} {store.release}; refusing to append "
@@ -129,6 +158,8 @@ def ingest(survey, source: str, store_path: str, workers: int | None = None, bat
     _check_arguments(workers, batch_size, limit, chunk)
     t0 = time.perf_counter()
     adapter = _resolve_adapter(survey, adapter_options)
+    if isinstance(survey, str):  # the options are known (an adapter passed in keeps its own: not compared)
+        adapter_options = dict(adapter_options or {})
     store_path = str(store_path)
     n_workers = (os.cpu_count() or 1) if workers is None else int(workers)
     local = _local_path(store_path)
@@ -185,7 +216,7 @@ def _run(adapter, source, store_path, adapter_options, limit, chunk, progress, t
             skipped.append(Skip(unit.path, problem, unit.star_id))
         else:
             inside.append(unit)
-    existing = _open_existing(store_path, adapter)
+    existing = _open_existing(store_path, adapter, adapter_options)
     todo = inside if existing is None else [u for u in inside if u.unit_id not in existing.sources]
 
     def the_store():  # a new store is created only once the engine is ready to write

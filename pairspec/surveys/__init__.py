@@ -83,6 +83,7 @@ def get_adapter(name: str, **options):
     """Instantiate the adapter registered as `name` (case-insensitive) with its options; an option the
     adapter does not take is a ValueError naming the option and the ones it does take."""
     cls = adapter_class(name)
+    options = _checked_options(name, cls, options)
     try:
         return cls(**options)
     except TypeError as err:
@@ -90,6 +91,24 @@ def get_adapter(name: str, **options):
 
         params = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
         raise ValueError(f"survey {name!r}: {err}; its options are: {', '.join(params) or 'none'}") from err
+
+
+def _checked_options(name: str, cls, options: dict) -> dict:
+    """The options with the types their defaults promise: a yes/no option (a bool default) takes only true
+    or false (`strict="false"` or `strict=maybe` would otherwise switch it on), and `labels` given as one
+    text is a comma-separated list ("teff" -> ["teff"], not its letters)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    out = dict(options)
+    for key, value in options.items():
+        if key not in params:
+            continue  # the constructor says which options there are
+        if isinstance(params[key].default, bool) and not isinstance(value, bool):
+            raise ValueError(f"survey {name!r}: option {key} must be true or false, got {value!r}")  # noqa: TRY004
+        if key == "labels" and isinstance(value, str):
+            out[key] = [v.strip() for v in value.split(",") if v.strip()]
+    return out
 
 
 def get_simulator(name: str):
@@ -160,5 +179,10 @@ def parse_options(items) -> dict:
         key, sep, text = str(item).partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--option {item!r}: expected KEY=VALUE, e.g. --option strict=true")
-        out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            problem = str(getattr(err, "problem", None) or err).strip()
+            raise ValueError(f"--option {item!r}: the value is not valid YAML ({problem}); write lists as [a, b], "
+                             "quote text with special characters") from err
     return out

@@ -93,6 +93,9 @@ def _read_allstar(path: Path, wanted: list[str]) -> tuple[dict[str, np.ndarray],
     """Columns (upper-case keys) of allStar HDU1; memmap so the 3 GB full file is not read whole."""
     from astropy.io import fits
 
+    from pairspec.surveys.fitsutil import fits_layout
+
+    fits_layout(str(path))  # a file cut short (a download stopped) is said as such, not as a wrong layout
     try:
         with fits.open(path, memmap=True) as hdul:
             if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
@@ -209,6 +212,7 @@ class ApogeeDR17Adapter:
     """
 
     name = "apogee"
+    location_options = ("stars_dir",)  # where inputs are: may differ between ingests into one store
     release = "dr17"
     # the TSN paper's visit-level scatter against ASPCAP at S/N < 60 (Sun, Chiappini & Nepal 2026)
     paper_targets = {"teff": 19.0, "logg": 0.06, "fe_h": 0.03}

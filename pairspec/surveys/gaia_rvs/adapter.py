@@ -103,6 +103,7 @@ class GaiaRvsAdapter:
     """
 
     name = "gaia_rvs"
+    location_options = ("labels_from", "gaia_source")  # where inputs are: may differ between ingests
     star_flag_bits = STAR_FLAG_BITS  # SYNTHETIC_TWINS: the visits are degraded copies of the mean
 
     def __init__(self, labels=None, labels_from=None, label_columns=None, gaia_source=None, twins: int = 4,

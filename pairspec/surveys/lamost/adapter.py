@@ -73,6 +73,7 @@ class LamostAdapter:
     """
 
     name = "lamost"
+    location_options = ("catalog", "labels_from")  # where inputs are: may differ between ingests
 
     def __init__(self, resolution="mrs", frame="rest", catalog="auto", columns=None, labels=None,
                  labels_from=None, match_radius=2.0, group_radius=3.0, strict=False, bad_files="skip_star",

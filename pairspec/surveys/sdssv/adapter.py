@@ -65,6 +65,7 @@ class SdssvAdapter:
     """
 
     name = "sdssv"
+    location_options = ("summary",)  # where inputs are: may differ between ingests into one store
     star_flag_bits = L.STAR_FLAG_NAMES
 
     @staticmethod
