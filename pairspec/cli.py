@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import glob
 import json
+import os
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +18,8 @@ app = typer.Typer(
     name="pairspec",
     help=(
         "TwinSpecNet for multi-visit spectroscopic surveys: learn from low/high-S/N twins of the "
-        "same star, then give every noisy visit labels with calibrated errors and a denoised spectrum."
+        "same star, then give every noisy visit labels with calibrated errors and a denoised spectrum. "
+        "An error is one line; PAIRSPEC_TRACEBACK=1 shows the full Python traceback (for a bug report)."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -27,6 +30,31 @@ app = typer.Typer(
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+# What a user's input can raise (a wrong path, a damaged file, a value the code refuses): one line, not a
+# traceback. PAIRSPEC_TRACEBACK=1 re-raises it, for a bug report.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+               PermissionError)
+
+
+def _user_error(err: BaseException) -> None:
+    if os.environ.get("PAIRSPEC_TRACEBACK"):
+        raise err
+    _fail(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one yellow line on stderr ("warning: ..."), not Python's file:line: Category form. A
+    library's notice of its own deprecations (torch's internals at import) says nothing to a user: dropped."""
+    if issubclass(category, (DeprecationWarning, FutureWarning)) and "pairspec" not in str(filename):
+        return
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+
+
+@app.callback()
+def _main() -> None:
+    warnings.showwarning = _show_warning
 
 
 def _surveys(kind: str) -> str:
@@ -55,6 +83,11 @@ def simulate(
         _fail(f"--stars must be at least 1, got {stars}")
     if workers < 1:
         _fail(f"--workers must be at least 1, got {workers}")
+    if out.is_file():
+        _fail(f"{out}: a file is here; simulate writes a folder")
+    if out.is_dir() and any(out.iterdir()):
+        # a survey written over another would mix the two (old spectrum files beside a new label table and truth)
+        _fail(f"{out}: the folder is not empty; simulate writes a whole survey: give a new or empty folder")
     try:
         simulator = get_simulator(survey)
         result = simulator.simulate(out, n_stars=stars, seed=seed, workers=workers, store_only=store_only,
@@ -85,7 +118,9 @@ def ingest(
                                               "memory://...).")],
     workers: Annotated[int | None, typer.Option(
         help="Processes that read and write (local store); default: all cores. 1: this process only.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Units (stars) per atomic batch appended to the store.")] = 256,
+    batch_size: Annotated[int, typer.Option(
+        help="Units (stars) per atomic batch appended to the store; rounded up to a whole number of the "
+             "store's chunks (256 stars), so that each chunk is written by one batch.")] = 256,
     option: Annotated[list[str] | None, typer.Option(
         "--option", help="Adapter option KEY=VALUE, repeatable: what each survey's adapter takes "
                          "is listed in docs/surveys.md.")] = None,
@@ -127,6 +162,10 @@ def ingest(
     except RuntimeError as err:  # a worker died or a Dask task failed: the message says how to resume
         _fail(str(err))
     typer.echo(format_report(report))
+    if report.n_stars == 0 and report.already_present == 0 and report.skipped:
+        first = report.skipped[0]
+        _fail(f"nothing was ingested: all {len(report.skipped)} unit(s) were skipped (first: {first.path}: "
+              f"{first.problem})")
 
 
 @app.command()
@@ -144,12 +183,12 @@ def train(
 
     try:
         config = load_recipe(recipe, overrides=set_ or ())
-    except (ConfigError, FileNotFoundError) as err:
-        _fail(str(err))
+    except (ConfigError, *USER_ERRORS) as err:
+        _user_error(err)
     try:
         best = run_train(config, progress=True)
-    except ConfigError as err:  # e.g. a run folder that holds another recipe's run
-        _fail(str(err))
+    except USER_ERRORS as err:  # ConfigError is a ValueError: e.g. a run folder that holds another recipe's run
+        _user_error(err)
     typer.echo(f"best checkpoint: {best}")
 
 
@@ -203,12 +242,15 @@ def predict(
     if not checkpoint.is_file():
         _fail(f"{checkpoint}: no such checkpoint" if not checkpoint.exists() else f"{checkpoint}: not a file")
     try:
-        result = run_predict(
-            checkpoint, source, out, split=split, batch_size=batch_size, device=_device(device),
-            denoised_path=denoised, progress=True, compile=compile, dask=cluster, refit=refit,
-        )
-    except (FileNotFoundError, ValueError, KeyError, PermissionError, IsADirectoryError) as err:
-        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
+        with warnings.catch_warnings():
+            # the files left out are said once, below, in one line (the library's warning lists every one)
+            warnings.filterwarnings("ignore", message=r".*could not be read and were left out")
+            result = run_predict(
+                checkpoint, source, out, split=split, batch_size=batch_size, device=_device(device),
+                denoised_path=denoised, progress=True, compile=compile, dask=cluster, refit=refit,
+            )
+    except USER_ERRORS as err:
+        _user_error(err)
     if result.skipped:
         typer.secho(f"warning: {len(result.skipped)} input file(s) could not be read and were left out "
                     f"(first: {result.skipped[0][0]}: {result.skipped[0][1]})", fg=typer.colors.YELLOW, err=True)
@@ -253,10 +295,8 @@ def evaluate(
             checkpoint, store, split=split, truth=truth, out_dir=out, compare=others,
             emulator_fit=emulator_fit, max_fit=max_fit, progress=True, device=_device(device), masses=masses,
         )
-    except (FileNotFoundError, ValueError, PermissionError, IsADirectoryError) as err:
-        _fail(str(err))
-    except KeyError as err:
-        _fail(str(err.args[0]) if err.args else repr(err))
+    except USER_ERRORS as err:
+        _user_error(err)
     typer.echo(format_table(metrics))
     if "cn_ages" in metrics:
         cn = metrics["cn_ages"]
@@ -303,8 +343,12 @@ def info(
         _fail("give a store or checkpoint path, or --surveys")
     try:
         summary = describe(path)
-    except (FileNotFoundError, ValueError, PermissionError) as err:
-        _fail(str(err))
+    except USER_ERRORS as err:
+        _user_error(err)
+    except Exception as err:  # read-only: e.g. an object store without credentials
+        if os.environ.get("PAIRSPEC_TRACEBACK"):
+            raise
+        _fail(f"{path}: cannot be read ({type(err).__name__}: {err})")
     typer.echo(json.dumps(summary, indent=2, default=str) if as_json else summary["text"])
 
 
@@ -335,11 +379,13 @@ def validate(
 
 
 def _device(name: str) -> str:
-    if name != "auto":
-        return name
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        _fail(f"--device {name}: torch finds no CUDA device here (use --device cpu or auto)")
+    return name
 
 
 if __name__ == "__main__":

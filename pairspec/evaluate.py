@@ -46,8 +46,9 @@ def read_truth(path, star_ids, names) -> tuple[np.ndarray, np.ndarray | None]:
         tab = Table.read(path, hdu=1) if path.lower().endswith((".fits", ".fit", ".fits.gz")) else Table.read(path)
     except FileNotFoundError as err:
         raise ValueError(f"{path}: no such truth file") from err
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable truth table ({type(err).__name__}: {err})") from err
+    except Exception as err:  # astropy's message may go on with its whole table of formats: the first line
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path}: not a readable truth table ({type(err).__name__}: {first})") from err
     cols = {c.lower(): c for c in tab.colnames}
     if TRUTH_ID not in cols:
         raise ValueError(f"{path}: truth table has no {TRUTH_ID!r} column (columns: {', '.join(tab.colnames[:12])})")
@@ -245,9 +246,16 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
     star id; with it, C/N ages of the giants (pairspec.evaluate_cn) go into metrics["cn_ages"]."""
     from pairspec.store import open_store
 
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():  # said now, not after the whole evaluation
+        raise ValueError(f"{out_dir}: a file is here; the report is a folder (give another -o)")
     store = open_store(str(store_path)) if isinstance(store_path, (str, Path)) else store_path
     predictor = _load_predictor(checkpoint, device)
     others = {name: _load_predictor(c, device) for name, c in (compare or {}).items()}
+    for source, p in [(checkpoint, predictor), *((c, others[n]) for n, c in (compare or {}).items())]:
+        if getattr(p, "grid", None) is not None and p.grid != store.grid:
+            raise ValueError(f"{source}: the model reads {p.grid.npix}-pixel spectra "
+                             f"({getattr(getattr(p, 'schema', None), 'survey', '?')}); "
+                             f"{store_path} holds {store.grid.npix}-pixel spectra ({store.survey}) on another grid")
     names = list(predictor.schema.names)
     if masses is not None:
         from pairspec.evaluate_cn import NEEDED

@@ -28,17 +28,21 @@ def read_truth_spectra(path, star_ids, wanted) -> dict | None:
     path = str(path)
     if not path.lower().endswith((".fits", ".fit", ".fits.gz")):
         return None
-    with fits.open(path, memmap=True) as hdul:
-        if "SPECTRA" not in hdul:
-            return None
-        ids = np.char.strip(np.asarray(hdul[1].data["star_id"]).astype(str))
-        row = {sid: i for i, sid in enumerate(ids)}
-        data = hdul["SPECTRA"].data
-        out = {}
-        for s in wanted:
-            i = row.get(str(star_ids[s]).strip())
-            if i is not None:
-                out[int(s)] = np.array(data[i], dtype=np.float32)
+    try:
+        with fits.open(path, memmap=True) as hdul:
+            if "SPECTRA" not in hdul:
+                return None
+            ids = np.char.strip(np.asarray(hdul[1].data["star_id"]).astype(str))
+            row = {sid: i for i, sid in enumerate(ids)}
+            data = hdul["SPECTRA"].data
+            out = {}
+            for s in wanted:
+                i = row.get(str(star_ids[s]).strip())
+                if i is not None:
+                    out[int(s)] = np.array(data[i], dtype=np.float32)
+    except (OSError, TypeError, ValueError, KeyError) as err:  # e.g. a file cut short: its data are not all there
+        raise ValueError(f"{path}: the truth spectra (HDU SPECTRA) cannot be read ({type(err).__name__}: {err}); "
+                         "is the file complete?") from err
     return out
 
 

@@ -37,7 +37,8 @@ def describe_store(path: str) -> dict:
         for i, name in enumerate(store.schema.names)
     }
     visits = store.visit_table()
-    snr = visits["snr"] if len(visits["snr"]) else np.array([np.nan])
+    snr = np.asarray(visits["snr"], dtype=float)
+    has_snr = bool(np.isfinite(snr).any())
     summary = {
         "kind": "pair store",
         "path": str(path),
@@ -49,8 +50,8 @@ def describe_store(path: str) -> dict:
         "splits": splits,
         "labels": store.schema.names,
         "label_coverage": coverage,
-        "visit_snr_median": float(np.nanmedian(snr)),
-        "visit_frac_snr_below_60": float(np.nanmean(snr < 60)),
+        "visit_snr_median": float(np.nanmedian(snr)) if has_snr else None,
+        "visit_frac_snr_below_60": float(np.mean(snr[np.isfinite(snr)] < 60)) if has_snr else None,
         "grid": store.grid.to_dict(),
         "problems": problems,
     }
@@ -60,8 +61,8 @@ def describe_store(path: str) -> dict:
         f"from {len(store.sources)} sources",
         "  splits: " + ", ".join(f"{k} {v}" for k, v in splits.items()),
         "  labels (fraction present): " + ", ".join(f"{k} {v:.0%}" for k, v in coverage.items()),
-        f"  visit S/N: median {summary['visit_snr_median']:.1f}, "
-        f"{summary['visit_frac_snr_below_60']:.0%} below 60",
+        (f"  visit S/N: median {summary['visit_snr_median']:.1f}, {summary['visit_frac_snr_below_60']:.0%} below 60"
+         if has_snr else "  visit S/N: no visits"),
         f"  grid: {store.grid.npix} px, log10 lambda = {store.grid.crval1} + {store.grid.cdelt1} i "
         f"({store.grid.medium}, {store.grid.frame} frame)",
         "  valid: yes" if not problems else "  PROBLEMS:\n    " + "\n    ".join(problems),

@@ -13,6 +13,12 @@ def _fmt(v, unit) -> str:
     return f"{v:.0f}" if unit == "K" else f"{v:.3f}"
 
 
+def _fmt_bias(v, unit) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    return f"{v:+.0f}" if unit == "K" else f"{v:+.3f}"
+
+
 def _table_rows(metrics) -> tuple[list[str], list[tuple[str, list[list[str]]]]]:
     """Header and, per label, rows (S/N bin, sigma of each method vs each reference, survey noise)."""
     sc = metrics["scatter"]
@@ -29,7 +35,8 @@ def _table_rows(metrics) -> tuple[list[str], list[tuple[str, list[list[str]]]]]:
             row = [b]
             for m, r in cols:
                 cell = sc[m][r][name].get(b, {})
-                row.append(f"{_fmt(cell.get('sigma'), unit)} ({cell.get('n', 0)})")
+                # the bias beside the spread: a model that predicts one value everywhere has a small sigma
+                row.append(f"{_fmt(cell.get('sigma'), unit)} {_fmt_bias(cell.get('bias'), unit)} ({cell.get('n', 0)})")
             if has_noise:
                 row.append(_fmt(metrics["survey_noise"][name].get(b, {}).get("sigma"), unit))
             rows.append(row)
@@ -38,14 +45,14 @@ def _table_rows(metrics) -> tuple[list[str], list[tuple[str, list[list[str]]]]]:
 
 
 def format_table(metrics) -> str:
-    """Plain-text table: robust sigma (and n) per label and S/N bin, every method side by side."""
+    """Plain-text table: robust sigma, bias (signed) and n per label and S/N bin, every method side by side."""
     header, blocks = _table_rows(metrics)
     widths = [max(len(h), 12) for h in header]
     for _, rows in blocks:
         for row in rows:
             widths = [max(w, len(c)) for w, c in zip(widths, row)]
     line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))
-    parts = []
+    parts = ["robust sigma, bias (prediction - reference) and (number of visits) per S/N bin", ""]
     for title, rows in blocks:
         parts += [title, line(header)] + [line(r) for r in rows] + [""]
     return "\n".join(parts)

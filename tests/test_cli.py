@@ -106,4 +106,90 @@ def test_simulate_store_only(tmp_path):
     assert (tmp_path / "s" / "truth.fits").exists() and not (tmp_path / "s" / "apo25m").exists()
     assert "6 stars" in invoke("info", tmp_path / "s" / "apogee.zarr")
     again = runner.invoke(app, ["simulate", "apogee", str(tmp_path / "s"), "--stars", "6", "--store-only"])
-    assert again.exit_code != 0 and "already exists" in again.output
+    assert again.exit_code != 0 and "not empty" in again.output
+
+
+def _fails(*args, says: str):
+    """The command ends with exit code 1 and one `error:` line that says `says` (no Python traceback)."""
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 1, f"pairspec {' '.join(map(str, args))}: exit {result.exit_code}\n{result.output}"
+    assert says in result.output and "error:" in result.output, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, (ValueError, OSError)), result.output
+    return result.output
+
+
+def test_user_mistakes_in_train_are_one_line_errors(tiny_survey, tmp_path):
+    base = ["train", "recipes/demo.yaml", "--set", f"run.out_dir={tmp_path / 'run'}"]
+    _fails(*base, "--set", f"data.store={tmp_path / 'nowhere.zarr'}", says="nowhere.zarr")
+    _fails(*base, "--set", f"data.store={tiny_survey / 'store.zarr'}", "--set", "train.epochs=[1",
+           says="not valid YAML")
+    _fails(*base, "--set", f"data.store={tiny_survey / 'store.zarr'}", "--set", "train.device=gpu",
+           says="train.device")
+    _fails(*base, "--set", f"data.store={tiny_survey / 'store.zarr'}", "--set", "data.labels=[teff,nolabel]",
+           says="nolabel")
+    _fails("train", tiny_survey, says="a folder, not a recipe")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)))
+    _fails("train", binary, says="not a text file")
+
+
+def test_resuming_on_other_stars_is_refused(tiny_survey, tmp_path):
+    """data.store may move between runs of one recipe, but not change: a resume on a store that gives
+    other train twins (here: a store of the first 12 stars) would continue weights learned elsewhere."""
+    store, fewer, run = tiny_survey / "store.zarr", tmp_path / "fewer.zarr", tmp_path / "run"
+    invoke("ingest", "apogee", tiny_survey / "sim", fewer, "--workers", 1, "--limit", 12)
+    args = ["train", "recipes/demo.yaml", "--set", f"run.out_dir={run}", "--set", "train.epochs=1",
+            "--set", "train.batch_size=4", "--set", "train.max_steps=2"]
+    invoke(*args, "--set", f"data.store={store}")
+    config_before = (run / "config.yaml").read_text()
+    _fails(*args, "--set", f"data.store={fewer}", says="train twins")
+    assert (run / "config.yaml").read_text() == config_before  # the run's record still names its own store
+    moved = tmp_path / "moved.zarr"
+    import shutil
+
+    shutil.copytree(store, moved)  # the same store elsewhere: the resume goes on
+    assert "best checkpoint" in invoke(*args, "--set", f"data.store={moved}")
+
+
+def test_user_mistakes_in_ingest_predict_evaluate(tiny_survey, tmp_path):
+    sim, store = tiny_survey / "sim", tiny_survey / "store.zarr"
+    _fails("ingest", "apogee", sim, tmp_path / "o.zarr", "--workers", 1, "--option", 'strict="false"',
+           says="true or false")
+    _fails("ingest", "apogee", sim, tmp_path / "o.zarr", "--workers", 1, "--option", "strict=[1",
+           says="not valid YAML")
+    assert not (tmp_path / "o.zarr").exists()
+    # appending with other reading rules would mix two maskings in one store
+    _fails("ingest", "apogee", sim, store, "--workers", 1, "--strict", says="other adapter options")
+    # every unit unreadable: an error, not a success with 0 stars
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(sim, broken)
+    for f in broken.glob("*/*/a?Star-*.fits"):
+        f.write_bytes(f.read_bytes()[:4000])
+    _fails("ingest", "apogee", broken, tmp_path / "b.zarr", "--workers", 1, says="nothing was ingested")
+
+    run = tmp_path / "run"
+    invoke("train", "recipes/demo.yaml", "--set", f"data.store={store}", "--set", f"run.out_dir={run}",
+           "--set", "train.epochs=1", "--set", "train.batch_size=4", "--set", "train.max_steps=2")
+    n_visits = json.loads(invoke("info", store, "--json"))["n_visits"]
+    _fails("predict", run / "best.pt", store, "--denoised", store, "-o", tmp_path / "c.fits", says="a pair store")
+    assert json.loads(invoke("info", store, "--json"))["n_visits"] == n_visits  # the input store is whole
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("not a folder")
+    _fails("evaluate", run / "best.pt", store, "-o", a_file, says="a file is here")
+    cut = tmp_path / "truth_cut.fits"
+    cut.write_bytes((sim / "truth.fits").read_bytes()[:50000])
+    _fails("evaluate", run / "best.pt", store, "--split", "all", "--truth", cut, "-o", tmp_path / "rep",
+           says="truth_cut.fits")
+
+
+def test_training_without_a_val_split_says_what_that_costs(tiny_survey, tmp_path):
+    """A store too small to have val stars trains (a trial), but the user is told that best.pt is then the
+    last epoch and its sigmas are uncalibrated."""
+    few = tmp_path / "few.zarr"
+    invoke("ingest", "apogee", tiny_survey / "sim", few, "--workers", 1, "--limit", 5)
+    assert json.loads(invoke("info", few, "--json"))["splits"]["val"] == 0  # the hash split of these 5 stars
+    out = invoke("train", "recipes/demo.yaml", "--set", f"data.store={few}", "--set", f"run.out_dir={tmp_path / 'r'}",
+                 "--set", "train.epochs=1", "--set", "train.batch_size=2", "--set", "train.max_steps=2")
+    assert "warning:" in out and "val split has no twins" in out and "uncalibrated" in out

@@ -122,6 +122,8 @@ def test_evaluate_with_fake_predictor(tmp_path):
         assert (out / png).stat().st_size > 1000, png
     table = E.format_table(m)
     assert "teff [K]" in table and "noisy vs truth" in table and "<20" in table and "survey vs truth" in table
+    cell = m["scatter"]["tsn"]["truth"]["teff"]["<20"]
+    assert f"{cell['sigma']:.0f} {cell['bias']:+.0f} ({cell['n']})" in table  # the bias beside the spread
 
 
 def test_evaluate_emulator_fit_and_split(tmp_path):

@@ -215,6 +215,18 @@ def test_empty_store_validates(tmp_path):
     assert _new(tmp_path / "s.zarr").validate() == []
 
 
+def test_info_on_an_empty_store_says_so_without_numpy_warnings(tmp_path):
+    import warnings
+
+    from pairspec.info import describe
+
+    _new(tmp_path / "s.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "All-NaN slice" / "Mean of empty slice" used to leak out
+        summary = describe(str(tmp_path / "s.zarr"))
+    assert summary["n_stars"] == 0 and summary["visit_snr_median"] is None and "no visits" in summary["text"]
+
+
 @pytest.mark.parametrize("dtype", ["f4", "i8"])
 def test_shard_codec_writes_zarrs_own_bytes_and_merges(tmp_path, dtype):
     """Spectra written by chunk_io.write_array (its own shard codec: whole shards encoded, partial ones
