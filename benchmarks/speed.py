@@ -182,13 +182,21 @@ def bench_amp_compare(recipe: str, device: str, steps: int, batch_size: int, rou
                 torch.cuda.synchronize()
             best[name] = min(best[name], time.perf_counter() - t0)
             losses[name] = None if parts is None else parts["loss"]
+    from pairspec.models import count_flops
+
+    # what a step computes: models.count_flops' forward per spectrum (the transformer blocks, embedding and
+    # heads; the readout MLP and the label decoder, ~2 % more for the precision recipe, are not counted),
+    # x3 for forward + backward: the achieved rate says how close a step is to the core's arithmetic peak
+    step_flop = 3.0 * count_flops(base, L) * batch_size
     out = {name: {"s_per_step": best[name] / steps, "samples_per_s": steps * batch_size / best[name],
+                  "gflop_per_s": step_flop * steps / best[name] / 1e9,
                   "first_step_s": first[name], "loss_after": losses[name]} for name in amps}
     speedups = {"bf16_speedup": best["float32"] / best["bf16"]}
     if compile:
         speedups.update({"compile_speedup": best["float32"] / best["float32+compile"],
                          "bf16_compile_speedup": best["float32"] / best["bf16+compile"]})
     return {"recipe": recipe, "steps_per_round": steps, "rounds": rounds, "batch_size": batch_size,
+            "gflop_per_step": step_flop / 1e9,
             "threads": torch.get_num_threads(), "cpu_native_bf16": _cpu_bf16_native() if dev.type == "cpu" else None,
             **out, **speedups}
 

@@ -21,3 +21,6 @@ def test_amp_compare_times_both_precisions_of_the_recipes_step_and_their_losses_
     # same start and data: after 4 steps the two losses differ by bf16's rounding, not by a different model
     assert abs(amp["bf16"]["loss_after"] - amp["float32"]["loss_after"]) < 0.05 * abs(amp["float32"]["loss_after"]) + 0.05
     assert amp["cpu_native_bf16"] in (True, False, None)
+    assert amp["gflop_per_step"] > 0  # the achieved rate is the step's arithmetic over its time
+    for name in ("float32", "bf16"):
+        assert math.isclose(amp[name]["gflop_per_s"], amp["gflop_per_step"] / amp[name]["s_per_step"], rel_tol=1e-9)
