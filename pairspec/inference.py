@@ -20,6 +20,7 @@ tsn_base network ran 1.4x faster than eager (benchmarks/results/gpu_h100.md); on
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,12 +67,16 @@ class LabelPredictor:
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu", compile: bool = False, refit: bool = True) -> LabelPredictor:
+        import torch
+
         from pairspec.checkpoint import load_checkpoint
 
         if device == "auto":
-            import torch
-
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: torch finds no CUDA device here (use 'cpu' or 'auto')")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):
+            raise ValueError(f"device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'")
         model, meta = load_checkpoint(path, map_location="cpu")
         return cls(model, meta, device=device, source=str(Path(path)), compile=compile, refit=refit)
 
@@ -82,7 +87,8 @@ class LabelPredictor:
 
     def predict(self, flux, ivar, batch_size: int = 256, denoise: bool = False, refit: bool | None = None,
                 return_refit: bool = False) -> dict:
-        """flux, ivar (N, npix) on self.grid (bad pixels ivar 0; NaN/inf are treated as bad).
+        """flux, ivar (N, npix) on self.grid (bad pixels ivar 0; NaN/inf are treated as bad). A row without
+        one usable model pixel (frac_bad 1) gets NaN labels, sigmas and denoised spectrum.
 
         refit: where the checkpoint has one (`has_refit`), the labels are the val-chosen mix of the
         network's and the label-decoder refit's (pairspec.refit), with that mix's sigma calibration, and
@@ -92,6 +98,8 @@ class LabelPredictor:
         any checkpoint with a label decoder (benchmarks)."""
         import torch
 
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
         ivar = np.atleast_2d(np.asarray(ivar, dtype=np.float32))
         if flux.shape != ivar.shape or flux.shape[1] != self.grid.npix:
@@ -148,9 +156,18 @@ class LabelPredictor:
                     denoised[rows, pix] = spectrum.float().cpu().numpy() + 1.0
                     if denoised_sigma is not None:
                         denoised_sigma[rows, pix] = self._denoise_sigma(snr[rows])
+        # a row without one usable model pixel: the network saw nothing, so it returns nothing (the values it
+        # would give are its prior, with sigmas like any other row's, and look like a measurement)
+        blind = ~(frac_bad < 1)
+        for arr in (labels, sigma, net_labels, refit_labels, denoised, denoised_sigma):
+            if arr is not None:
+                arr[blind] = np.nan
         raw_sigma = sigma
         calibration = self.meta["refit"].get("calibration") if mix is not None else self.calibration
         sigma, sigma_visit, sigma_star = split_sigma(sigma, snr, calibration, labels)
+        for arr in (sigma, sigma_visit, sigma_star):
+            if arr is not None:
+                arr[blind] = np.nan
         result = {"labels": labels, "sigma": sigma, "sigma_visit": sigma_visit, "sigma_star": sigma_star, "snr": snr,
                   "frac_bad": frac_bad, "refit": mix is not None}
         if return_refit:

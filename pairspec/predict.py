@@ -7,6 +7,7 @@ cannot be read is reported and the rest go on). Tables are built and written by 
 
 from __future__ import annotations
 
+import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -263,6 +264,12 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, 
         paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         if not paths:
             raise ValueError("no input files")
+        seen: set[str] = set()
+        unique = [p for p in paths if not (os.path.realpath(str(p)) in seen or seen.add(os.path.realpath(str(p))))]
+        if len(unique) < len(paths):  # overlapping globs: a visit counted twice would shrink its star's sigma
+            warnings.warn(f"{len(paths) - len(unique)} input file(s) given more than once; each is read once",
+                          stacklevel=3)
+            paths = unique
         reader = _file_reader(predictor)
         star_ids: list[str] = []
         star_flags: list[int] = []
@@ -342,6 +349,10 @@ def predict(
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if split is not None and split not in SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_CODES)}")
+    if not isinstance(inputs, (str, Path)) and not hasattr(inputs, "visit_spectra"):
+        inputs = list(inputs)
+        if len(inputs) == 1 and isinstance(inputs[0], (str, Path)) and Path(inputs[0]).is_dir():
+            inputs = inputs[0]  # one store, in a list
     if not isinstance(inputs, (str, Path)) and not hasattr(inputs, "visit_spectra"):
         folders = [str(p) for p in inputs if isinstance(p, (str, Path)) and Path(p).is_dir()]
         if folders:

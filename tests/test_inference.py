@@ -72,14 +72,19 @@ def test_bad_rows_give_finite_output_and_denoised_layout(tmp_path):
     flux[1, :] = np.nan  # NaN flux is treated as bad pixels
     ivar[2, 10:75] = 0.0  # half of the first block bad
     out = pred.predict(flux, ivar, denoise=True)
-    assert np.all(np.isfinite(out["labels"])) and np.all(np.isfinite(out["sigma"]))
     assert out["frac_bad"][0] == 1 and out["frac_bad"][1] == 1
     assert out["frac_bad"][2] == pytest.approx(65 / 260)
     assert np.isnan(out["snr"][0]) and np.isfinite(out["snr"][2])
+    # rows without one usable pixel: nothing seen, nothing returned (the network's prior with ordinary
+    # sigmas used to come back and looked like a measurement); the others are finite
+    for key in ("labels", "sigma", "sigma_visit", "sigma_star"):
+        assert np.all(np.isnan(out[key][:2])) and np.all(np.isfinite(out[key][2:])), key
     den = out["denoised"]
     assert den.shape == (4, 300) and den.dtype == np.float32
     usable = GRID.usable()
-    assert np.all(np.isnan(den[:, ~usable])) and np.all(np.isfinite(den[:, usable]))
+    assert np.all(np.isnan(den[:, ~usable])) and np.all(np.isnan(den[:2])) and np.all(np.isfinite(den[2:, usable]))
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        pred.predict(flux, ivar, batch_size=-1)  # it used to return all-NaN rows with no error
     assert "denoised" not in pred.predict(flux, ivar)
 
 

@@ -215,6 +215,9 @@ def test_bad_fits_is_reported_and_the_rest_predicted(tmp_path):
     assert stars["teff"][1] == pytest.approx(5200.0)
     assert stars["e_teff"][1] == pytest.approx(50 * 10 / 24 / np.sqrt(3))  # 3 visits of S/N 1.2 * 20
     assert "teff_survey" not in stars.colnames
+    with pytest.warns(UserWarning, match="1 input file\\(s\\) given more than once"):  # overlapping globs
+        twice = predict(reading_predictor(), [good1, good2, good1], tmp_path / "twice.fits", progress=False)
+    assert (twice.n_visits, twice.n_stars) == (5, 2)  # each visit once: a duplicate would shrink e_teff by sqrt(2)
     with pytest.raises(ValueError, match="split only applies"):
         predict(reading_predictor(), [good1], out, split="test", progress=False)
     with pytest.raises(ValueError, match="none of the 2 input file"):  # nothing readable is an error, not a catalogue
@@ -401,6 +404,7 @@ def test_a_store_among_files_and_an_empty_split_are_errors(tmp_path):
     fits.PrimaryHDU().writeto(fits_file)
     with pytest.raises(ValueError, match="give one pair store, or spectrum files, not both"):
         predict(predictor, [path, str(fits_file)], tmp_path / "c.fits", progress=False)
+    assert predict(predictor, [path], tmp_path / "one.fits", progress=False).n_visits > 0  # one store in a list
     from pairspec.store import open_store
 
     split = {0: "train", 1: "val", 2: "test"}
