@@ -310,7 +310,8 @@ def evaluate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Working folder for the demo's files.")] = Path("pairspec-demo"),
-    stars: Annotated[int, typer.Option(help="Stars in the synthetic survey.")] = 900,
+    stars: Annotated[int, typer.Option(
+        help="Stars in the synthetic survey (at least 60: the recipe trains on batches of 32 twins).")] = 900,
     epochs: Annotated[int | None, typer.Option(help="Override the demo recipe's epochs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic survey (and of training, unless --train-seed).")] = 1,
     train_seed: Annotated[int | None, typer.Option(help="Seed of training alone (the same survey).")] = None,
@@ -319,10 +320,14 @@ def demo(
     (with the visit-level emulator fit on a subset of the test visits), and check the quality bar."""
     from pairspec.demo import run_demo
 
+    earlier = out.is_dir() and any(out.iterdir())
     try:
         run_demo(out, n_stars=stars, epochs=epochs, seed=seed, train_seed=train_seed)
     except (ValueError, FileNotFoundError, PermissionError) as err:
-        _fail(f"{err} (if {out} holds files of an earlier demo, remove it or pick another --out)")
+        if os.environ.get("PAIRSPEC_TRACEBACK"):
+            raise
+        _fail(f"{err}" + (f" (if {out} holds files of an earlier demo, remove it or pick another --out)"
+                          if earlier and "give another --out" not in str(err) else ""))
 
 
 @app.command()

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 DEMO_STARS = 900  # 900 stars x 11 epochs beat 600 x 16 at the same steps (benchmarks/results/demo_cpu.md)
+DEMO_MIN_STARS = 60  # the recipe's batch of 32 twins: 40 stars gave 30 train twins, 60 ~45
 DEMO_FIT_VISITS = 100  # test visits (of ~380) the emulator fit runs on: ~1.9 visits/s on 2 cores, ~1 minute
 # recipes/demo.yaml, through the link pairspec/demo.yaml that the package ships (a copy in a wheel)
 DEMO_RECIPE = Path(__file__).with_name("demo.yaml")
@@ -44,11 +45,17 @@ def run_demo(out: Path, n_stars: int = DEMO_STARS, epochs: int | None = None, se
     from pairspec.train import train
 
     survey = survey or DEMO_SURVEY
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {epochs}")
+    if n_stars < DEMO_MIN_STARS:
+        raise ValueError(f"--stars must be at least {DEMO_MIN_STARS} (the demo recipe trains on batches of 32 "
+                         f"twins), got {n_stars}")
     console = Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sim, store, runs = out / "sim", out / "store.zarr", out / "runs"
     t0 = time.perf_counter()
+    _same_survey_as_before(out, {"survey": survey, "stars": int(n_stars), "seed": int(seed)})
 
     console.rule(f"1/5 simulate a {survey} survey in its real file format")
     if not (sim / "truth.fits").exists():  # the simulators write truth.fits last
@@ -91,6 +98,31 @@ def run_demo(out: Path, n_stars: int = DEMO_STARS, epochs: int | None = None, se
         f"report and plots in {out / 'report'}; demo took {time.perf_counter() - t0:.0f} s"
     )
     return metrics
+
+
+def _same_survey_as_before(out: Path, wanted: dict) -> None:
+    """A demo folder is resumed, not remade: a rerun with another --stars or --seed would silently reuse the
+    survey already there (and its results). Records what the folder's survey is (demo.json) and refuses a
+    rerun that asks for another."""
+    import json
+
+    record, truth = out / "demo.json", out / "sim" / "truth.fits"
+    if record.exists():
+        before = json.loads(record.read_text())
+    elif truth.exists():  # a demo folder from before demo.json: its truth table says how many stars
+        from astropy.io import fits
+
+        n = int(fits.getheader(truth, 1).get("NAXIS2", -1))
+        before = dict(wanted, stars=n)  # the seed is not recorded there; the star count is checked
+        if n == wanted["stars"]:
+            record.write_text(json.dumps(wanted))
+    else:
+        record.write_text(json.dumps(wanted))
+        return
+    if before != wanted:
+        raise ValueError(f"{out} holds the demo of {before['survey']} survey ({before['stars']} stars, seed "
+                         f"{before['seed']}); this run asks for {wanted['stars']} stars, seed {wanted['seed']}: "
+                         "remove the folder or give another --out")
 
 
 def quality_bar(metrics: dict, baseline: str = "direct", bin_name: str = "<60") -> dict:

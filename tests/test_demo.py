@@ -52,3 +52,26 @@ def test_cli_demo_default_size_is_the_demos():
 
     assert inspect.signature(cli.demo).parameters["stars"].default == demo.DEMO_STARS
     assert inspect.signature(demo.run_demo).parameters["n_stars"].default == demo.DEMO_STARS
+
+
+def test_demo_refuses_what_would_fail_late_or_reuse_another_survey(tmp_path):
+    """Too few stars (training then failed after simulate, ingest and an epoch), epochs < 1 (an untrained
+    model went through predict and evaluate, exit 0), and a rerun asking for another survey than the one the
+    folder holds (it silently reused the old survey and repeated its results) are errors before any work."""
+    import pytest
+
+    from pairspec.demo import DEMO_MIN_STARS, _same_survey_as_before
+
+    with pytest.raises(ValueError, match=f"--stars must be at least {DEMO_MIN_STARS}"):
+        run_demo(tmp_path / "few", n_stars=DEMO_MIN_STARS - 1, epochs=1)
+    with pytest.raises(ValueError, match="--epochs must be at least 1"):
+        run_demo(tmp_path / "none", n_stars=DEMO_MIN_STARS, epochs=0)
+    assert not (tmp_path / "few").exists() and not (tmp_path / "none").exists()
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    _same_survey_as_before(folder, {"survey": "apogee", "stars": 60, "seed": 1})  # records the folder's survey
+    _same_survey_as_before(folder, {"survey": "apogee", "stars": 60, "seed": 1})  # the same: resumed
+    with pytest.raises(ValueError, match="holds the demo of apogee survey \\(60 stars, seed 1\\)"):
+        _same_survey_as_before(folder, {"survey": "apogee", "stars": 40, "seed": 1})
+    with pytest.raises(ValueError, match="seed 7"):
+        _same_survey_as_before(folder, {"survey": "apogee", "stars": 60, "seed": 7})

@@ -428,3 +428,22 @@ def test_a_commit_is_one_write_a_kill_after_it_leaves_whole_counts(tmp_path, mon
     reader = open_store(str(path))  # check=True: n_visits is the sum of the committed stars' visits
     assert (reader.n_stars, reader.n_visits) == (9, sum(r.n_visits for r in recs))
     assert open_store(str(path), mode="a").validate() == []
+
+
+def test_spectra_rows_by_mask_stride_and_reversed_slice_and_refusals(tmp_path):
+    """A boolean mask selects its True rows (it was read as the indices 0 and 1), strided and reversed slices
+    read their rows (zarr refused a negative step), and float indices or a mask of the wrong length are errors."""
+    store = _new(tmp_path / "s.zarr")
+    store.append(_records(7))
+    flux, _, _ = store.visit_spectra(slice(None))
+    n = store.n_visits
+    mask = np.zeros(n, bool)
+    mask[[1, n - 1]] = True
+    np.testing.assert_array_equal(store.visit_spectra(mask)[0], flux[[1, n - 1]])
+    np.testing.assert_array_equal(store.visit_spectra(slice(n - 1, None, -2))[0], flux[::-1][::2])
+    np.testing.assert_array_equal(store.visit_spectra(slice(0, n, 3))[0], flux[::3])
+    with pytest.raises(IndexError, match="boolean mask"):
+        store.visit_spectra(np.ones(3, bool))
+    with pytest.raises(TypeError, match="must be integers"):
+        store.visit_spectra([1.7, 2.2])
+    assert store.visit_spectra([])[0].shape == (0, flux.shape[1])

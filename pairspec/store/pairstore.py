@@ -281,8 +281,10 @@ class PairStore:
         names = ("flux", "ivar", "pixmask") if pixmask else ("flux", "ivar")
         if isinstance(idx, slice):
             sl = slice(*idx.indices(n))
-            return tuple(np.asarray(g[k][sl]) for k in names) + (() if pixmask else (None,))
-        idx = np.asarray(idx, dtype=np.int64)
+            if sl.step == 1:  # one contiguous read
+                return tuple(np.asarray(g[k][sl]) for k in names) + (() if pixmask else (None,))
+            idx = np.arange(sl.start, sl.stop, sl.step)  # a stride or a reversed slice: as rows
+        idx = self._rows(sub, idx, n)
         if idx.size and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"{self.path}: {sub} index out of range [0, {n})")
         idx = np.where(idx < 0, idx + n, idx)
@@ -290,6 +292,19 @@ class PairStore:
         uniq, inverse = np.unique(idx, return_inverse=True)
         return tuple(np.asarray(g[k].get_orthogonal_selection((uniq, slice(None))))[inverse]
                      for k in names) + (() if pixmask else (None,))
+
+    def _rows(self, sub: str, idx, n: int) -> np.ndarray:
+        """Row indices from an int, a list or array of ints, or a boolean mask of all n rows (a mask read as
+        the indices 0 and 1, and floats were truncated, before)."""
+        arr = np.asarray(idx)
+        if arr.dtype == bool:
+            if arr.shape != (n,):
+                raise IndexError(f"{self.path}: a boolean mask of {sub} rows needs {n} entries, got shape {arr.shape}")
+            return np.flatnonzero(arr)
+        if arr.size and arr.dtype.kind not in "iu":
+            raise TypeError(f"{self.path}: {sub} rows must be integers (or a slice or a boolean mask), "
+                            f"got {arr.dtype}")
+        return arr.astype(np.int64)
 
     def to_xarray(self):
         """One xarray Dataset (dims star, visit, pixel, label; coords wavelength, label), lazy.

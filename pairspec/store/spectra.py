@@ -32,7 +32,7 @@ def refuse_to_replace(path: str) -> None:
         return
     try:
         existing = _zarr().open_group(path, mode="r")
-    except Exception:  # not a Zarr group at all (a file, a folder of other things)
+    except Exception:  # noqa: BLE001 - not a Zarr group at all (a file, a folder of other things)
         existing = None
     if existing is not None and "pairspec_spectra_version" in existing.attrs:
         return
