@@ -255,3 +255,33 @@ def test_adapter_options_have_the_types_their_defaults_promise():
     assert get_adapter("apogee", strict=True).strict is True
     assert get_adapter("apogee", labels="teff").schema.names == ["teff"]  # not ['t', 'e', 'f', 'f']
     assert get_adapter("apogee", labels="teff, logg").schema.names == ["teff", "logg"]
+
+
+def test_an_ingest_whose_stars_have_no_label_says_so_and_one_that_reads_nothing_leaves_no_store(tmp_path):
+    """A label source that matches no star gave a store of NaN labels with no word (exit 0); an ingest where
+    every unit is skipped left a 0-star store that then fixed the grid and options of the rerun."""
+    from pairspec.ingest import ingest
+
+    nolab = {k: -9999.0 for k in LABELS}
+    root = make_tree(tmp_path, rows=[(MULTI_ID, "000+02", 154.2, 0, nolab), (SINGLE_ID, "K04_083+13", 137.5, 0, nolab)])
+    with pytest.warns(UserWarning, match="none of the 2 stars ingested has a label value"):
+        ingest("apogee", str(root), str(tmp_path / "s.zarr"), workers=1, progress=False)
+    for f in root.glob("apo25m/*/apStar-*.fits"):
+        f.write_bytes(f.read_bytes()[:3000])  # every file cut short: nothing readable
+    report = ingest("apogee", str(root), str(tmp_path / "none.zarr"), workers=1, progress=False)
+    assert report.n_stars == 0 and len(report.skipped) == 2
+    assert not (tmp_path / "none.zarr").exists() and not (tmp_path / "none.zarr.ingest-report.json").exists()
+
+
+def test_numeric_mapping_and_bit_options_are_checked_before_any_work():
+    from pairspec.surveys import get_adapter
+
+    for name, options, says in [("gaia_rvs", {"twins": 2.5}, "twins must be a whole number"),
+                                ("lamost", {"match_radius": "abc"}, "match_radius must be a number"),
+                                ("lamost", {"group_radius": -1}, "group_radius must be > 0"),
+                                ("lamost", {"columns": "teff"}, "columns must be a mapping"),
+                                ("sdssv", {"bad_bits": [1, 2, 99]}, "bad_bits must be a list of bit numbers 0-62"),
+                                ("apogee", {"bad_bits": "hello"}, "bad_bits must be a list of bit numbers")]:
+        with pytest.raises(ValueError, match=says):
+            get_adapter(name, **options)
+    assert get_adapter("gaia_rvs", twins=3.0).twins == 3  # a whole number written 3.0 is 3

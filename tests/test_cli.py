@@ -168,6 +168,7 @@ def test_user_mistakes_in_ingest_predict_evaluate(tiny_survey, tmp_path):
     for f in broken.glob("*/*/a?Star-*.fits"):
         f.write_bytes(f.read_bytes()[:4000])
     _fails("ingest", "apogee", broken, tmp_path / "b.zarr", "--workers", 1, says="nothing was ingested")
+    assert not (tmp_path / "b.zarr").exists()  # no 0-star store left to fix the grid and options of a rerun
 
     run = tmp_path / "run"
     invoke("train", "recipes/demo.yaml", "--set", f"data.store={store}", "--set", f"run.out_dir={run}",

@@ -283,3 +283,18 @@ def test_visit_fitter_follows_the_instrument_option():
     assert isinstance(visit_fitter("sdssv", instrument="apogee", site="best"), EmulatorFit)
     assert visit_fitter("sdssv", instrument="boss") is None
     assert isinstance(visit_fitter("apogee", strict=True), EmulatorFit)  # options it does not take: ignored
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_truncated_summary_is_said_to_be_truncated(tmp_path, gz):
+    """A summary cut short reads as a file with fewer HDUs; it used to be reported as 'no APOGEE HDU'."""
+    import gzip
+
+    one_star(tmp_path)
+    (full,) = (tmp_path / "summary").glob("astraAllStar*.fits")
+    data = full.read_bytes()
+    cut = tmp_path / ("cut.fits.gz" if gz else "cut.fits")
+    head = data[: len(data) // 2]
+    cut.write_bytes(gzip.compress(data)[: len(gzip.compress(data)) // 2] if gz else head)
+    with pytest.raises(AdapterError, match="truncated"):
+        SdssvAdapter(summary=str(cut)).discover(str(tmp_path))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 
 from pairspec.ingest.report import (
@@ -87,9 +88,11 @@ def _open_existing(store_path: str, adapter, adapter_options: dict | None = None
         raise ValueError(f"{store_path}: store holds {store.survey} {store.release}; refusing to append "
                          f"{adapter.name} data to it (one survey per store: ingest into a new store)")
     if store.grid != adapter.grid:
-        raise ValueError(f"{store_path}: store holds {store.survey} on a {store.grid.npix}-px grid; these "
-                         f"{adapter.name} spectra are on a {adapter.grid.npix}-px grid {adapter.grid.to_dict()}: the "
-                         "grids do not match (another adapter option?); ingest into a new store")
+        a, b = store.grid.to_dict(), adapter.grid.to_dict()
+        differ = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+        raise ValueError(f"{store_path}: the grids do not match: the store's wavelength grid and these "
+                         f"{adapter.name} spectra's differ in {differ} (another adapter option?); ingest into a "
+                         "new store")
     if store.schema.names != adapter.schema.names:
         raise ValueError(f"{store_path}: store holds the labels {store.schema.names}; the {adapter.name} adapter "
                          f"reads {adapter.schema.names}: choose the store's labels with the adapter's labels "
@@ -231,6 +234,26 @@ def _run(adapter, source, store_path, adapter_options, limit, chunk, progress, t
     report.masked_fraction = masked[0] / masked[1] if masked[1] else float("nan")
     report.store_n_stars, report.store_n_visits = store.n_stars, store.n_visits
     report.elapsed_s = round(time.perf_counter() - t0, 3)
+    if existing is None and store.n_stars == 0:
+        # nothing was readable: a 0-star store left behind would fix the grid and options of a rerun
+        # with other options (e.g. the one the skip reasons suggest), and it holds nothing
+        _remove_store(store_path)
+        return report
+    if report.n_stars:
+        import numpy as np
+
+        added = np.asarray(store.labels())[store.n_stars - report.n_stars:]
+        if not np.isfinite(added).any():
+            warnings.warn(f"{store_path}: none of the {report.n_stars} stars ingested has a label value: the "
+                          "label source matched none of them (check the adapter's label options, e.g. a catalogue "
+                          "or labels_from); the store can be predicted, not trained on", stacklevel=3)
     save_report(store, store_path, report)
     return report
+
+
+def _remove_store(store_path: str) -> None:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(store_path)
+    fs.rm(root, recursive=True)
 

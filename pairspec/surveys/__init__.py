@@ -104,10 +104,28 @@ def _checked_options(name: str, cls, options: dict) -> dict:
     for key, value in options.items():
         if key not in params:
             continue  # the constructor says which options there are
-        if isinstance(params[key].default, bool) and not isinstance(value, bool):
-            raise ValueError(f"survey {name!r}: option {key} must be true or false, got {value!r}")  # noqa: TRY004
+        default = params[key].default
+        bad = f"survey {name!r}: option {key} must be"
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{bad} true or false, got {value!r}")  # noqa: TRY004
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(default, int) and not isinstance(default, bool) and not (
+                number and float(value).is_integer()):
+            raise ValueError(f"{bad} a whole number, got {value!r}")
+        if isinstance(default, int) and not isinstance(default, bool):
+            out[key] = int(value)
+        if (isinstance(default, float) or key == "min_snr") and value is not None and not number:
+            raise ValueError(f"{bad} a number, got {value!r}")
+        if key.endswith("radius") and number and not value > 0:
+            raise ValueError(f"{bad} > 0, got {value!r}")
         if key == "labels" and isinstance(value, str):
             out[key] = [v.strip() for v in value.split(",") if v.strip()]
+        if key in ("columns", "label_columns") and value is not None and not isinstance(value, dict):
+            raise ValueError(f"{bad} a mapping, e.g. {{teff: TEFF_COLUMN}}, got {value!r}")
+        if key == "bad_bits" and value is not None:
+            bits = value if isinstance(value, (list, tuple)) else None
+            if bits is None or not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 62 for b in bits):
+                raise ValueError(f"{bad} a list of bit numbers 0-62, e.g. [0, 1, 12], got {value!r}")
     return out
 
 

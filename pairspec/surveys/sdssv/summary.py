@@ -82,9 +82,28 @@ def _pick_hdu(path: str, hdul, instrument: str) -> int:
             return k
     k = SUMMARY_HDU[instrument]
     if k >= len(hdul):
+        _truncated(path)  # a download cut short reads as a file with fewer HDUs: say which it is
         raise AdapterError(path, f"no {instrument.upper()} HDU: the file has {len(hdul)} HDU(s) and no INSTRMNT "
                                  f"card says {instrument.upper()} (astra: HDU1 BOSS, HDU2 APOGEE)")
     return k
+
+
+def _truncated(path: str) -> None:
+    """AdapterError if the (possibly gzipped) FITS file is cut short; nothing otherwise."""
+    if path.endswith(".gz"):
+        import gzip
+        import zlib
+
+        try:
+            with gzip.open(path, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+        except (EOFError, OSError, zlib.error) as exc:
+            raise AdapterError(path, f"the file is truncated or damaged ({exc})") from exc
+        return
+    from pairspec.surveys.fitsutil import fits_layout
+
+    fits_layout(path)
 
 
 def _float_col(data, names, col, n):
@@ -117,7 +136,7 @@ def read_summary(path, instrument: str, sources: dict[str, LabelSource], pipelin
                     raise AdapterError(path, f"HDU{k} ({instrument.upper()}) is not a binary table")
                 n = int(hdu.header.get("NAXIS2") or 0)
                 if n == 0:
-                    raise AdapterError(path, f"HDU{k} ({instrument.upper()}) has 0 rows: astraAllStar{pipeline} "
+                    raise AdapterError(path, f"HDU{k} ({instrument.upper()}) has 0 rows: {Path(path).name} "
                                              f"has no {instrument.upper()} results (BOSS labels: pipeline=BossNet; "
                                              f"APOGEE: ASPCAP or AstroNN)")
                 return _table(path, k, hdu.data, n, instrument, sources)
