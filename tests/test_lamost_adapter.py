@@ -338,3 +338,20 @@ def test_a_spectrum_missing_from_the_catalogue_gets_its_stars_median_rv(tmp_path
         unit = LamostAdapter(catalog=str(cat)).discover(str(tmp_path)).units[0]
     # obsid 2 is not in the catalogue: not the RV of another night's row, the median of the star's others
     assert unit.row["rv"] == [10.0, 20.0, 30.0] and unit.row["labels"][0] == 5200  # labels: best-S/N row
+
+
+def test_a_catalogue_cut_short_or_without_key_columns_is_said_so(tmp_path):
+    """A CSV catalogue cut mid-row was read with a row of missing values (files then skipped for 'no radial
+    velocity'); one without obsid and designation columns skipped every file for the same false reason."""
+    mrs_file(tmp_path / "s" / "med-58500-A_sp01-001.fits", obsid=1, desig="J010000.00+100000.0", ra=15, dec=10)
+    rows = [{"OBSID": 1, "RV": 0.0, "TEFF": 5100, "TEFF_ERR": 80, "LOGG": 4.4, "LOGG_ERR": 0.1, "FEH": -0.2,
+             "FEH_ERR": 0.05}] * 3
+    cat = catalogue(tmp_path / "c.csv", rows)
+    text = cat.read_text()
+    cut = tmp_path / "cut.csv"
+    cut.write_text(text[: text.rstrip().rfind(",")])  # the last row loses its last field
+    with pytest.raises(AdapterError, match="truncated"):
+        LamostAdapter(catalog=str(cut)).discover(str(tmp_path / "s"))
+    nokey = catalogue(tmp_path / "nokey.csv", [{k: v for k, v in r.items() if k != "OBSID"} for r in rows])
+    with pytest.raises(AdapterError, match="neither an obsid nor a designation"):
+        LamostAdapter(catalog=str(nokey)).discover(str(tmp_path / "s"))

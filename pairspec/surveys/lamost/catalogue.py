@@ -81,6 +81,8 @@ def _read_table(path: str) -> dict[str, np.ndarray]:
                     cols.setdefault(c.lower(), np.asarray(hdu.data.field(c)))
                 return cols
         fmt = "ascii.ecsv" if name.endswith(".ecsv") else "ascii.csv"
+        if fmt == "ascii.csv":
+            _whole_csv(p)
         table = Table.read(p, format=fmt)
     except AdapterError:
         raise
@@ -92,6 +94,28 @@ def _read_table(path: str) -> dict[str, np.ndarray]:
         arr = np.asarray(col.filled(np.nan) if hasattr(col, "filled") and col.dtype.kind == "f" else col)
         cols.setdefault(c.lower(), arr)
     return cols
+
+
+def _whole_csv(path: str) -> None:
+    """AdapterError if a CSV catalogue's last row has fewer fields than its header (a file cut short, whose
+    partial row the reader would take as a row of missing values)."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", errors="replace", newline="") as fh:
+            header, last = fh.readline(), ""
+            for line in fh:
+                if line.strip():
+                    last = line
+    except (OSError, EOFError) as exc:
+        raise AdapterError(path, f"cannot read catalogue: {exc}") from exc
+    if not last:
+        return
+    (head,), (tail,) = csv.reader([header]), csv.reader([last])  # quoted commas are not separators
+    if len(tail) < len(head):
+        raise AdapterError(path, f"the catalogue is truncated: its last row has {len(tail)} of {len(head)} fields")
 
 
 def _floats(col) -> np.ndarray:
@@ -178,6 +202,10 @@ class LabelTable:
 
     def rows_for(self, obsids, designations) -> list[int]:
         """Catalogue rows of a star's spectra: by obsid where the table has it, else by designation."""
+        if self.obsid is None and self.designation is None:
+            raise AdapterError(self.path, "the catalogue has neither an obsid nor a designation column (looked for "
+                                          f"{', '.join(KEY_NAMES['obsid'] + KEY_NAMES['designation'])}), so no row "
+                                          "can be matched to a spectrum file")
         rows = []
         if self._by_obsid:
             rows = [self._by_obsid[o] for o in obsids if o in self._by_obsid]
