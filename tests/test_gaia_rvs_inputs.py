@@ -190,6 +190,11 @@ def test_parquet_labels_with_named_columns_and_require_labels(tmp_path):
     assert why[str(SIDS[1])] == "missing labels: fe_h" and why[str(SIDS[2])] == "missing labels: no row in the labels table"
     with pytest.raises(ValueError, match="label_columns names"):
         GaiaRvsAdapter(labels_from=str(tmp_path / "labels.parquet"), label_columns={"mg_fe": "x"}).discover(str(src))
+    # a column the user names that the table lacks is an error (it only warned, and the label went NaN)
+    from pairspec.surveys.base import AdapterError
+
+    with pytest.raises(AdapterError, match="'nope' for teff, which is not a column"):
+        GaiaRvsAdapter(labels_from=str(tmp_path / "labels.parquet"), label_columns={"teff": "nope"}).discover(str(src))
 
 
 # ---- DR4 epoch spectra (formats.md 4.3: barycentric, per-transit times; layout unverified) -------------

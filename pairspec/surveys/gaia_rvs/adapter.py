@@ -212,7 +212,10 @@ class GaiaRvsAdapter:
         for p in paths:
             t = read_label_table(p, self.schema.names, self.label_columns)
             for name in t.missing:
-                looked = (self.label_columns[name],) if name in self.label_columns else _candidates(name)
+                if name in self.label_columns:  # a column the user named is a mistake, not a gap (as for LAMOST)
+                    raise AdapterError(p, f"label_columns names {self.label_columns[name]!r} for {name}, which is "
+                                          "not a column of this table")
+                looked = _candidates(name)
                 warnings.warn(f"{p}: no column for label {name!r} (looked for {', '.join(looked)}): {name} is NaN "
                               "for every star from this table", stacklevel=3)
             for note in t.notes:
