@@ -97,7 +97,8 @@ def simulate(
     typer.echo(result["text"])
 
 
-_DASK_HELP = ("Run on a Dask cluster: 'local' (a LocalCluster of --workers processes on this machine), "
+_DASK_HELP = ("Run on a Dask cluster: 'local' (a LocalCluster on this machine: ingest's --workers processes, "
+              "or one per core), "
               "'local:N', 'local-threads:N' (in-process workers), or a scheduler address (as --scheduler).")
 _SCHEDULER_HELP = "Address of a running Dask scheduler (tcp://host:8786) or its scheduler file (.json)."
 

@@ -57,7 +57,7 @@ def run_demo(out: Path, n_stars: int = DEMO_STARS, epochs: int | None = None, se
     t0 = time.perf_counter()
     _same_survey_as_before(out, {"survey": survey, "stars": int(n_stars), "seed": int(seed)})
 
-    console.rule(f"1/5 simulate a {survey} survey in its real file format")
+    console.rule(f"1/5 simulate the {survey} survey in its real file format")
     if not (sim / "truth.fits").exists():  # the simulators write truth.fits last
         get_simulator(survey).simulate(sim, n_stars=n_stars, seed=seed, workers=2, progress=True)
     console.print(f"synthetic survey in {sim} (truth in {sim / 'truth.fits'})")

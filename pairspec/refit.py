@@ -27,6 +27,8 @@ sigmas from the network's label is dropped (`guard`): the mix keeps the network'
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from pairspec.metrics import DEFAULT_SNR_EDGES as SNR_EDGES
@@ -80,7 +82,11 @@ def refit_standardised(decoder, resid_target, weight, z0, prior_mean=None, prior
             r = y - spectrum(z)
             if clip and it == n_iter // 2:
                 w = torch.where(r.abs() * w.sqrt() > clip, torch.zeros_like(w), w)
-            J = jac(z)  # (B, P, K)
+            with warnings.catch_warnings():
+                # torch's jvp decompositions call torch.jit.script when first imported: its FutureWarning
+                # is torch's own business, not the user's
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+                J = jac(z)  # (B, P, K)
             jtw = J.transpose(1, 2) * w[:, None, :]
             H = jtw @ J + torch.diag_embed(pinv) + damp * eye
             g = (jtw @ r[..., None])[..., 0] - pinv * (z - pm)

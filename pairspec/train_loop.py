@@ -80,7 +80,8 @@ def train_epoch(config, run, twins, model, opt, state, bar, task) -> tuple[dict,
                 opt.average.update(_raw(model), state["step"])
             state["nonfinite"], state["step"], n_ok = 0, state["step"] + 1, n_ok + 1
             sums = {k: sums.get(k, 0.0) + v for k, v in parts.items()}
-            bar.update(task, advance=1, description=f"epoch {epoch + 1}/{tc.epochs} loss {parts['loss']:.4f}")
+            bar.update(task, advance=1,
+                       description=f"{config.run.name} epoch {epoch + 1}/{tc.epochs} loss {parts['loss']:.4f}")
     finally:
         if twins.streaming:
             loader.close()  # stops the read-ahead thread
@@ -128,8 +129,13 @@ def run_epochs(config, run, twins, raw_model, meta, opt, state, progress: bool):
         model = torch.compile(model)
     val_loader = _val_loader(twins, tc.batch_size, tc.num_workers)
     best = run.run_dir / "best.pt"
+    if progress and run.rank == 0 and state["step"] > 0:  # say what a rerun of the same command does
+        print(f"{run.run_dir}: the run is complete ({tc.epochs} of {tc.epochs} epochs); the stages after the "
+              "epochs run again from best.pt" if state["epoch"] >= tc.epochs else
+              f"{run.run_dir}: resuming at epoch {state['epoch'] + 1} of {tc.epochs}, step {state['step']} of "
+              f"{opt.total_steps}, from last.pt", flush=True)
     with Progress(disable=not (progress and run.rank == 0), transient=False) as bar:
-        task = bar.add_task("train", total=opt.total_steps, completed=state["step"])
+        task = bar.add_task(config.run.name, total=opt.total_steps, completed=state["step"])
         stopped, t_train = False, time.perf_counter()
         while state["epoch"] < tc.epochs and not stopped:
             epoch, t0 = state["epoch"], time.perf_counter()
