@@ -267,7 +267,12 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, 
         if not paths:
             raise ValueError("no input files")
         seen: set[str] = set()
-        unique = [p for p in paths if not (os.path.realpath(str(p)) in seen or seen.add(os.path.realpath(str(p))))]
+        unique = []
+        for p in paths:
+            real = os.path.realpath(str(p))
+            if real not in seen:
+                seen.add(real)
+                unique.append(p)
         if len(unique) < len(paths):  # overlapping globs: a visit counted twice would shrink its star's sigma
             warnings.warn(f"{len(paths) - len(unique)} input file(s) given more than once; each is read once",
                           stacklevel=3)
@@ -351,13 +356,12 @@ def predict(
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if split is not None and split not in SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_CODES)}")
-    if not isinstance(inputs, (str, Path)) and not hasattr(inputs, "visit_spectra"):
+    if not isinstance(inputs, (str, Path)) and not hasattr(inputs, "visit_spectra"):  # a list of paths
         inputs = list(inputs)
-        if len(inputs) == 1 and isinstance(inputs[0], (str, Path)) and Path(inputs[0]).is_dir():
-            inputs = inputs[0]  # one store, in a list
-    if not isinstance(inputs, (str, Path)) and not hasattr(inputs, "visit_spectra"):
         folders = [str(p) for p in inputs if isinstance(p, (str, Path)) and Path(p).is_dir()]
-        if folders:
+        if folders and len(inputs) == 1:
+            inputs = inputs[0]  # one store, in a list
+        elif folders:
             raise ValueError(f"{folders[0]}: a folder (a pair store?) among the input files: give one pair store, "
                              "or spectrum files, not both")
     predictor = _load_predictor(checkpoint_or_predictor, device, compile, refit)
@@ -386,7 +390,9 @@ def predict(
                     predictor, inputs, split, chunk, batch_size, writer, progress, (client, spec, device))
     except BaseException:
         if writer is not None and writer.n == 0:  # the denoised store this call made holds nothing: no clutter
-            _remove(denoised_path)
+            from pairspec.store.layout import remove_tree
+
+            remove_tree(denoised_path)
         raise
     finally:
         if writer is not None:
@@ -419,16 +425,6 @@ def predict(
     visit_path, star_path = catalog.write_catalogue(visit_tab, star_tab, out_path)
     return PredictResult(visit_path, star_path, len(visit_tab), len(star_tab), skipped,
                          None if denoised_path is None else str(denoised_path))
-
-
-def _remove(path) -> None:
-    import fsspec
-
-    fs, p = fsspec.core.url_to_fs(str(path))
-    try:
-        fs.rm(p, recursive=True)
-    except FileNotFoundError:
-        pass
 
 
 def _survey_labels(store, star_sel, predictor):

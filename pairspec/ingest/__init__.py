@@ -237,7 +237,9 @@ def _run(adapter, source, store_path, adapter_options, limit, chunk, progress, t
     if existing is None and store.n_stars == 0:
         # nothing was readable: a 0-star store left behind would fix the grid and options of a rerun
         # with other options (e.g. the one the skip reasons suggest), and it holds nothing
-        _remove_store(store_path)
+        from pairspec.store.layout import remove_tree
+
+        remove_tree(store_path)
         return report
     if report.n_stars:
         import numpy as np
@@ -249,11 +251,4 @@ def _run(adapter, source, store_path, adapter_options, limit, chunk, progress, t
                           "or labels_from); the store can be predicted, not trained on", stacklevel=3)
     save_report(store, store_path, report)
     return report
-
-
-def _remove_store(store_path: str) -> None:
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(store_path)
-    fs.rm(root, recursive=True)
 

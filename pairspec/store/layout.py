@@ -224,6 +224,17 @@ def _clear_children(path: str, keep: str) -> None:
                 pass
 
 
+def remove_tree(path: str) -> None:
+    """Remove the folder (or file) at `path`, local or fsspec URL; nothing if it is not there."""
+    import fsspec
+
+    fs, p = fsspec.core.url_to_fs(str(path))
+    try:
+        fs.rm(p, recursive=True)
+    except FileNotFoundError:
+        pass
+
+
 def _occupied(path: str) -> bool:
     """True if something (a file, a non-empty folder) already lives at `path`."""
     import fsspec

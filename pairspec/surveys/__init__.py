@@ -94,9 +94,10 @@ def get_adapter(name: str, **options):
 
 
 def _checked_options(name: str, cls, options: dict) -> dict:
-    """The options with the types their defaults promise: a yes/no option (a bool default) takes only true
-    or false (`strict="false"` or `strict=maybe` would otherwise switch it on), and `labels` given as one
-    text is a comma-separated list ("teff" -> ["teff"], not its letters)."""
+    """The options with the types their defaults promise, or a ValueError naming the option: a yes/no option
+    (a bool default) takes only true or false (`strict="false"` would otherwise switch it on), a whole-number
+    one a whole number, a numeric one a number (radii > 0); `bad_bits` is a list of bits 0-62, `columns` and
+    `label_columns` mappings; `labels` given as one text is a comma-separated list ("teff" -> ["teff"])."""
     import inspect
 
     params = inspect.signature(cls).parameters
@@ -109,10 +110,9 @@ def _checked_options(name: str, cls, options: dict) -> dict:
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ValueError(f"{bad} true or false, got {value!r}")  # noqa: TRY004
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if isinstance(default, int) and not isinstance(default, bool) and not (
-                number and float(value).is_integer()):
-            raise ValueError(f"{bad} a whole number, got {value!r}")
         if isinstance(default, int) and not isinstance(default, bool):
+            if not (number and float(value).is_integer()):
+                raise ValueError(f"{bad} a whole number, got {value!r}")
             out[key] = int(value)
         if (isinstance(default, float) or key == "min_snr") and value is not None and not number:
             raise ValueError(f"{bad} a number, got {value!r}")
