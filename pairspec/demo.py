@@ -90,9 +90,10 @@ def run_demo(out: Path, n_stars: int = DEMO_STARS, epochs: int | None = None, se
         compare={"direct": direct_ckpt, "ridge": ridge_ckpt}, emulator_fit=fit, max_fit=DEMO_FIT_VISITS,
         progress=True,
     )
-    console.print(format_table(metrics), markup=False, highlight=False)
+    # soft_wrap: the table's lines stay whole (rich would fold them at the console's width, 80 in a log file)
+    console.print(format_table(metrics), markup=False, highlight=False, soft_wrap=True)
     verdict = quality_bar(metrics, baseline="direct")
-    console.print(verdict["text"], markup=False, highlight=False)
+    console.print(verdict["text"], markup=False, highlight=False, soft_wrap=True)
     metrics["quality_bar"] = verdict
     console.print(
         f"report and plots in {out / 'report'}; demo took {time.perf_counter() - t0:.0f} s"
