@@ -156,18 +156,9 @@ class LabelPredictor:
                     denoised[rows, pix] = spectrum.float().cpu().numpy() + 1.0
                     if denoised_sigma is not None:
                         denoised_sigma[rows, pix] = self._denoise_sigma(snr[rows])
-        # a row without one usable model pixel: the network saw nothing, so it returns nothing (the values it
-        # would give are its prior, with sigmas like any other row's, and look like a measurement)
-        blind = ~(frac_bad < 1)
-        for arr in (labels, sigma, net_labels, refit_labels, denoised, denoised_sigma):
-            if arr is not None:
-                arr[blind] = np.nan
         raw_sigma = sigma
         calibration = self.meta["refit"].get("calibration") if mix is not None else self.calibration
         sigma, sigma_visit, sigma_star = split_sigma(sigma, snr, calibration, labels)
-        for arr in (sigma, sigma_visit, sigma_star):
-            if arr is not None:
-                arr[blind] = np.nan
         result = {"labels": labels, "sigma": sigma, "sigma_visit": sigma_visit, "sigma_star": sigma_star, "snr": snr,
                   "frac_bad": frac_bad, "refit": mix is not None}
         if return_refit:
@@ -179,6 +170,12 @@ class LabelPredictor:
             result["denoised"] = denoised
             if denoised_sigma is not None:
                 result["denoised_sigma"] = denoised_sigma
+        # a row without one usable model pixel: the network saw nothing, so it returns nothing (the values it
+        # would give are its prior, with sigmas like any other row's, and look like a measurement)
+        blind = ~(frac_bad < 1)
+        for key, arr in result.items():
+            if isinstance(arr, np.ndarray) and key not in ("snr", "frac_bad"):
+                arr[blind] = np.nan
         return result
 
     def _denoise_sigma(self, snr) -> np.ndarray:
