@@ -150,7 +150,7 @@ def _run_methods(store, predictor, others, fitter, star_sel, fit_rows, chunk, ba
     chunks = list(_visit_chunks(stars, star_sel, chunk))
     bar = None
     if progress:
-        from rich.progress import Progress
+        from pairspec.progress import Progress
 
         bar = Progress(transient=True)
         bar.start()

@@ -57,7 +57,7 @@ def _progress(enabled: bool, total: int, what: str):
     if not enabled:
         yield lambda n: None
         return
-    from rich.progress import Progress
+    from pairspec.progress import Progress
 
     with Progress(transient=True) as bar:
         task = bar.add_task(what, total=total)

@@ -105,14 +105,13 @@ def train_product_decoder(model, meta: dict, train, device, epochs: int, seed: i
     """Add and train the model's product decoder (TwinSpecNet.add_product_decoder, `width` wide: None = the
     label decoder's) on the train twins `train` (a TwinData). `labels`: star_labels_of_twins' result for
     these twins if already computed. Returns what the checkpoint's meta records about it (with "width")."""
-    from rich.progress import Progress
-
     from pairspec.data import LabelStats
+    from pairspec.progress import Progress
 
     t0 = time.perf_counter()
     stats = LabelStats.from_dict(meta["label_stats"])
     mu, sd = np.asarray(stats.mean, np.float64), np.asarray(stats.std, np.float64)
-    with Progress(disable=not progress, transient=False) as bar:
+    with Progress(enabled=progress) as bar:
         task = bar.add_task("product decoder: labels of the train twins", total=len(train.snr))
         if labels is None:
             labels = star_labels_of_twins(model, meta, train.x, np.asarray(train.snr), np.asarray(train.star_index),

@@ -80,8 +80,9 @@ def train_epoch(config, run, twins, model, opt, state, bar, task) -> tuple[dict,
                 opt.average.update(_raw(model), state["step"])
             state["nonfinite"], state["step"], n_ok = 0, state["step"] + 1, n_ok + 1
             sums = {k: sums.get(k, 0.0) + v for k, v in parts.items()}
-            bar.update(task, advance=1,
-                       description=f"{config.run.name} epoch {epoch + 1}/{tc.epochs} loss {parts['loss']:.4f}")
+            # the epoch's mean so far: one batch's loss jumps with its twins' S/N
+            bar.update(task, advance=1, description=f"{config.run.name} epoch {epoch + 1}/{tc.epochs} "
+                                                    f"loss {sums['loss'] / n_ok:.4f}")
     finally:
         if twins.streaming:
             loader.close()  # stops the read-ahead thread
@@ -116,8 +117,7 @@ def validate(config, run, twins, raw_model, opt, val_loader) -> dict:
 
 def run_epochs(config, run, twins, raw_model, meta, opt, state, progress: bool):
     """Epochs until train.epochs (or max_steps / time_limit_min); validation, best.pt and last.pt."""
-    from rich.progress import Progress
-
+    from pairspec.progress import Progress
     from pairspec.train import save_last, write_metrics
 
     tc = config.train
@@ -134,7 +134,7 @@ def run_epochs(config, run, twins, raw_model, meta, opt, state, progress: bool):
               "epochs run again from best.pt" if state["epoch"] >= tc.epochs else
               f"{run.run_dir}: resuming at epoch {state['epoch'] + 1} of {tc.epochs}, step {state['step']} of "
               f"{opt.total_steps}, from last.pt", flush=True)
-    with Progress(disable=not (progress and run.rank == 0), transient=False) as bar:
+    with Progress(enabled=progress and run.rank == 0) as bar:
         task = bar.add_task(config.run.name, total=opt.total_steps, completed=state["step"])
         stopped, t_train = False, time.perf_counter()
         while state["epoch"] < tc.epochs and not stopped:
@@ -158,10 +158,26 @@ def run_epochs(config, run, twins, raw_model, meta, opt, state, progress: bool):
             if run.rank == 0:
                 save_last(run, raw_model, meta, opt, state)
                 write_metrics(run, record)
+                bar.print(epoch_line(config.run.name, tc.epochs, record, best=record.get("val_loss") == state["best_val"]))
             stopped = _time_up(t_train, tc.time_limit_min, run.world, run.device)
         if stopped and run.rank == 0:
             save_last(run, raw_model, meta, opt, state)
     return val_loader
+
+
+def epoch_line(name: str, epochs: int, record: dict, best: bool = False) -> str:
+    """The one line a finished epoch prints (above the bar, or in a job's log): its mean train loss, the
+    val loss and the val sigma of each label when it was validated, and its time."""
+    parts = [f"{name} epoch {record['epoch']}/{epochs}", f"step {record['step']}"]
+    if "train_loss" in record:
+        parts.append(f"train loss {record['train_loss']:.4f}")
+    if "val_loss" in record:
+        parts.append(f"val loss {record['val_loss']:.4f}" + (" (best)" if best else ""))
+    sigma = record.get("val_sigma") or {}
+    if sigma:
+        parts.append("val sigma " + " ".join(f"{k} {v:.3g}" for k, v in sigma.items()))
+    parts.append(f"{record.get('time_s', 0.0):.0f} s")
+    return ", ".join(parts)
 
 
 def _time_up(t_start: float, limit_min, world: int, device) -> bool:

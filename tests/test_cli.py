@@ -59,6 +59,10 @@ def test_train_predict_evaluate(tiny_survey, tmp_path):
     )
     assert (run / "best.pt").exists() and (run / "config.yaml").exists()
     assert f"best checkpoint: {run / 'best.pt'}" in out
+    # stdout is not a terminal here (as in a batch job's log): the epoch's summary and the bar's tenths are
+    # plain lines, printed as the training goes, not a live bar drawn only at the end
+    assert "demo-tsn epoch 1/1, step " in out and "train loss " in out and "val loss " in out
+    assert "(100 %)" in out
     assert "tsn_mini" in invoke("info", run / "best.pt")
 
     invoke("predict", run / "best.pt", store, "-o", tmp_path / "labels.fits", "--device", "cpu")

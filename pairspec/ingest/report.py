@@ -84,13 +84,14 @@ class progress_bar:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
-            Progress,
             TextColumn,
             TimeRemainingColumn,
         )
 
+        from pairspec.progress import Progress
+
         self.bar = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                            TimeRemainingColumn())
+                            TimeRemainingColumn(), name="ingest")
         self.bar.start()
         task = self.bar.add_task("", total=self.total)
 

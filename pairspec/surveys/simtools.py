@@ -88,9 +88,9 @@ def planck_shape(wavelength_aa: np.ndarray, teff: float) -> np.ndarray:
 def render_all(render, tasks: list[dict], workers: int, progress: bool, description: str) -> list[dict]:
     """render(task) for every task, in order: in this process (workers <= 1) or in a pool of `workers`
     processes (render must be a module-level function), with a progress bar titled `description`."""
-    from rich.progress import Progress
+    from pairspec.progress import Progress
 
-    with Progress(disable=not progress, transient=False) as bar:
+    with Progress(enabled=progress) as bar:
         job = bar.add_task(description, total=len(tasks))
         results = []
         if workers <= 1:

@@ -104,8 +104,7 @@ def simulate_apogee_store(store_path, n_stars: int = 500, seed: int = 1, workers
     truth: path of truth.fits ("auto": beside the store, `<store>.truth.fits`; None: not written).
     adapter_options: ApogeeDR17Adapter options (labels, bad_bits, strict, ...), as for ingest.
     The store must not exist yet (ValueError otherwise, as create_store says)."""
-    from rich.progress import Progress
-
+    from pairspec.progress import Progress
     from pairspec.store import create_store
     from pairspec.surveys.apogee.adapter import ApogeeDR17Adapter
     from pairspec.surveys.apogee.simulate import write_truth
@@ -128,7 +127,7 @@ def simulate_apogee_store(store_path, n_stars: int = 500, seed: int = 1, workers
     summary = StoreSimulationSummary(0, 0, len(files), str(store_path), None)
     batch = max(1, math.ceil(batch_size / store.chunk)) * store.chunk
     pending: list = []
-    with Progress(disable=not progress, transient=False) as bar:
+    with Progress(enabled=progress) as bar:
         task = bar.add_task("simulating stars into the store", total=len(order))
         for record, skipped in _render(jobs, int(workers), initargs):
             summary.skipped.extend(skipped)

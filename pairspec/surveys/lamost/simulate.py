@@ -139,8 +139,7 @@ def _task(args):
 
 def simulate_lamost(out, n_stars: int = 500, seed: int = 1, workers: int = 1, progress: bool = True) -> Summary:
     """Write the survey under `out`; the same seed gives the same files for any `workers`."""
-    from rich.progress import Progress
-
+    from pairspec.progress import Progress
     from pairspec.surveys.lamost.files_out import write_catalogue, write_truth
     from pairspec.surveys.lamost.spectra import star_models
 
@@ -152,7 +151,7 @@ def simulate_lamost(out, n_stars: int = 500, seed: int = 1, workers: int = 1, pr
     rows, truth_mrs, truth_lrs = [], [], []
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
-        with Progress(disable=not progress, transient=False) as bar:
+        with Progress(enabled=progress) as bar:
             job = bar.add_task("simulating LAMOST files", total=n_stars)
             for a in range(0, n_stars, BATCH):
                 batch = stars[a:a + BATCH]
