@@ -60,7 +60,7 @@ def describe_store(path: str) -> dict:
         f"  survey {store.survey} {store.release}: {store.n_stars} stars, {store.n_visits} visits "
         f"from {len(store.sources)} sources",
         "  splits: " + ", ".join(f"{k} {v}" for k, v in splits.items()),
-        "  labels (fraction present): " + ", ".join(f"{k} {v:.0%}" for k, v in coverage.items()),
+        _coverage_line(coverage),
         (f"  visit S/N: median {summary['visit_snr_median']:.1f}, {summary['visit_frac_snr_below_60']:.0%} below 60"
          if has_snr else "  visit S/N: no visits"),
         f"  grid: {store.grid.npix} px, log10 lambda = {store.grid.crval1} + {store.grid.cdelt1} i "
@@ -117,3 +117,17 @@ def _denoised_source(meta: dict) -> str:
     if kwargs.get("label_decoder"):
         return "the label decoder (learned from the survey's labels)"
     return "the token reconstruction"
+
+
+def _coverage_line(coverage: dict) -> str:
+    """The labels with values and their fraction present; the schema's labels no star has are named once
+    at the end (a store of a survey that measures few of them: a simulation, or a label catalogue
+    with some columns)."""
+    present = {k: v for k, v in coverage.items() if v > 0}
+    line = "  labels (fraction present): " + (", ".join(f"{k} {v:.0%}" for k, v in present.items()) or "none")
+    empty = [k for k, v in coverage.items() if not v > 0]
+    if empty:
+        line += f"; no star has {', '.join(empty)}" if len(empty) <= 3 else (
+            f"; {len(empty)} labels of the schema no star has ({', '.join(empty[:2])} ... {empty[-1]})")
+    return line
+

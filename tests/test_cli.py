@@ -40,6 +40,9 @@ def tiny_survey(tmp_path_factory):
 def test_simulate_ingest_info(tiny_survey):
     out = invoke("info", tiny_survey / "store.zarr")
     assert "apogee dr17" in out and "valid: yes" in out
+    # the simulator writes 6 of DR17's 27 labels: the other 21 are named once, not listed at 0 % each
+    assert "teff 100%" in out.replace("99%", "100%") and " 0%" not in out
+    assert "21 labels of the schema no star has (c_fe, ci_fe ... yb_fe)" in out
     summary = json.loads(invoke("info", tiny_survey / "store.zarr", "--json"))
     assert summary["n_stars"] == 24  # duplicate allStar rows are skipped, not extra stars
     assert summary["n_visits"] >= summary["n_stars"]
@@ -198,3 +201,12 @@ def test_training_without_a_val_split_says_what_that_costs(tiny_survey, tmp_path
     out = invoke("train", "recipes/demo.yaml", "--set", f"data.store={few}", "--set", f"run.out_dir={tmp_path / 'r'}",
                  "--set", "train.epochs=1", "--set", "train.batch_size=2", "--set", "train.max_steps=2")
     assert "warning:" in out and "val split has no twins" in out and "uncalibrated" in out
+
+
+def test_info_names_the_labels_no_star_has_once():
+    from pairspec.info import _coverage_line
+
+    assert _coverage_line({"teff": 1.0, "logg": 0.5, "c_fe": 0.0}) == (
+        "  labels (fraction present): teff 100%, logg 50%; no star has c_fe")
+    assert _coverage_line({"a": 0.0, "b": 0.0, "c": 0.0, "d": float("nan")}) == (
+        "  labels (fraction present): none; 4 labels of the schema no star has (a, b ... d)")

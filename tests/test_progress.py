@@ -74,3 +74,4 @@ def test_epoch_line_names_what_the_epoch_measured():
     # an epoch without validation (eval_every) says only what it has
     assert epoch_line("r", 2, {"epoch": 1, "step": 5, "train_loss": 2.0, "time_s": 1.0}) == (
         "r epoch 1/2, step 5, train loss 2.0000, 1 s")
+
