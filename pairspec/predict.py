@@ -7,6 +7,7 @@ cannot be read is reported and the rest go on). Tables are built and written by 
 
 from __future__ import annotations
 
+import glob
 import os
 import warnings
 from contextlib import contextmanager
@@ -325,6 +326,28 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, 
     return visits, star_ids, _survey_labels(store, star_sel, predictor), source, [], flags
 
 
+def _expand_globs(inputs):
+    """Glob patterns among the inputs (one path or a list), as the command line expands them: a pattern
+    that is not itself an existing path becomes its sorted matches (FileNotFoundError if none). Inputs
+    without a pattern come back unchanged."""
+    if hasattr(inputs, "visit_spectra"):
+        return inputs
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    out, expanded = [], False
+    for item in items:
+        text = str(item)
+        if (isinstance(item, (str, Path)) and "://" not in text and glob.has_magic(text)
+                and not Path(text).exists()):
+            matched = sorted(glob.glob(text))
+            if not matched:
+                raise FileNotFoundError(f"{text}: no file matches")
+            out.extend(matched)
+            expanded = True
+        else:
+            out.append(item)
+    return out if expanded else inputs
+
+
 def predict(
     checkpoint_or_predictor,
     inputs,
@@ -356,6 +379,7 @@ def predict(
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if split is not None and split not in SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_CODES)}")
+    inputs = _expand_globs(inputs)
     if not isinstance(inputs, (str, Path)) and not hasattr(inputs, "visit_spectra"):  # a list of paths
         inputs = list(inputs)
         folders = [str(p) for p in inputs if isinstance(p, (str, Path)) and Path(p).is_dir()]

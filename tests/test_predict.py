@@ -225,6 +225,17 @@ def test_bad_fits_is_reported_and_the_rest_predicted(tmp_path):
     assert not (tmp_path / "x.fits").exists()
 
 
+def test_the_python_api_expands_globs_as_the_cli_does(tmp_path):
+    _write_star(tmp_path / "apStar-a.fits", "2M_A", 2, 1.0)
+    _write_star(tmp_path / "apStar-b.fits", "2M_B", 3, 1.2)
+    for inputs in (str(tmp_path / "apStar-*.fits"), [tmp_path / "apStar-?.fits"]):
+        res = predict(reading_predictor(), inputs, tmp_path / "glob.fits", batch_size=1, progress=False)
+        assert (res.n_visits, res.n_stars) == (5, 2)
+    with pytest.raises(FileNotFoundError, match=r"asStar-\*\.fits: no file matches"):
+        predict(reading_predictor(), str(tmp_path / "asStar-*.fits"), tmp_path / "none.fits", progress=False)
+    assert not (tmp_path / "none.fits").exists()
+
+
 def test_predictor_crash_leaves_old_catalogue_untouched(tmp_path):
     out = tmp_path / "cat.fits"
     out.write_text("old catalogue")
