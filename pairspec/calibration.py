@@ -58,7 +58,8 @@ labels clipped at +-STAR_SHAPE_MAX_X, and a label needs STAR_SHAPE_ROWS_PER_PARA
 A bin with fewer than `min_count` usable twins falls back to the label's global value; with
 fewer than `min_count` repeat pairs the visit part is the one-part scale (method "one-part"; "mad" in
 older checkpoints), with fewer than 4 x `min_count` the S/N exponent c_k is 0. Combining the visits of a
-star: weights 1/sigma_visit^2, error sqrt(1 / sum(1/sigma_visit^2) + sigma_star^2) (catalog.combine_visits).
+star (catalog.combine_visits): weights w_i = 1/sigma_visit_i^2, error sqrt(1/sum w_i + sum w_i sigma_star_i^2
+/ sum w_i); with a one-part calibration the split is unknown and the error is sum w_i sigma_i / sum w_i.
 
 The calibration is a plain dict stored in the checkpoint:
     {"method": "visit+star" or "one-part", "statistic": "mid_clip5" | "coverage" | ... (STATISTICS),

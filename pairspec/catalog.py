@@ -71,13 +71,17 @@ def flag_visits(labels, sigma, snr, frac_bad, label_lo, label_hi, sigma_max, snr
     return labels, sigma, flags
 
 
-def combine_visits(star_index, n_stars, labels, sigma, flags, sigma_visit=None) -> dict:
+def combine_visits(star_index, n_stars, labels, sigma, flags, sigma_visit=None, split_known: bool = True) -> dict:
     """Inverse-variance mean of each star's visits.
 
     Without sigma_visit: weights 1/sigma_i^2, sigma = 1/sqrt(sum 1/sigma_i^2) (every error independent).
     With it (the calibration's split, pairspec.calibration): only the visit part averages down; the star
     part sigma_star_i^2 = sigma_i^2 - sigma_visit_i^2 is common to a star's visits, so weights are
     1/sigma_visit_i^2 and sigma = sqrt(1/sum w_i + sum w_i sigma_star_i^2 / sum w_i).
+    split_known=False (a one-part calibration: too few repeat pairs to tell the parts apart): weights
+    1/sigma_i^2 and sigma = sum w_i sigma_i / sum w_i, the error of the mean when every visit's error is
+    common to the star's visits. An error that could not be shown to average down is not averaged down
+    (treating it as independent shrank a common error by sqrt(N): star z-std 1.7 on a synthetic survey).
 
     Visits with an EXCLUDED bit are left out. The star flag is the OR of the flags of the visits
     used, or of all its visits plus NO_GOOD_VISITS when none could be used (labels NaN then).
@@ -91,7 +95,7 @@ def combine_visits(star_index, n_stars, labels, sigma, flags, sigma_visit=None) 
     n_used = np.bincount(star_index[used], minlength=n_stars)
     has = n_used > 0
     sigma = np.asarray(sigma, np.float64)
-    sv = sigma if sigma_visit is None else np.asarray(sigma_visit, np.float64)
+    sv = sigma if sigma_visit is None or not split_known else np.asarray(sigma_visit, np.float64)
     star_var = np.clip(sigma ** 2 - sv ** 2, 0.0, None)
     for k in range(n_label):
         w = 1.0 / sv[used, k] ** 2
@@ -99,7 +103,11 @@ def combine_visits(star_index, n_stars, labels, sigma, flags, sigma_visit=None) 
         sum_wx = np.bincount(star_index[used], weights=w * np.asarray(labels, np.float64)[used, k], minlength=n_stars)
         sum_ws = np.bincount(star_index[used], weights=w * star_var[used, k], minlength=n_stars)
         mean[has, k] = sum_wx[has] / sum_w[has]
-        err[has, k] = np.sqrt(1.0 / sum_w[has] + sum_ws[has] / sum_w[has])
+        if split_known:
+            err[has, k] = np.sqrt(1.0 / sum_w[has] + sum_ws[has] / sum_w[has])
+        else:
+            sum_wsig = np.bincount(star_index[used], weights=w * sigma[used, k], minlength=n_stars)
+            err[has, k] = sum_wsig[has] / sum_w[has]
 
     star_flag = np.zeros(n_stars, dtype=np.int32)
     np.bitwise_or.at(star_flag, star_index[used], flags[used])

@@ -85,6 +85,14 @@ class LabelPredictor:
         """Whether the checkpoint carries a refit (pairspec.refit: a label decoder and the val-chosen mix)."""
         return bool(self.meta.get("refit")) and bool(getattr(self.model, "label_decoder_width", 0))
 
+    def calibration_method(self, refit: bool | None = None) -> str:
+        """The method of the sigma calibration applied to the labels `predict` returns (the refit mix's with
+        a refit): "visit+star" (the errors split into a part that averages down over a star's visits and one
+        common to them), "one-part" (too few repeat pairs in the val split to split them) or "none"."""
+        refit = self.refit if refit is None else bool(refit)
+        calibration = self.meta["refit"].get("calibration") if refit and self.has_refit else self.calibration
+        return str((calibration or {}).get("method", "none")) if calibration else "none"
+
     def predict(self, flux, ivar, batch_size: int = 256, denoise: bool = False, refit: bool | None = None,
                 return_refit: bool = False) -> dict:
         """flux, ivar (N, npix) on self.grid (bad pixels ivar 0; NaN/inf are treated as bad). A row without

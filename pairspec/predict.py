@@ -436,13 +436,18 @@ def predict(
         labels, sigma, flags, visits["frac_bad"], names, units,
     )
     sigma_visit = np.where(np.isfinite(sigma), visits["sigma_visit"], np.nan)  # broken visits stay broken
-    combined = catalog.combine_visits(star, len(star_ids), labels, sigma, flags, sigma_visit)
+    # a checkpoint whose calibration could not split the errors (one-part, or none): the star errors are not
+    # averaged down over the visits (catalog.combine_visits); the header's CALMETH says which
+    method = predictor.calibration_method() if hasattr(predictor, "calibration_method") else "visit+star"
+    combined = catalog.combine_visits(star, len(star_ids), labels, sigma, flags, sigma_visit,
+                                      split_known=method == "visit+star")
     snr_max = np.full(len(star_ids), np.nan)
     np.fmax.at(snr_max, star, visits["snr"])
     star_tab = catalog.star_table(star_ids_arr, combined, snr_max, names, units, *(survey or (None, None)),
                                   survey_flags=star_flags)
     meta = {"SNRLOW": float(snr_low), "MAXBAD": float(max_bad_frac), "SOURCE": source, "SPLIT": split or "all",
-            "REFIT": bool(getattr(predictor, "has_refit", False) and getattr(predictor, "refit", False))}
+            "REFIT": bool(getattr(predictor, "has_refit", False) and getattr(predictor, "refit", False)),
+            "CALMETH": method}
     for tab in (visit_tab, star_tab):
         catalog.add_meta(tab, meta)
     catalog.add_survey_flag_names(star_tab, predictor.schema.survey)

@@ -211,6 +211,7 @@ def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt, progre
     if val["n"]:
         pred, sigma = physical(val, twins.stats)
         best_meta["calibration"] = calibrate(pred, sigma, twins)
+        _warn_one_part(best_meta["calibration"], run.run_dir)
         if getattr(tc, "refit", False) and getattr(raw_model, "label_decoder_width", 0):
             best_meta["refit"] = refit_on_val(raw_model, val, pred, sigma, twins, run.device,
                                               network_calibration=best_meta["calibration"])
@@ -218,6 +219,21 @@ def finish(best, raw_model, meta, val_loader, twins, run, tc, state, opt, progre
             _product_decoder_stage(raw_model, best_meta, twins, run, tc, progress)
         denoise_sigma_stage(raw_model, best_meta, val_loader, twins, run, tc)
     save_checkpoint(best, raw_model.state_dict(), best_meta)
+
+
+def _warn_one_part(calibration: dict, run_dir) -> None:
+    """Say when the val split had too few repeat pairs (two visits of one star) to split the errors into
+    a visit part and a star part: catalogues then cannot average a star's error down over its visits."""
+    if calibration.get("method") == "visit+star":
+        return
+    import warnings
+
+    pairs = max(calibration.get("pair_count") or [0])
+    warnings.warn(
+        f"{run_dir}: the val split has {pairs} repeat pairs, fewer than the {calibration.get('min_count')} the "
+        "sigma calibration needs to split each error into a part that averages down over a star's visits and a "
+        "part common to them; star errors in catalogues will not be averaged down (CALMETH one-part). The val "
+        "split is ~10 % of the stars (a hash of their ids): a larger survey fixes it.", stacklevel=2)
 
 
 def denoise_sigma_stage(raw_model, best_meta, val_loader, twins, run, tc) -> None:

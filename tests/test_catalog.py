@@ -184,3 +184,22 @@ def test_combine_with_the_split_keeps_the_star_part_from_averaging_down():
     z = split["labels"][:, 0] / split["sigma"][:, 0]
     assert 0.95 < z.std() < 1.05
     assert (naive["labels"][:, 0] / naive["sigma"][:, 0]).std() > 1.3  # the old rule: errors too small
+
+
+def test_combine_without_a_known_split_never_averages_an_error_down():
+    """A one-part calibration cannot tell the common part from the visit part: the star error is then the
+    weighted mean of its visits' errors, which covers even an error wholly common to the visits."""
+    rng = np.random.default_rng(4)
+    n_star, n_vis, sv, ss = 4000, 6, 0.05, 0.1
+    star = np.repeat(np.arange(n_star), n_vis)
+    labels = (rng.normal(0, ss, n_star)[star] + rng.normal(0, sv, star.size))[:, None]
+    sigma = np.full((star.size, 1), np.hypot(sv, ss))
+    sigma[::2] *= 2.0  # unequal visits: the bound is sum(w sigma) / sum(w), w = 1 / sigma^2
+    flags = np.zeros(star.size, np.int32)
+    out = catalog.combine_visits(star, n_star, labels, sigma, flags, sigma, split_known=False)
+    s = sigma[:n_vis, 0]
+    assert np.allclose(out["sigma"][:, 0], np.sum(s ** -1) / np.sum(s ** -2), rtol=1e-12)
+    z = out["labels"][:, 0] / out["sigma"][:, 0]
+    assert z.std() < 1.05  # covered (conservative where part of the error is the visit's own)
+    naive = catalog.combine_visits(star, n_star, labels, sigma, flags, sigma)
+    assert (naive["labels"][:, 0] / naive["sigma"][:, 0]).std() > 1.5  # what the one-part fallback did

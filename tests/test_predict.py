@@ -127,6 +127,29 @@ def test_store_catalogue_columns_and_star_combination(tmp_path):
     assert str(stars["e_logg_survey"].unit) == "dex"
 
 
+def test_a_one_part_calibration_does_not_average_star_errors_down(tmp_path):
+    class OnePart(FakePredictor):
+        def calibration_method(self):
+            return "one-part"  # too few repeat pairs in the val split to split the errors
+
+    store = FakeStore()
+    res = predict(OnePart(), store, tmp_path / "cat.fits", batch_size=4, progress=False)
+    visits, stars = _read(res.visit_path, "VISITS"), _read(res.star_path, "STARS")
+    assert stars.meta["CALMETH"] == visits.meta["CALMETH"] == "one-part"
+    several = 0
+    for j, sid in enumerate(stars["star_id"]):
+        rows = (visits["star_id"] == sid) & ((np.asarray(visits["flag"]) & catalog.EXCLUDED) == 0)
+        if rows.sum() == 0:
+            continue
+        e = np.asarray(visits["e_teff"][rows], np.float64)
+        assert stars["e_teff"][j] == pytest.approx((e ** -1).sum() / (e ** -2).sum(), rel=1e-5)
+        assert stars["e_teff"][j] >= e.min() * (1 - 1e-6)  # never below the best visit's error
+        several += rows.sum() > 1
+    assert several >= 2
+    assert _read(predict(FakePredictor(), FakeStore(), tmp_path / "b.fits", progress=False).star_path,
+                 "STARS").meta["CALMETH"] == "visit+star"
+
+
 def test_streaming_in_chunks_matches_one_chunk(tmp_path):
     small, big = FakeStore(n_stars=15), FakeStore(n_stars=15)
     a = predict(FakePredictor(), small, tmp_path / "a.ecsv", batch_size=1, progress=False)
