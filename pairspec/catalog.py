@@ -136,8 +136,11 @@ def _add_labels(table, names, units, labels, sigma, suffix="", what="predicted")
         _column(table, f"e_{name}{suffix}", sigma[:, k], np.float32, unit, f"1-sigma uncertainty of {what} {name}")
 
 
-def visit_table(star_id, visit_id, mjd, snr, snr_survey, labels, sigma, flag, frac_bad, names, units):
-    """The per-visit catalogue as an astropy Table (one row per visit)."""
+def visit_table(star_id, visit_id, mjd, snr, snr_survey, labels, sigma, flag, frac_bad, names, units,
+                sigma_visit=None):
+    """The per-visit catalogue as an astropy Table (one row per visit); `sigma_visit` (N, K): the visit
+    part of each error (e_<label>_visit), so a user can combine any subset of a star's visits as
+    combine_visits does."""
     from astropy.table import Table
 
     t = Table()
@@ -147,6 +150,11 @@ def visit_table(star_id, visit_id, mjd, snr, snr_survey, labels, sigma, flag, fr
     _column(t, "snr", snr, np.float32, None, "median flux*sqrt(ivar) over good pixels (recomputed)")
     _column(t, "snr_survey", snr_survey, np.float32, None, "S/N as published by the survey")
     _add_labels(t, names, units, np.asarray(labels), np.asarray(sigma), what="predicted")
+    if sigma_visit is not None:
+        sv = np.asarray(sigma_visit)
+        for k, (name, unit) in enumerate(zip(names, units)):
+            _column(t, f"e_{name}_visit", sv[:, k], np.float32, unit,
+                    f"visit part of e_{name}: the part that averages down over a star's visits")
     _column(t, "flag", flag, np.int32, None, "bitmask, see FLAGBITn / docs/catalogue.md")
     _column(t, "frac_bad", frac_bad, np.float32, None, "fraction of bad (ivar = 0) usable pixels")
     return t

@@ -431,16 +431,18 @@ def predict(
     )
     star = visits["star"].astype(np.int64)
     star_ids_arr = np.asarray(star_ids, dtype=str)
-    visit_tab = catalog.visit_table(
-        star_ids_arr[star], visits["visit_id"], visits["mjd"], visits["snr"], visits["snr_survey"],
-        labels, sigma, flags, visits["frac_bad"], names, units,
-    )
     sigma_visit = np.where(np.isfinite(sigma), visits["sigma_visit"], np.nan)  # broken visits stay broken
     # a checkpoint whose calibration could not split the errors (one-part, or none): the star errors are not
     # averaged down over the visits (catalog.combine_visits); the header's CALMETH says which
     method = predictor.calibration_method() if hasattr(predictor, "calibration_method") else "visit+star"
     combined = catalog.combine_visits(star, len(star_ids), labels, sigma, flags, sigma_visit,
                                       split_known=method == "visit+star")
+    visit_tab = catalog.visit_table(
+        star_ids_arr[star], visits["visit_id"], visits["mjd"], visits["snr"], visits["snr_survey"],
+        labels, sigma, flags, visits["frac_bad"], names, units,
+        # the visit part only where the split is known: else the whole error is the visit's as far as known
+        sigma_visit=sigma_visit if method == "visit+star" else sigma,
+    )
     snr_max = np.full(len(star_ids), np.nan)
     np.fmax.at(snr_max, star, visits["snr"])
     star_tab = catalog.star_table(star_ids_arr, combined, snr_max, names, units, *(survey or (None, None)),

@@ -104,7 +104,8 @@ def test_store_catalogue_columns_and_star_combination(tmp_path):
     assert (res.n_visits, res.n_stars) == (store.n_visits, store.n_stars)
     visits, stars = _read(res.visit_path, "VISITS"), _read(res.star_path, "STARS")
     assert visits.colnames == ["star_id", "visit_id", "mjd", "snr", "snr_survey", "teff", "e_teff", "logg", "e_logg",
-                               "fe_h", "e_fe_h", "mg_fe", "e_mg_fe", "flag", "frac_bad"]
+                               "fe_h", "e_fe_h", "mg_fe", "e_mg_fe", "e_teff_visit", "e_logg_visit", "e_fe_h_visit",
+                               "e_mg_fe_visit", "flag", "frac_bad"]
     assert str(visits["teff"].unit) == "K" and str(visits["e_fe_h"].unit) == "dex"
     assert list(visits["star_id"][:2]) == [store.stars["id"][store.visits["star"][i]] for i in range(2)]
     assert visits["frac_bad"][0] == pytest.approx(0.5)
