@@ -109,8 +109,16 @@ def _store_chunks(store, visits, star_sel, chunk: int):
 def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skipped: list, advance,
                  star_flags: list[int]):
     """Visits of the files (read by the survey adapter `reader`), grouped into chunks; star_ids grows as
-    new stars are met, and star_flags with them (the records' survey star bits, OR-ed over a star's files)."""
+    new stars are met, and star_flags with them (the records' survey star bits, OR-ed over a star's files).
+
+    A star is the reader's star_id; a reader with a `group_radius` (arcsec: LAMOST, whose designations of
+    one star differ from plate to plate) also joins a new id to a star already met within that radius, as
+    its ingest does. A visit id met again for the same star (one star's file in two field folders) is
+    read once: a copy would shrink the star's error by sqrt(2)."""
     index: dict[str, int] = {}
+    radius = getattr(reader, "group_radius", None)
+    positions: list[tuple[float, float]] = []  # (ra, dec) of each star index, for group_radius
+    seen: dict[tuple[int, str], str] = {}  # (star index, visit id) -> the file it was read from
     pending: list[dict] = []
     n_pending = 0
     for path in paths:
@@ -140,25 +148,53 @@ def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skip
         if rec.visit_flux.shape[1] != npix:
             skipped.append((str(path), f"{rec.visit_flux.shape[1]} pixels, the model expects {npix}"))
             continue
+        ra, dec = (float(rec.meta.get(k, np.nan) if rec.meta else np.nan) for k in ("ra", "dec"))
         if rec.star_id not in index:  # one star may have files from two telescopes
-            index[rec.star_id] = len(star_ids)
-            star_ids.append(rec.star_id)
-            star_flags.append(0)
-        star_flags[index[rec.star_id]] |= int(rec.star_flags)
+            near = _star_within(positions, ra, dec, radius) if radius else None
+            if near is None:
+                near = len(star_ids)
+                star_ids.append(rec.star_id)
+                star_flags.append(0)
+                positions.append((ra, dec))
+            index[rec.star_id] = near
+        j = index[rec.star_id]
+        star_flags[j] |= int(rec.star_flags)
+        ids = np.asarray(rec.visit_id, dtype=str)
+        new = np.array([not v or (j, v) not in seen for v in ids], dtype=bool)
+        if not new.all():
+            first = next(seen[(j, v)] for v in ids[~new])
+            if not new.any():
+                skipped.append((str(path), f"its {ids.size} visit(s) were read already from {first} (one star's "
+                                           "file twice, e.g. in two field folders): not counted twice"))
+                continue
+        seen.update({(j, v): str(path) for v in ids[new] if v})
         pending.append({
-            "star": np.full(rec.n_visits, index[rec.star_id]),
-            "visit_id": np.asarray(rec.visit_id, dtype=str),
-            "mjd": rec.visit_mjd,
-            "snr_survey": rec.visit_snr_survey,
-            "flux": rec.visit_flux,
-            "ivar": rec.visit_ivar,
+            "star": np.full(int(new.sum()), j),
+            "visit_id": ids[new],
+            "mjd": np.asarray(rec.visit_mjd)[new],
+            "snr_survey": np.asarray(rec.visit_snr_survey)[new],
+            "flux": rec.visit_flux[new],
+            "ivar": rec.visit_ivar[new],
         })
-        n_pending += rec.n_visits
+        n_pending += int(new.sum())
         if n_pending >= chunk:
             yield _concat(pending)
             pending, n_pending = [], 0
     if pending:
         yield _concat(pending)
+
+
+def _star_within(positions, ra: float, dec: float, radius_arcsec: float) -> int | None:
+    """Index of the nearest star in `positions` [(ra, dec) deg] within radius_arcsec of (ra, dec), or None."""
+    if not positions or not (np.isfinite(ra) and np.isfinite(dec)):
+        return None
+    p = np.radians(np.asarray(positions, dtype=np.float64))
+    r0, d0 = np.radians(ra), np.radians(dec)
+    hav = (np.sin((p[:, 1] - d0) / 2) ** 2 + np.cos(d0) * np.cos(p[:, 1]) * np.sin((p[:, 0] - r0) / 2) ** 2)
+    sep = np.degrees(2 * np.arcsin(np.sqrt(np.clip(hav, 0, 1)))) * 3600.0
+    sep[~np.isfinite(sep)] = np.inf
+    k = int(np.argmin(sep))
+    return k if sep[k] <= radius_arcsec else None
 
 
 def _concat(parts: list[dict]) -> dict:

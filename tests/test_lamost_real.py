@@ -155,3 +155,16 @@ def test_real_mrs_files_ingest_into_a_valid_store(tmp_path):
     assert store.validate() == [] and report.skipped == []
     assert store.n_stars == 2 and store.n_visits == 32 + 7
     assert sorted(store.star_table()["id"]) == ["J192814.09+435531.0", "J230311.44+321335.5"]
+
+
+def test_predicting_files_joins_a_stars_designations_as_ingest_does():
+    """KIC 8098300's 58649 file carries another designation (J192814.09+435530.7): predict on files must
+    still make one star of its seven nights, as ingest does (group_radius), not two."""
+    from pairspec.predict import _file_chunks
+
+    reader = LamostAdapter(frame="heliocentric")
+    paths = sorted(str(MRS / name) for name in KIC_NIGHTS)
+    star_ids, skipped, flags = [], [], []
+    chunks = list(_file_chunks(reader, paths, reader.grid.npix, 1000, star_ids, skipped, lambda n: None, flags))
+    assert skipped == [] and star_ids == [KIC_ID]
+    assert sum(len(c["star"]) for c in chunks) == sum(KIC_NIGHTS.values())

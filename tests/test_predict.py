@@ -190,7 +190,7 @@ def _fake_reader(path):
         coadd_flux=flux[0], coadd_ivar=ivar[0], coadd_pixmask=np.zeros(NPIX, np.int64), visit_flux=flux,
         visit_ivar=ivar, visit_pixmask=np.zeros(flux.shape, np.int64), visit_snr=recompute_snr(flux, ivar),
         visit_snr_survey=np.full(n, 20.0, np.float32), visit_mjd=59000.0 + np.arange(n),
-        visit_id=[f"{star}-{i}" for i in range(n)], visit_fiber=np.full(n, -1, np.int32), snr=20.0,
+        visit_id=[f"{Path(path).stem}-{i}" for i in range(n)], visit_fiber=np.full(n, -1, np.int32), snr=20.0,
     )
 
 
@@ -247,6 +247,23 @@ def test_bad_fits_is_reported_and_the_rest_predicted(tmp_path):
     with pytest.raises(ValueError, match="none of the 2 input file"):  # nothing readable is an error, not a catalogue
         predict(reading_predictor(), [str(bad), str(tmp_path / "missing.fits")], tmp_path / "x.fits", progress=False)
     assert not (tmp_path / "x.fits").exists()
+
+
+def test_one_stars_file_in_two_folders_is_counted_once(tmp_path):
+    """DR17 puts a star observed in two fields in both folders: a glob over the fields finds its apStar twice,
+    under two paths. Its visits must enter the catalogue once (twice would shrink e_teff by sqrt(2))."""
+    (tmp_path / "f1").mkdir()
+    (tmp_path / "f2").mkdir()
+    one = _write_star(tmp_path / "f1" / "apStar-a.fits", "2M_A", 3, 1.0)
+    two = tmp_path / "f2" / "apStar-a.fits"
+    shutil.copy(one, two)
+    other = _write_star(tmp_path / "f2" / "apStar-b.fits", "2M_B", 2, 1.0)
+    with pytest.warns(UserWarning, match="read already from .*f1.*apStar-a.fits"):
+        res = predict(reading_predictor(), [one, str(two), other], tmp_path / "c.fits", progress=False)
+    assert (res.n_visits, res.n_stars) == (5, 2)
+    assert [p for p, _ in res.skipped] == [str(two)]
+    stars = _read(res.star_path, "STARS")
+    assert list(stars["n_visits"]) == [3, 2]
 
 
 def test_the_python_api_expands_globs_as_the_cli_does(tmp_path):
