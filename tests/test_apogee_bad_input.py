@@ -193,6 +193,18 @@ def test_apstar_without_allstar_row_and_row_without_file(tmp_path):
     assert problems[SINGLE_ID].path == str(root / "apo25m" / "K04_083+13" / SINGLE)
 
 
+def test_a_file_of_another_star_under_a_rows_name_is_refused(tmp_path):
+    """A misplaced or renamed apStar would give its spectra another star's labels (the audit's case: two
+    stars with the same visits and position): the header's OBJID must be the row's APOGEE_ID."""
+    root = make_tree(tmp_path)
+    shutil.copy(REAL / SINGLE, multi_path(root))  # the single-visit star's file, under the other's name
+    adapter = ApogeeDR17Adapter()
+    units = adapter.discover(root).units
+    err = read_error(adapter, units[0])
+    assert f"holds {SINGLE_ID} (header OBJID), but its allStar row is {MULTI_ID}" in str(err)
+    assert adapter.read(units[1]).star_id == SINGLE_ID
+
+
 def test_same_star_twice(tmp_path):
     rows = [(MULTI_ID, "000+02", 154.2, 0), (SINGLE_ID, "K04_083+13", 137.5, 0), (MULTI_ID, "other", 90.0, 0)]
     root = make_tree(tmp_path, rows)

@@ -320,7 +320,15 @@ class ApogeeDR17Adapter:
 
     # ---- reading ---------------------------------------------------------------------------
     def read(self, unit: WorkUnit) -> StarRecord:
-        return self.read_apstar(unit.path, unit.row, source=unit.unit_id)
+        """The star of an allStar row: its file must hold that star (header OBJID = APOGEE_ID), or a misplaced
+        or renamed file would give its spectra the row's labels. (read_apstar with a hand-made row may
+        name the star as it likes.)"""
+        rec = self.read_apstar(unit.path, unit.row, source=unit.unit_id)
+        file_id = _text(rec.meta.get("objid_header", ""))
+        if file_id and rec.star_id and file_id != rec.star_id:
+            raise AdapterError(unit.path, f"the file holds {file_id} (header OBJID), but its allStar row is "
+                                          f"{rec.star_id}: a misplaced or renamed file")
+        return rec
 
     def read_apstar(self, path, row=None, source=None) -> StarRecord:
         """StarRecord of one apStar file; `row` = its allStar values (upper-case keys) or None (labels NaN)."""
@@ -375,6 +383,7 @@ class ApogeeDR17Adapter:
             "telescope": _text(row.get("TELESCOPE", "")) or _telescope_from_path(Path(path)),
             "field": _text(row.get("FIELD", "")) or _text(header.get("FIELD", "")),
             "apogee_id": star_id,
+            "objid_header": _text(header.get("OBJID", "")),
             "nvisits_header": _as_int(header.get("NVISITS"), -1),
             "member": _text(row.get("MEMBER", "")),
             "extratarg": _as_int(row.get("EXTRATARG"), 0),
