@@ -235,6 +235,7 @@ def test_missing_allstar_names_the_directory(tmp_path):
     with pytest.raises(AdapterError) as info:
         ApogeeDR17Adapter().discover(tmp_path / "empty")
     assert info.value.path == str(tmp_path / "empty") and "no allStar file" in info.value.problem
+    assert "`pairspec predict CHECKPOINT apStar-*.fits` reads apStar files without one" in info.value.problem
 
 
 def test_allstar_without_required_column(tmp_path):
@@ -297,3 +298,44 @@ def test_numeric_mapping_and_bit_options_are_checked_before_any_work():
         with pytest.raises(ValueError, match=says):
             get_adapter(name, **options)
     assert get_adapter("gaia_rvs", twins=3.0).twins == 3  # a whole number written 3.0 is 3
+
+
+def test_gzipped_apstar_files_ingest_and_read_as_the_plain_ones(tmp_path):
+    """`can_read` takes apStar-*.fits.gz, so ingest and predict must read them (they said 'no SIMPLE card'
+    and 'allStar row has no file on disk')."""
+    import gzip
+
+    from pairspec.surveys.apogee.adapter import read_apstar
+
+    plain = ApogeeDR17Adapter().read(ApogeeDR17Adapter().discover(make_tree(tmp_path / "a")).units[0])
+    root = make_tree(tmp_path / "b")
+    path = multi_path(root)
+    gz = path.with_name(path.name + ".gz")
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    found = ApogeeDR17Adapter().discover(root)
+    assert [u.star_id for u in found.units] == [MULTI_ID, SINGLE_ID] and found.skipped == []
+    rec = ApogeeDR17Adapter().read(found.units[0])
+    np.testing.assert_array_equal(rec.visit_flux, plain.visit_flux)
+    assert rec.visit_id == plain.visit_id and rec.labels[0] == plain.labels[0]
+    assert read_apstar(gz).n_visits == plain.n_visits  # predict's lone-file path
+    gz.write_bytes(gz.read_bytes()[:5000])  # a cut download
+    with pytest.raises(AdapterError, match="cannot read the gzipped FITS file"):
+        read_apstar(gz)
+
+
+def test_an_allstar_without_label_columns_gives_a_store_to_predict(tmp_path):
+    from astropy.io import fits
+
+    from pairspec.ingest import ingest
+
+    root = make_tree(tmp_path)
+    allstar = root / "allStar-dr17-synspec_rev1.fits"
+    with fits.open(allstar) as hdul:
+        keep = [c for c in hdul[1].columns if c.name in ("APOGEE_ID", "TELESCOPE", "FIELD", "FILE")]
+        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(keep)]).writeto(allstar, overwrite=True)
+    with pytest.warns(UserWarning, match="none of the 27 DR17 label columns"):
+        report = ingest("apogee", str(root), str(tmp_path / "s.zarr"), workers=1, progress=False)
+    assert report.n_stars == 2
+    with pytest.raises(AdapterError, match=r"lacks label column\(s\) \['TEFF'\] asked for by labels="):
+        ApogeeDR17Adapter(labels=["teff"]).discover(root)

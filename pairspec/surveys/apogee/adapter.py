@@ -86,7 +86,8 @@ def _find_allstar(source) -> tuple[Path, Path]:
     for name in ALLSTAR_NAMES:
         if (source / name).is_file():
             return source / name, source
-    raise AdapterError(str(source), f"no allStar file in this directory (looked for {', '.join(ALLSTAR_NAMES)})")
+    raise AdapterError(str(source), f"no allStar file in this directory (looked for {', '.join(ALLSTAR_NAMES)}); "
+                                    "`pairspec predict CHECKPOINT apStar-*.fits` reads apStar files without one")
 
 
 def _read_allstar(path: Path, wanted: list[str]) -> tuple[dict[str, np.ndarray], int]:
@@ -118,12 +119,13 @@ def _scan_tree(root: Path) -> set[str]:
     found = set()
     for tel in TELESCOPES:
         for field_dir in (root / tel).glob("*") if (root / tel).is_dir() else ():
-            found.update(str(p) for p in field_dir.glob("a[ps]Star-*.fits") if p.is_file())
+            for pattern in ("a[ps]Star-*.fits", "a[ps]Star-*.fits.gz"):  # gzipped copies read too
+                found.update(str(p) for p in field_dir.glob(pattern) if p.is_file())
     return found
 
 
 def _star_id_from_name(path: Path) -> str:
-    stem = path.name.removesuffix(".fits")
+    stem = path.name.removesuffix(".gz").removesuffix(".fits")
     return stem.split("-", 2)[-1] if stem.count("-") >= 2 else stem
 
 
@@ -144,6 +146,14 @@ def _open_with_astropy(path: str):
 
 def _open_apstar(path: str, grid: LogLinearGrid):
     """Validated (primary header as a dict, flux, err, pixmask) from HDUs 0-3, all (NROW, npix)."""
+    if path.endswith(".gz"):  # gzipped: astropy decompresses it (the raw-block reader below cannot seek in it)
+        try:
+            header, h1, arrays = _open_with_astropy(path)
+        except AdapterError:
+            raise
+        except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, UserWarning) as exc:
+            raise AdapterError(path, f"cannot read the gzipped FITS file: {exc}") from exc
+        return _checked_arrays(path, grid, header, h1, arrays)
     try:
         hdus = fits_layout(path)  # a cut file shows up here, before anything is parsed
         if len(hdus) < 4:
@@ -154,14 +164,21 @@ def _open_apstar(path: str, grid: LogLinearGrid):
             arrays = [read_image(path, hdus[k]) for k in (1, 2, 3)]
         else:
             header, h1, arrays = _open_with_astropy(path)
-        flux, err = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in arrays[:2])
-        if not np.issubdtype(arrays[2].dtype, np.integer):
-            raise AdapterError(path, f"HDU3 pixmask is {arrays[2].dtype}, expected an integer bitmask")
-        pixmask = np.atleast_2d(np.asarray(arrays[2], dtype=np.int64))
     except AdapterError:
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError, UserWarning) as exc:
         raise AdapterError(path, f"cannot read FITS: {exc}") from exc
+    return _checked_arrays(path, grid, header, h1, arrays)
+
+
+def _checked_arrays(path: str, grid: LogLinearGrid, header, h1, arrays):
+    """(header, flux, err, pixmask) of _open_apstar, the arrays' types, shapes and grid checked."""
+    if len(arrays) < 3 or any(a is None for a in arrays[:3]):
+        raise AdapterError(path, "missing HDU: need 0-3 (header, flux, err, pixmask)")
+    flux, err = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in arrays[:2])
+    if not np.issubdtype(arrays[2].dtype, np.integer):
+        raise AdapterError(path, f"HDU3 pixmask is {arrays[2].dtype}, expected an integer bitmask")
+    pixmask = np.atleast_2d(np.asarray(arrays[2], dtype=np.int64))
 
     crval1 = h1.get("CRVAL1", header.get("CRVAL1"))
     cdelt1 = h1.get("CDELT1", header.get("CDELT1"))
@@ -244,11 +261,13 @@ class ApogeeDR17Adapter:
         extra_cols = [c.upper() for lab in self.schema.labels for c in (lab.err_column, lab.flag_column) if c]
         cols, n_rows = _read_allstar(allstar, list(_REQUIRED + _OPTIONAL) + label_cols + extra_cols)
         missing = [c for c in label_cols if c not in cols]
-        if missing and (self.labels_asked or len(missing) == len(label_cols)):
-            raise AdapterError(str(allstar), f"allStar lacks label column(s) {missing}"
-                               + (" asked for by labels=" if self.labels_asked else " (it has none of the schema's)"))
+        if missing and self.labels_asked:
+            raise AdapterError(str(allstar), f"allStar lacks label column(s) {missing} asked for by labels=")
         present = [i for i, c in enumerate(label_cols) if c in cols]  # require_labels checks these
-        if missing:  # another release or a custom table: ingest what is there
+        if missing and not present:  # a target list without labels: a store to predict, not to train on
+            warnings.warn(f"{allstar}: none of the {len(label_cols)} DR17 label columns ({label_cols[0]}, ...): "
+                          "every label is NaN in the store (it can be predicted, not trained on)", stacklevel=2)
+        elif missing:  # another release or a custom table: ingest what is there
             warnings.warn(f"{allstar}: {len(label_cols) - len(missing)} of the {len(label_cols)} DR17 label columns "
                           f"present; {', '.join(missing)} are NaN in the store", stacklevel=2)
 
@@ -263,6 +282,9 @@ class ApogeeDR17Adapter:
             path = os.path.join(prefix, tel, field, fname)  # str, not Path: 10x faster over 700k rows
             referenced.add(path)
             problem = self._row_problem(row, present)
+            if path not in on_disk and path + ".gz" in on_disk:  # the file gzipped
+                path = path + ".gz"
+                referenced.add(path)
             if problem is None and path not in on_disk:
                 problem = "allStar row has no file on disk"
             if problem:
