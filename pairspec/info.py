@@ -13,6 +13,11 @@ def describe(path: str) -> dict:
     """Summarise a store (directory / URL) or a checkpoint (.pt file)."""
     if str(path).endswith(".pt"):
         return describe_checkpoint(path)
+    from pairspec.store.spectra import describe_spectra, open_spectra
+
+    spectra = open_spectra(str(path))  # the denoised spectra of `pairspec predict --denoised`
+    if spectra is not None:
+        return describe_spectra(str(path), spectra)
     return describe_store(path)
 
 

@@ -173,7 +173,11 @@ def validate_path(path: str, spectra: bool = True) -> list[str]:
     """Problems of the store at `path`, including that it cannot be opened (never raises for a bad
     store: a report is what the user asked for)."""
     from pairspec.store import open_store
+    from pairspec.store.spectra import open_spectra, spectra_problems
 
+    spectra_store = open_spectra(str(path))  # a denoised-spectra store has its own, simpler invariants
+    if spectra_store is not None:
+        return spectra_problems(spectra_store)
     try:
         store = open_store(str(path), check=False)
     except (FileNotFoundError, ValueError) as err:

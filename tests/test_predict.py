@@ -376,6 +376,16 @@ def test_denoised_store_keeps_each_pixels_uncertainty(tmp_path):
     np.testing.assert_allclose(sig[:, 0], 0.01 / np.asarray(den["snr"][:]), rtol=1e-5)
     assert list(den["id"][:]) == list(visits["visit_id"])
 
+    # `pairspec info` and `validate` know the denoised store (they called it "not a pairspec store")
+    from pairspec.info import describe
+    from pairspec.validate import validate_path
+
+    summary = describe(str(tmp_path / "den.zarr"))
+    assert summary["kind"] == "spectra store" and summary["n_spectra"] == res.n_visits and summary["sigma"]
+    assert "valid: yes" in summary["text"] and validate_path(str(tmp_path / "den.zarr")) == []
+    zarr.open_group(str(tmp_path / "den.zarr"), mode="r+")["sigma"].resize((2, FAKE_GRID.npix))  # rows lost
+    assert validate_path(str(tmp_path / "den.zarr")) == [f"sigma has 2 rows, {res.n_visits} committed"]
+
     w = create_spectra_store(str(tmp_path / "d2.zarr"), FAKE_GRID, FAKE_GRID.npix)
     one = np.ones((1, FAKE_GRID.npix), np.float32)
     w.append(["a"], one, sigma=one)

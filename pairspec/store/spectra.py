@@ -85,3 +85,61 @@ class SpectraWriter:
 
     def close(self) -> None:
         """Nothing is buffered (every append commits); kept so callers can use it like a file."""
+
+
+def open_spectra(path: str):
+    """The Zarr group of a spectra store at `path`, or None when `path` holds no spectra store."""
+    if not _occupied(path) or _is_file(path):
+        return None
+    try:
+        group = _zarr().open_group(path, mode="r")
+    except Exception:  # noqa: BLE001 - not a Zarr group
+        return None
+    return group if "pairspec_spectra_version" in group.attrs else None
+
+
+def spectra_problems(group) -> list[str]:
+    """What is wrong with a spectra store: arrays shorter than its committed rows, a pixel axis other than
+    its grid's, a sigma that is negative. (A row of NaN is a visit without a usable pixel: allowed.)"""
+    n, problems = int(group.attrs.get("n", 0)), []
+    try:
+        npix = int(LogLinearGrid.from_dict(group.attrs["grid"]).npix)
+    except (KeyError, TypeError, ValueError) as err:
+        return [f"no readable grid in the attributes ({type(err).__name__}: {err})"]
+    names = [name for name, _ in group.arrays()]
+    for name in ("id", "flux", "wavelength"):
+        if name not in names:
+            problems.append(f"{name} is missing")
+    for name, arr in group.arrays():
+        if name == "wavelength":
+            if arr.shape != (npix,):
+                problems.append(f"wavelength has shape {arr.shape}, the grid has {npix} pixels")
+            continue
+        if arr.shape[0] < n:
+            problems.append(f"{name} has {arr.shape[0]} rows, {n} committed")
+        if name in ("flux", "sigma") and arr.shape[1:] != (npix,):
+            problems.append(f"{name} has row shape {arr.shape[1:]}, the grid has {npix} pixels")
+    if "sigma" in names and n and not problems:
+        sigma = np.asarray(group["sigma"][:n])
+        if (sigma < 0).any():
+            problems.append(f"sigma < 0 in rows {np.flatnonzero((sigma < 0).any(axis=1))[:5].tolist()}")
+    return problems
+
+
+def describe_spectra(path: str, group) -> dict:
+    """`pairspec info` of a spectra store: what it holds and where it came from."""
+    attrs = dict(group.attrs)
+    grid = LogLinearGrid.from_dict(attrs["grid"])
+    names = sorted(name for name, _ in group.arrays())
+    extra = [k for k in names if k not in ("id", "flux", "sigma", "wavelength")]
+    problems = spectra_problems(group)
+    lines = [f"spectra store {path} ({attrs.get('kind', 'spectra')}; pairspec predict --denoised)",
+             f"  {int(attrs.get('n', 0))} spectra of {grid.npix} px, log10 lambda = {grid.crval1} + {grid.cdelt1} i",
+             "  per-pixel uncertainty (sigma): " + ("yes" if "sigma" in names else "no"),
+             "  columns beside id and flux: " + (", ".join(extra) if extra else "none")]
+    if attrs.get("checkpoint"):
+        lines.append(f"  from checkpoint {attrs['checkpoint']}")
+    lines.append("  valid: yes" if not problems else "  PROBLEMS:\n    " + "\n    ".join(problems))
+    return {"kind": "spectra store", "path": str(path), "n_spectra": int(attrs.get("n", 0)), "n_pix": grid.npix,
+            "sigma": "sigma" in names, "columns": names, "attrs": {k: v for k, v in attrs.items() if k != "grid"},
+            "problems": problems, "text": "\n".join(lines)}
