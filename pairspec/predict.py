@@ -127,8 +127,9 @@ def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skip
             skipped.append((str(path), "no such file"))
             continue
         if not reader.can_read(path):
-            why = (f"not a spectrum file of the model's survey, {reader.name} (by its name); another survey's "
-                   "files on the same grid go through `pairspec ingest` into a store first")
+            hint = getattr(reader, "file_hint", lambda p: None)(path)  # the survey's word on what the file is
+            why = hint or (f"not a spectrum file of the model's survey, {reader.name} (by its name); another "
+                           "survey's files on the same grid go through `pairspec ingest` into a store first")
             skipped.append((str(path), why))
             continue
         try:

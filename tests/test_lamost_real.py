@@ -168,3 +168,16 @@ def test_predicting_files_joins_a_stars_designations_as_ingest_does():
     chunks = list(_file_chunks(reader, paths, reader.grid.npix, 1000, star_ids, skipped, lambda n: None, flags))
     assert skipped == [] and star_ids == [KIC_ID]
     assert sum(len(c["star"]) for c in chunks) == sum(KIC_NIGHTS.values())
+
+
+def test_a_folder_or_file_of_the_other_resolution_says_which_option_reads_it():
+    from pairspec.surveys.base import AdapterError
+
+    with pytest.raises(AdapterError, match="it holds LAMOST LRS files: --option resolution=lrs"):
+        LamostAdapter().discover(str(LRS))
+    with pytest.raises(AdapterError, match=r"it holds LAMOST MRS files: --option resolution=mrs \(MRS is the default\)"):
+        LamostAdapter(resolution="lrs").discover(str(MRS))
+    lrs_file = next(LRS.glob("spec-*"))
+    assert not LamostAdapter().can_read(lrs_file)
+    assert "a LAMOST LRS file (spec-*); this model reads MRS files" in LamostAdapter().file_hint(lrs_file)
+    assert LamostAdapter().file_hint(MRS / "notes.txt") is None

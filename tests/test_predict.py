@@ -249,6 +249,21 @@ def test_bad_fits_is_reported_and_the_rest_predicted(tmp_path):
     assert not (tmp_path / "x.fits").exists()
 
 
+def test_a_file_of_another_product_is_named_for_what_it_is(tmp_path):
+    from pairspec.surveys.apogee.adapter import ApogeeDR17Adapter
+
+    visit = tmp_path / "apVisit-r13-5095-55844-128.fits"
+    visit.write_bytes(b"x")
+    other = tmp_path / "spectrum.fits"
+    other.write_bytes(b"x")
+    pred = FakePredictor()
+    pred.file_reader = ApogeeDR17Adapter()
+    with pytest.raises(ValueError, match="an APOGEE apVisit file .*predict reads apStar/asStar files"):
+        predict(pred, [visit], tmp_path / "v.fits", progress=False)
+    with pytest.raises(ValueError, match="not a spectrum file of the model's survey, apogee"):
+        predict(pred, [other], tmp_path / "o.fits", progress=False)
+
+
 def test_one_stars_file_in_two_folders_is_counted_once(tmp_path):
     """DR17 puts a star observed in two fields in both folders: a glob over the fields finds its apStar twice,
     under two paths. Its visits must enter the catalogue once (twice would shrink e_teff by sqrt(2))."""

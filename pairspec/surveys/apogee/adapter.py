@@ -329,6 +329,18 @@ class ApogeeDR17Adapter:
         name = Path(str(path)).name
         return name.startswith(("apStar-", "asStar-")) and name.endswith((".fits", ".fits.gz"))
 
+    @staticmethod
+    def file_hint(path) -> str | None:
+        """Why predict cannot take a file `can_read` refused, when its name says what it is."""
+        name = Path(str(path)).name
+        if name.startswith(("apVisit-", "asVisit-", "apCframe-", "ap1D-", "apPlate-")):
+            return (f"an APOGEE {name.split('-')[0]} file (one visit or exposure, on the detector's wavelengths); "
+                    "predict reads apStar/asStar files, which hold all of a star's visits on the rest-frame grid")
+        if name.startswith(("aspcapStar-", "allStar", "allVisit")):
+            return (f"an APOGEE {name.split('-')[0]} file, not a star's spectra; predict reads apStar/asStar files "
+                    "(ingest reads them beside an allStar)")
+        return None
+
     def read_file(self, path) -> StarRecord:
         """A lone apStar/asStar file (no allStar row: labels NaN)."""
         return self.read_apstar(path)

@@ -131,8 +131,13 @@ class LamostAdapter:
             raise AdapterError(str(root), "no such directory or file")
         paths = [root] if root.is_file() else sorted({p for pat in PATTERNS[self.resolution] for p in root.rglob(pat)})
         if not paths:
+            other = "lrs" if self.resolution == "mrs" else "mrs"
+            hint = ""
+            if root.is_dir() and any(p for pat in PATTERNS[other] for p in root.rglob(pat)):
+                hint = (f"; it holds LAMOST {other.upper()} files: --option resolution={other}"
+                        + (" (MRS is the default)" if other == "mrs" else ""))
             raise AdapterError(str(root), f"no LAMOST {self.resolution.upper()} files "
-                                          f"({' or '.join(PATTERNS[self.resolution])}) under this folder")
+                                          f"({' or '.join(PATTERNS[self.resolution])}) under this folder{hint}")
         catalogue = self._table(self._catalogue_path(root if root.is_dir() else root.parent), "catalogue")
         external = self._table(self.labels_from, "labels_from catalogue")
         skipped: list[Skip] = []
@@ -273,6 +278,15 @@ class LamostAdapter:
         name = Path(str(path)).name
         prefix = "med-" if self.resolution == "mrs" else "spec-"
         return name.startswith(prefix) and name.endswith((".fits", ".fits.gz"))
+
+    def file_hint(self, path) -> str | None:
+        """Why predict cannot take a file `can_read` refused, when its name says what it is."""
+        name = Path(str(path)).name
+        other, prefix = ("LRS", "spec-") if self.resolution == "mrs" else ("MRS", "med-")
+        if name.startswith(prefix):
+            return (f"a LAMOST {other} file ({prefix}*); this model reads {self.resolution.upper()} files: a model "
+                    f"trained on {other} spectra reads it (ingest with --option resolution={other.lower()})")
+        return None
 
     def read_file(self, path, rv_kms: float = math.nan) -> StarRecord:
         """A lone file (no catalogue: labels NaN). Rest frame needs an RV: LRS header Z, or `rv_kms`."""
