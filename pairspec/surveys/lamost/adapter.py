@@ -295,8 +295,10 @@ class LamostAdapter:
         info = self._file_info(path, h, None)
         rv = rv_kms if math.isfinite(rv_kms) else info["rv"]
         if self.frame == "rest" and not math.isfinite(rv):
-            raise AdapterError(path, "no radial velocity for this file: cannot shift it to the rest frame "
-                                     "(pass rv_kms, or use frame=heliocentric)")
+            raise AdapterError(path, "no radial velocity for this file: cannot shift it to the rest frame for a "
+                                     "rest-frame model (read_file's rv_kms gives one; or ingest the files with "
+                                     "--option catalog=PATH, a catalogue with their RVs, and predict the store; or "
+                                     "use a model trained in the heliocentric frame, --option frame=heliocentric)")
         nan = [math.nan] * len(self.schema)
         row = {"files": [path], "keys": [info["key"]], "rv": [rv], "designations": [info["desig"]], "gaia": 0,
                "ra": info["ra"], "dec": info["dec"], "planid": info["planid"], "labels": nan, "label_err": nan,
