@@ -18,6 +18,7 @@ FLAG_BITS = {
     "NOT_FINITE": 3,  # the network gave a non-finite label or sigma; labels set to NaN
     "LARGE_SIGMA": 4,  # calibrated sigma larger than the training label spread
     "NO_GOOD_VISITS": 5,  # star table only: no visit could enter the combination
+    "NO_SIGNAL": 6,  # visit S/N below SNR_NO_SIGNAL: no usable starlight (an exposure of the sky, a dome flat)
 }
 FLAG_DOC = {
     "EXTRAPOLATED": "a predicted label is outside the training label range",
@@ -26,12 +27,16 @@ FLAG_DOC = {
     "NOT_FINITE": "non-finite prediction; labels set to NaN",
     "LARGE_SIGMA": "calibrated sigma larger than the training label spread",
     "NO_GOOD_VISITS": "no usable visit for the star combination",
+    "NO_SIGNAL": "S/N below 2: no usable starlight; left out of the star mean",
 }
-EXTRAPOLATED, LOW_SNR, MANY_BAD_PIXELS, NOT_FINITE, LARGE_SIGMA, NO_GOOD_VISITS = (
+EXTRAPOLATED, LOW_SNR, MANY_BAD_PIXELS, NOT_FINITE, LARGE_SIGMA, NO_GOOD_VISITS, NO_SIGNAL = (
     1 << FLAG_BITS[k] for k in FLAG_BITS
 )
+# Below this recomputed S/N a visit holds no usable starlight (real LAMOST MRS nights of KIC 8098300 with
+# no star on the fibre read S/N -0.2 to 0.7): its label is the network's prior, whatever sigma it claims
+SNR_NO_SIGNAL = 2.0
 # Visits with these bits do not enter the per-star mean: their labels are NaN or unreliable.
-EXCLUDED = NOT_FINITE | MANY_BAD_PIXELS
+EXCLUDED = NOT_FINITE | MANY_BAD_PIXELS | NO_SIGNAL
 
 FORMATS = {".fits": "fits", ".fit": "fits", ".parquet": "parquet", ".ecsv": "ascii.ecsv"}
 
@@ -67,6 +72,7 @@ def flag_visits(labels, sigma, snr, frac_bad, label_lo, label_hi, sigma_max, snr
         flags[outside] |= EXTRAPOLATED
         flags[(sigma > np.asarray(sigma_max)).any(axis=1)] |= LARGE_SIGMA
         flags[~(snr >= snr_low)] |= LOW_SNR  # NaN S/N (all pixels bad) counts as low
+        flags[snr < SNR_NO_SIGNAL] |= NO_SIGNAL
         flags[~(frac_bad <= max_bad_frac)] |= MANY_BAD_PIXELS
     return labels, sigma, flags
 

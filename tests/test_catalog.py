@@ -21,9 +21,10 @@ LO, HI = np.array([3500.0, 0.0]), np.array([7000.0, 5.0])
 def test_flag_bits_are_distinct_and_documented():
     assert catalog.FLAG_BITS == {
         "EXTRAPOLATED": 0, "LOW_SNR": 1, "MANY_BAD_PIXELS": 2, "NOT_FINITE": 3, "LARGE_SIGMA": 4,
-        "NO_GOOD_VISITS": 5,
+        "NO_GOOD_VISITS": 5, "NO_SIGNAL": 6,
     }
     assert (EXTRAPOLATED, LOW_SNR, MANY_BAD_PIXELS, NOT_FINITE, LARGE_SIGMA, NO_GOOD_VISITS) == (1, 2, 4, 8, 16, 32)
+    assert catalog.NO_SIGNAL == 64 and catalog.NO_SIGNAL & catalog.EXCLUDED
     assert catalog.flag_names(LOW_SNR | LARGE_SIGMA) == ["LOW_SNR", "LARGE_SIGMA"]
     assert set(catalog.FLAG_DOC) == set(catalog.FLAG_BITS)
 
@@ -203,3 +204,13 @@ def test_combine_without_a_known_split_never_averages_an_error_down():
     assert z.std() < 1.05  # covered (conservative where part of the error is the visit's own)
     naive = catalog.combine_visits(star, n_star, labels, sigma, flags, sigma)
     assert (naive["labels"][:, 0] / naive["sigma"][:, 0]).std() > 1.5  # what the one-part fallback did
+
+
+def test_a_visit_without_starlight_is_flagged_and_left_out_of_the_star():
+    labels = np.array([[5000.0, 3.0], [4500.0, 2.0], [4800.0, 2.5]])
+    sigma = np.array([[50.0, 0.1], [30.0, 0.05], [60.0, 0.1]])  # the sky exposure claims the smallest error
+    labels, sigma, flags = catalog.flag_visits(labels, sigma, np.array([25.0, 0.4, -0.2]), np.zeros(3), LO, HI,
+                                               np.array([1000.0, 1.0]))
+    assert not flags[0] & catalog.NO_SIGNAL and flags[1] & catalog.NO_SIGNAL and flags[2] & catalog.NO_SIGNAL
+    out = catalog.combine_visits([0, 0, 0], 1, labels, sigma, flags)
+    assert out["n_used"][0] == 1 and out["labels"][0, 0] == 5000.0
