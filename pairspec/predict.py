@@ -335,11 +335,15 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, 
 
         store = open_store(str(inputs))
     where = getattr(store, "path", inputs)
-    if store.grid.npix != predictor.grid.npix:
-        raise ValueError(f"{where}: store has {store.grid.npix} pixels, the model expects {predictor.grid.npix}")
     if store.grid != predictor.grid:
-        raise ValueError(f"{where}: the store's wavelength grid {store.grid.to_dict()} is not the model's "
-                         f"{predictor.grid.to_dict()}")
+        # name the surveys and the grid fields that differ (a frame, a resolution), not only two dicts
+        ours, theirs = store.grid.to_dict(), predictor.grid.to_dict()
+        differ = ", ".join(f"{k} {ours.get(k)!r} against {theirs.get(k)!r}" for k in sorted(set(ours) | set(theirs))
+                           if ours.get(k) != theirs.get(k) and k != "blocks")
+        model_survey = getattr(getattr(predictor, "schema", None), "survey", "?")
+        raise ValueError(f"{where}: the store ({getattr(store, 'survey', '?')}, {store.grid.npix} px) is not on the "
+                         f"wavelength grid of the model ({model_survey}, {predictor.grid.npix} px): "
+                         f"{differ or 'usable blocks differ'}")
     stars, star_sel = _store_stars(store, split)
     star_ids = [str(s) for s in np.asarray(stars["id"])[star_sel]]
     visit_tab = store.visit_table()

@@ -249,6 +249,23 @@ def test_bad_fits_is_reported_and_the_rest_predicted(tmp_path):
     assert not (tmp_path / "x.fits").exists()
 
 
+def test_a_store_on_another_grid_names_the_surveys_and_what_differs(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_survey import FAKE_GRID, make_record
+
+    from pairspec.grid import LogLinearGrid
+    from pairspec.store import create_store
+
+    store = create_store(str(tmp_path / "s.zarr"), "fake", "t1", FAKE_GRID, APOGEE_CORE_SCHEMA, {"source": "x"})
+    store.append([make_record("2M00001", "u/1")])
+    helio = LogLinearGrid.from_dict({**FAKE_GRID.to_dict(), "frame": "heliocentric"})
+    with pytest.raises(ValueError, match=r"the store \(fake, 64 px\) is not on the wavelength grid of the model "
+                                         r"\(apogee, 64 px\): frame 'rest' against 'heliocentric'"):
+        predict(FakePredictor(grid=helio), str(tmp_path / "s.zarr"), tmp_path / "c.fits", progress=False)
+    with pytest.raises(ValueError, match="npix 64 against 32"):
+        predict(FakePredictor(), str(tmp_path / "s.zarr"), tmp_path / "c.fits", progress=False)
+
+
 def test_a_file_of_another_product_is_named_for_what_it_is(tmp_path):
     from pairspec.surveys.apogee.adapter import ApogeeDR17Adapter
 
