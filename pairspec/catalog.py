@@ -32,8 +32,8 @@ FLAG_DOC = {
 EXTRAPOLATED, LOW_SNR, MANY_BAD_PIXELS, NOT_FINITE, LARGE_SIGMA, NO_GOOD_VISITS, NO_SIGNAL = (
     1 << FLAG_BITS[k] for k in FLAG_BITS
 )
-# Below this recomputed S/N a visit holds no usable starlight (real LAMOST MRS nights of KIC 8098300 with
-# no star on the fibre read S/N -0.2 to 0.7): its label is the network's prior, whatever sigma it claims
+# Below this recomputed S/N a visit holds no usable starlight (real exposures with no star on the fibre, in
+# the bundled real files, read S/N -0.2 to 0.7): its label is the network's prior, whatever sigma it claims
 SNR_NO_SIGNAL = 2.0
 # Visits with these bits do not enter the per-star mean: their labels are NaN or unreliable.
 EXCLUDED = NOT_FINITE | MANY_BAD_PIXELS | NO_SIGNAL

@@ -8,9 +8,9 @@ depth error at the truth's 10 deepest lines (negative = too shallow). Without tr
 and of the denoised visit against the leave-one-out coadd, with the coadd's own noise removed in
 quadrature (sqrt(rms^2 - mean coadd variance)), so both estimate the distance to the star's spectrum.
 That subtraction trusts the stated variances, so it uses only the pixels where they are of the visit's
-usual size: a survey inflates the errors of flagged pixels (APOGEE: sky lines, persistence) far beyond
+usual size: a survey inflates the errors of flagged pixels (sky lines, persistence) far beyond
 their real scatter, and a few such pixels would otherwise hold most of the mean variance and drive every
-RMS to 0 (a simulated APOGEE survey: 4 % of the pixels, 92 % of the coadd's stated variance).
+RMS to 0 (a simulated survey: 4 % of the pixels, 92 % of the coadd's stated variance).
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skip
     """Visits of the files (read by the survey adapter `reader`), grouped into chunks; star_ids grows as
     new stars are met, and star_flags with them (the records' survey star bits, OR-ed over a star's files).
 
-    A star is the reader's star_id; a reader with a `group_radius` (arcsec: LAMOST, whose designations of
+    A star is the reader's star_id; a reader with a `group_radius` (arcsec: a survey whose designations of
     one star differ from plate to plate) also joins a new id to a star already met within that radius, as
     its ingest does. A visit id met again for the same star (one star's file in two field folders) is
     read once: a copy would shrink the star's error by sqrt(2)."""
