@@ -282,7 +282,7 @@ def evaluate(checkpoint, store_path, split="test", truth=None, out_dir="report",
         from pairspec.evaluate_spectra import read_truth_spectra
 
         true_star, cluster = read_truth(truth, stars["id"], names)
-        truth_spectra = read_truth_spectra(truth, stars["id"], star_sel)
+        truth_spectra = read_truth_spectra(truth, stars["id"], star_sel, npix=store.grid.npix)
     mass = None
     if masses is not None:  # also read before the long part
         from pairspec.evaluate_cn import read_masses

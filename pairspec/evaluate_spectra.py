@@ -41,10 +41,13 @@ def honest_pixels(good: np.ndarray, *ivars: np.ndarray, factor: float = INFLATED
     return keep
 
 
-def read_truth_spectra(path, star_ids, wanted) -> dict | None:
+def read_truth_spectra(path, star_ids, wanted, npix: int | None = None) -> dict | None:
     """{star index: noiseless spectrum (npix,) float32} for the store stars `wanted` (indices into
     star_ids), from the "SPECTRA" HDU of a truth file (rows in the order of its HDU1 star_id column);
-    None when the file has no such HDU (a truth table of labels only)."""
+    None when the file has no such HDU (a truth table of labels only). `npix`: the store grid's pixels; a
+    truth with spectra on several grids (SDSS-V: "SPECTRA" APOGEE, "SPECTRA_BOSS") gives the HDU of that
+    length, and one with none of that length gives None with a warning (indexing another grid's spectrum
+    by this grid's pixels compared spectra at other wavelengths)."""
     from astropy.io import fits
 
     path = str(path)
@@ -52,11 +55,17 @@ def read_truth_spectra(path, star_ids, wanted) -> dict | None:
         return None
     try:
         with fits.open(path, memmap=True) as hdul:
-            if "SPECTRA" not in hdul:
+            candidates = [h for h in hdul[1:] if str(h.name).upper().startswith("SPECTRA") and h.data is not None]
+            if not candidates:
+                return None
+            chosen = next((h for h in candidates if npix is None or h.data.shape[-1] == npix), None)
+            if chosen is None:
+                warnings.warn(f"{path}: its truth spectra ({', '.join(f'{h.name}: {h.data.shape[-1]} px' for h in candidates)}) "
+                              f"are not on the store's grid ({npix} px): the spectrum metrics are left out", stacklevel=3)
                 return None
             ids = np.char.strip(np.asarray(hdul[1].data["star_id"]).astype(str))
             row = {sid: i for i, sid in enumerate(ids)}
-            data = hdul["SPECTRA"].data
+            data = chosen.data
             out = {}
             for s in wanted:
                 i = row.get(str(star_ids[s]).strip())

@@ -62,3 +62,24 @@ def test_a_visit_without_a_usable_pixel_gives_nan_quietly(recwarn):
     out = scores.result()
     assert out["rms"]["input"]["20-40"]["n"] == 2
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_truth_spectra_are_taken_on_the_stores_grid(tmp_path):
+    """SDSS-V's truth holds SPECTRA (APOGEE grid) and SPECTRA_BOSS: a BOSS store must get the BOSS
+    spectra (it was scored against the APOGEE ones, indexed by BOSS pixel numbers)."""
+    from astropy.io import fits
+
+    from pairspec.evaluate_spectra import read_truth_spectra
+
+    ids = np.array(["a", "b", "c"])
+    table = fits.BinTableHDU.from_columns([fits.Column(name="star_id", format="1A", array=ids)])
+    apogee = fits.ImageHDU(np.zeros((3, 8), np.float32), name="SPECTRA")
+    boss = fits.ImageHDU(np.arange(15, dtype=np.float32).reshape(3, 5), name="SPECTRA_BOSS")
+    path = tmp_path / "truth.fits"
+    fits.HDUList([fits.PrimaryHDU(), table, apogee, boss]).writeto(path)
+    got = read_truth_spectra(path, ["c", "a"], [0, 1], npix=5)
+    np.testing.assert_array_equal(got[0], [10, 11, 12, 13, 14])
+    assert got[1].tolist() == [0, 1, 2, 3, 4]
+    assert read_truth_spectra(path, ["a"], [0], npix=8)[0].shape == (8,)
+    with pytest.warns(UserWarning, match=r"SPECTRA: 8 px, SPECTRA_BOSS: 5 px\) are not on the store's grid \(7 px\)"):
+        assert read_truth_spectra(path, ["a"], [0], npix=7) is None
