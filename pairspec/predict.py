@@ -326,7 +326,9 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, 
             listing = "; ".join(f"{p}: {why}" for p, why in skipped[:5])
             raise ValueError(f"none of the {len(paths)} input file(s) could be read ({listing}"
                              f"{'; ...' if len(skipped) > 5 else ''})")
-        return visits, star_ids, None, f"{len(paths)} FITS files", skipped, np.asarray(star_flags, np.int64)
+        kinds = sorted({"".join(Path(str(p)).suffixes[-2:]) or "no extension" for p in paths})
+        source = f"{len(paths)} files ({', '.join(kinds)})"
+        return visits, star_ids, None, source, skipped, (np.asarray(star_flags, np.int64), predictor.schema.survey)
 
     if is_store:
         store = inputs
@@ -364,7 +366,8 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, 
             visits = _collect(predictor, zip(metas, outs), star_ids, writer, advance)
     source = str(getattr(store, "path", inputs))[-60:]
     flags = np.asarray(stars["star_flags"], dtype=np.int64)[star_sel] if "star_flags" in stars else None
-    return visits, star_ids, _survey_labels(store, star_sel, predictor), source, [], flags
+    # the star bits are the store's, so their names are its survey's (a DR17 checkpoint on an SDSS-V store)
+    return visits, star_ids, _survey_labels(store, star_sel, predictor), source, [], (flags, getattr(store, "survey", predictor.schema.survey))
 
 
 def _expand_globs(inputs):
@@ -466,6 +469,7 @@ def predict(
         listing = "\n".join(f"  {p}: {why}" for p, why in skipped)
         warnings.warn(f"{len(skipped)} file(s) could not be read and were left out:\n{listing}", stacklevel=2)
 
+    star_flags, flag_survey = star_flags  # the survey bits and the survey that names them
     labels, sigma, flags = catalog.flag_visits(
         visits["labels"], visits["sigma"], visits["snr"], visits["frac_bad"],
         predictor.label_lo, predictor.label_hi, _sigma_max(predictor), snr_low, max_bad_frac,
@@ -493,7 +497,7 @@ def predict(
             "CALMETH": method}
     for tab in (visit_tab, star_tab):
         catalog.add_meta(tab, meta)
-    catalog.add_survey_flag_names(star_tab, predictor.schema.survey)
+    catalog.add_survey_flag_names(star_tab, flag_survey)
     visit_path, star_path = catalog.write_catalogue(visit_tab, star_tab, out_path)
     return PredictResult(visit_path, star_path, len(visit_tab), len(star_tab), skipped,
                          None if denoised_path is None else str(denoised_path))

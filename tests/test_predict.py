@@ -126,6 +126,17 @@ def test_store_catalogue_columns_and_star_combination(tmp_path):
     assert stars["n_visits"][3] == 0 and stars["flag"][3] == catalog.NO_GOOD_VISITS
     assert stars["teff_survey"][0] == 5000 and np.isnan(stars["teff_survey"][1])
     assert str(stars["e_logg_survey"].unit) == "dex"
+    assert stars.meta["SURVEY"] == "apogee" and stars.meta["SFLAG23"] == "STAR_BAD"
+
+
+def test_the_star_bits_are_named_by_the_stores_survey_not_the_models(tmp_path):
+    """A DR17 checkpoint on an SDSS-V APOGEE store: survey_flags are the store's SDSS-V bits, so SURVEY and
+    the SFLAGn names must be SDSS-V's (they were ASPCAPFLAG's: bit 0 read TEFF_WARN for FLAG_WARN)."""
+    store = FakeStore()
+    store.survey = "sdssv"
+    res = predict(FakePredictor(), store, tmp_path / "cat.fits", progress=False)
+    stars = _read(res.star_path, "STARS")
+    assert stars.meta["SURVEY"] == "sdssv" and stars.meta["SFLAG0"] == "FLAG_WARN" and "SFLAG23" not in stars.meta
 
 
 def test_a_one_part_calibration_does_not_average_star_errors_down(tmp_path):
