@@ -58,8 +58,11 @@ def describe_store(path: str) -> dict:
         "visit_snr_median": float(np.nanmedian(snr)) if has_snr else None,
         "visit_frac_snr_below_60": float(np.mean(snr[np.isfinite(snr)] < 60)) if has_snr else None,
         "grid": store.grid.to_dict(),
+        "provenance": dict(getattr(store, "provenance", {}) or {}),
         "problems": problems,
     }
+    prov = summary["provenance"]
+    options = prov.get("adapter_options") or {}
     lines = [
         f"pair store {path}",
         f"  survey {store.survey} {store.release}: {store.n_stars} stars, {store.n_visits} visits "
@@ -70,6 +73,9 @@ def describe_store(path: str) -> dict:
          if has_snr else "  visit S/N: no visits"),
         f"  grid: {store.grid.npix} px, log10 lambda = {store.grid.crval1} + {store.grid.cdelt1} i "
         f"({store.grid.medium}, {store.grid.frame} frame)",
+        f"  provenance: {prov.get('source', 'not recorded')}; adapter "
+        + (prov.get("adapter", "?").rsplit(".", 1)[-1]) + " with "
+        + (", ".join(f"{k}={v!r}" for k, v in sorted(options.items())) if options else "its default options"),
         "  valid: yes" if not problems else "  PROBLEMS:\n    " + "\n    ".join(problems),
     ]
     summary["text"] = "\n".join(lines)

@@ -43,6 +43,7 @@ def test_simulate_ingest_info(tiny_survey):
     # the simulator writes 6 of DR17's 27 labels: the other 21 are named once, not listed at 0 % each
     assert "teff 100%" in out.replace("99%", "100%") and " 0%" not in out
     assert "21 labels of the schema no star has (c_fe, ci_fe ... yb_fe)" in out
+    assert "provenance: " in out and "adapter ApogeeDR17Adapter with workers=" not in out
     summary = json.loads(invoke("info", tiny_survey / "store.zarr", "--json"))
     assert summary["n_stars"] == 24  # duplicate allStar rows are skipped, not extra stars
     assert summary["n_visits"] >= summary["n_stars"]

@@ -298,3 +298,37 @@ def test_a_truncated_summary_is_said_to_be_truncated(tmp_path, gz):
     cut.write_bytes(gzip.compress(data)[: len(gzip.compress(data)) // 2] if gz else head)
     with pytest.raises(AdapterError, match="truncated"):
         SdssvAdapter(summary=str(cut)).discover(str(tmp_path))
+
+
+def test_a_second_ingest_may_not_bring_another_pipelines_labels(tmp_path):
+    """summary= only says where the file is, but its name says whose labels it holds: an AstroNN summary
+    after an ASPCAP ingest would mix two pipelines' labels in one store (a helper's audit: it did, and
+    validate passed). The pipeline a summary resolves to is compared; instrument=BOSS is boss."""
+    import shutil
+
+    from pairspec.ingest import ingest
+
+    src = tmp_path / "src"
+    one_star(src)
+    store = str(tmp_path / "s.zarr")
+    ingest("sdssv", str(src), store, workers=1, progress=False)
+    aspcap = next((src / "summary").glob("astraAllStarASPCAP-*"))
+    astronn = tmp_path / "astraAllStarAstroNN-0.8.1.fits"
+    shutil.copy(aspcap, astronn)
+    assert SdssvAdapter(summary=str(astronn)).pipeline == "AstroNN"
+    with pytest.raises(ValueError, match="pipeline: 'ASPCAP' -> 'AstroNN'"):
+        ingest("sdssv", str(src), store, workers=1, progress=False, adapter_options={"summary": str(astronn)})
+    # the same file named by its path is the same pipeline: a location, free to differ
+    again = ingest("sdssv", str(src), store, workers=1, progress=False, adapter_options={"summary": str(aspcap)})
+    assert again.n_stars == 0
+    with pytest.raises(ValueError, match="is an astraAllStarAstroNN file, but pipeline=ASPCAP"):
+        SdssvAdapter(summary=str(astronn), pipeline="ASPCAP")
+
+
+def test_instrument_is_compared_as_resolved(tmp_path):
+    from pairspec.ingest import _changed_options
+
+    adapter = SdssvAdapter(instrument="boss")
+    assert _changed_options(adapter, {"instrument": "BOSS"}, {"instrument": "boss"}) == []
+    assert _changed_options(adapter, {"instrument": "apogee"}, {"instrument": "boss"}) == [
+        "instrument: 'apogee' -> 'boss'", "pipeline: 'ASPCAP' -> 'BossNet'"]

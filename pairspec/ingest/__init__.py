@@ -60,9 +60,19 @@ def _changed_options(adapter, stored: dict, given: dict) -> list[str]:
     params = inspect.signature(type(adapter)).parameters
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     free = set(getattr(adapter, "location_options", ())) | {"labels"}
+    # an adapter that resolves options (a summary file's name gives its pipeline; instrument=BOSS is boss)
+    # is compared on what each ingest's options resolve to
+    resolved_now = adapter.resolved_options() if hasattr(adapter, "resolved_options") else {}
+    try:
+        resolved_before = type(adapter)(**stored).resolved_options() if resolved_now else {}
+    except (TypeError, ValueError):  # options of an older pairspec: compare them as given
+        resolved_before = {}
     out = []
-    for key in sorted((set(stored) | set(given)) - free):
-        before, now = stored.get(key, defaults.get(key)), given.get(key, defaults.get(key))
+    for key in sorted((set(stored) | set(given) | set(resolved_now)) - free):
+        if key in resolved_now and key in resolved_before:
+            before, now = resolved_before[key], resolved_now[key]
+        else:
+            before, now = stored.get(key, defaults.get(key)), given.get(key, defaults.get(key))
         if before != now:
             out.append(f"{key}: {before!r} -> {now!r}")
     return out

@@ -95,14 +95,22 @@ class SdssvAdapter:
         self.instrument, self.release = instrument, f"mwm-{instrument}"
         self.grid = L.GRIDS[instrument]
         self.sources = {n: L.SOURCES[instrument][n] for n in names}
-        self.pipeline = str(pipeline or L.DEFAULT_PIPELINES[instrument])
         self.summary = None if summary is None else str(summary)
+        named = _pipeline_of(self.summary)  # a summary file says whose labels it holds: astraAllStar<pipeline>-...
+        if pipeline and named and str(pipeline).lower() != named.lower():
+            raise ValueError(f"summary={self.summary} is an astraAllStar{named} file, but pipeline={pipeline}")
+        self.pipeline = str(pipeline or named or L.DEFAULT_PIPELINES[instrument])
         self.site, self.not_in_stack = site, not_in_stack
         bits = set(L.BAD_BITS[instrument] if bad_bits is None else bad_bits)
         if strict:
             bits |= L.STRICT_BITS[instrument]
         self.bad_bits, self.bad_mask = tuple(sorted(bits)), bits_value(bits)
         self.strict, self.drop_bad_rv, self.require_labels = bool(strict), bool(drop_bad_rv), bool(require_labels)
+
+    def resolved_options(self) -> dict:
+        """The reading options as this adapter resolved them (ingest compares these between ingests into one
+        store: a summary of another pipeline, or instrument=BOSS against boss, are what they resolve to)."""
+        return {"instrument": self.instrument, "pipeline": self.pipeline}
 
     # ---- discovery ---------------------------------------------------------------------------
     def discover(self, source) -> Discovery:
@@ -355,3 +363,14 @@ class SdssvAdapter:
                     summary_snr=_f(best.get("snr")), result_flags=_i(best.get("result_flags"), 0),
                     n_summary_rows=len(rows))
         return labels, err, flags, (L.STAR_FLAG_WARN if warn else 0) | (L.STAR_FLAG_BAD if bad else 0), meta
+
+
+def _pipeline_of(summary) -> str | None:
+    """The pipeline an astra summary's file name gives (astraAllStarAstroNN-0.8.1.fits -> AstroNN), or None."""
+    import re
+
+    if not summary:
+        return None
+    match = re.match(r"astraallstar([a-z0-9]+)-", Path(str(summary)).name, re.IGNORECASE)
+    return Path(str(summary)).name[12:12 + len(match.group(1))] if match else None
+
