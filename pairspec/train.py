@@ -298,6 +298,9 @@ def _ridge_fit(config: RunConfig, twins: Twins):
 RIDGE_STREAM_STARS = 4000
 
 
+INIT_FROM_MIN_SHARE = 0.5  # below this share of the parameters copied, init_from warns
+
+
 def _init_from(model, path, grid=None) -> None:
     """Copy every weight of checkpoint `path` whose name and shape match (fine-tuning: a new label set
     keeps its fresh head); an error when nothing matches (another architecture). Says how much was copied,
@@ -314,6 +317,11 @@ def _init_from(model, path, grid=None) -> None:
     n_copied = sum(v.numel() for v in matched.values())
     print(f"train.init_from: {len(matched)} of {len(own)} weight tensors ({n_copied / max(n_own, 1):.0%} of the "
           f"parameters) copied from {path}; the rest start fresh", flush=True)
+    if n_copied < INIT_FROM_MIN_SHARE * n_own:  # another model size: fine-tuning in name only
+        warnings.warn(f"{path}: train.init_from copied only {n_copied / max(n_own, 1):.0%} of the parameters: the "
+                      f"checkpoint is another model ({meta.get('preset', '?')}, {meta.get('model_kwargs', {}).get('embed_dim', '?')} "
+                      "wide), so this run trains mostly from scratch; use a checkpoint of the recipe's model.preset",
+                      stacklevel=2)
     if grid is not None and meta.get("grid") is not None and meta["grid"] != grid.to_dict():
         warnings.warn(f"{path}: train.init_from: this checkpoint was trained on another wavelength grid "
                       f"({meta['grid'].get('npix')} pixels, {meta.get('schema', {}).get('survey', '?')}) than the "

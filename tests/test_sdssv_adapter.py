@@ -273,6 +273,7 @@ def test_read_file_hook_reads_a_lone_mwmvisit(tmp_path):
     assert adapter.can_read(path) and not adapter.can_read(tmp_path / "apStar-dr17-x.fits")
     rec = adapter.read_file(path)
     assert rec.n_visits == 2 and np.isnan(rec.labels).all()  # no summary for a lone file
+    assert rec.star_flags == 0  # not NO_SUMMARY_ROW: no summary was read (predict set it on every star)
     assert rec.snr == pytest.approx(90.0)  # its mwmStar, found in astra's layout
 
 

@@ -170,6 +170,12 @@ def test_init_from_copies_matching_weights(tmp_path, fake_store, capsys):
     save_checkpoint(bad, {k: torch.zeros(1) for k in other.state_dict()}, {"model_kwargs": {}})
     with pytest.raises(ValueError, match="no weight of this checkpoint fits"):
         T.train(config(tmp_path, "bad", epochs=1, init_from=str(bad)), progress=False)
+    # a checkpoint of another model size: a few small tensors fit, the rest start fresh; said as a warning
+    src_state = src.state_dict()
+    few = {k: (src_state[k] if k in ("norm.weight", "norm.bias") else torch.zeros(1)) for k in src_state}
+    save_checkpoint(tmp_path / "few.pt", few, {"model_kwargs": {"embed_dim": 384}, "preset": "tsn_base"})
+    with pytest.warns(UserWarning, match=r"copied only 0% of the parameters: the checkpoint is another model \(tsn_base, 384"):
+        T.train(config(tmp_path, "few", epochs=1, init_from=str(tmp_path / "few.pt")), progress=False)
 
 
 def test_denoised_spectra_carry_a_per_pixel_sigma(tmp_path, monkeypatch):

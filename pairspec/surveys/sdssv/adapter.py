@@ -177,8 +177,12 @@ class SdssvAdapter:
         return parsed is not None and parsed[0] == "mwmVisit"
 
     def read_file(self, path) -> StarRecord:
-        """A lone mwmVisit file (its mwmStar beside it in astra's layout if there; no summary: labels NaN)."""
-        return self._read(str(path), None, str(path))
+        """A lone mwmVisit file (its mwmStar beside it in astra's layout if there; no summary: labels NaN).
+        No summary was read, so NO_SUMMARY_ROW (a star the summary lacks) is not set: it would say that of
+        every star given to predict."""
+        rec = self._read(str(path), None, str(path))
+        rec.star_flags = int(rec.star_flags) & ~L.STAR_NO_SUMMARY_ROW
+        return rec
 
     # ---- reading -------------------------------------------------------------------------------
     def read(self, unit: WorkUnit) -> StarRecord:
