@@ -36,9 +36,23 @@ def test_skips_reported_rest_ingested(tmp_path):
     assert len(store.attrs["last_ingest"]["skipped"]) == 4
     text = format_report(report)
     assert "ingested 23 stars" in text and "skipped 4 units" in text and "corrupt file" in text
+    assert "star N is already in the store" in text  # the reason, its id left out, groups such skips
     again = ingest(FakeAdapter(), str(src), store_path, workers=1, batch_size=8, progress=False, chunk=4)
     assert (again.n_stars, again.already_present, again.store_n_stars) == (0, 23, 23)
     assert len(again.skipped) == 4
+
+
+def test_the_report_groups_skips_by_reason_and_says_where_the_rest_are():
+    from pairspec.ingest.report import IngestReport
+    from pairspec.surveys.base import Skip
+
+    skips = [Skip(f"s/{i}.fits", f"summary row(s) of sdss_id {i} but no mwmVisit file", str(i)) for i in range(6)]
+    report = IngestReport(store="out.zarr", n_stars=2, store_n_stars=2, skipped=skips + [Skip("x", "corrupt", "x")])
+    text = format_report(report)
+    assert "       6  summary row(s) of sdss_id N but no mwmVisit file" in text
+    assert "... 3 more, in out.zarr.ingest-report.json" in text
+    nothing = format_report(IngestReport(store="out.zarr", skipped=skips))
+    assert "store out.zarr" not in nothing and "3 more, not listed (no store was written)" in nothing
 
 
 def test_limit_and_batches_chunk_aligned(tmp_path):

@@ -333,3 +333,10 @@ def test_instrument_is_compared_as_resolved(tmp_path):
     assert _changed_options(adapter, {"instrument": "BOSS"}, {"instrument": "boss"}) == []
     assert _changed_options(adapter, {"instrument": "apogee"}, {"instrument": "boss"}) == [
         "instrument: 'apogee' -> 'boss'", "pipeline: 'ASPCAP' -> 'BossNet'"]
+
+
+def test_a_folder_without_mwmvisit_files_says_so_once(tmp_path):
+    write_summary(tmp_path, [aspcap_row(i) for i in range(1, 50)])
+    with pytest.raises(AdapterError, match="no mwmVisit-\\*.fits\\[.gz\\] files under this folder"):
+        SdssvAdapter().discover(str(tmp_path))
+

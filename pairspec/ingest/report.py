@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 
 from pairspec.surveys.base import Skip
@@ -48,27 +49,37 @@ def save_report(store, store_path: str, report: IngestReport) -> None:
         os.replace(tmp, local)
 
 
+def reason_of(problem: str) -> str:
+    """The reason a skip gives, for grouping: its leading phrase with every word that holds a digit (ids,
+    HDU and row numbers, file names) as N, so a thousand "no row for sdss_id 123" are one reason."""
+    return re.sub(r"[^\s=:,()]*\d[^\s=:,()]*", "N", problem.split(":")[0]).strip()
+
+
 def format_report(report: IngestReport) -> str:
     """The closing summary the CLI prints."""
     frac = "n/a" if math.isnan(report.masked_fraction) else f"{report.masked_fraction:.1%}"
+    stored = report.n_stars > 0 or report.store_n_stars > 0  # an ingest that read nothing leaves no store
     lines = [
         f"ingested {report.n_stars} stars, {report.n_visits} visits ({report.n_pixels} px) in {report.elapsed_s:.1f} s"
         + (f" ({report.engine})" if report.engine else ""),
-        f"store {report.store}: {report.store_n_stars} stars, {report.store_n_visits} visits; "
-        f"{report.already_present} units were already present",
-        f"masked pixels (ivar = 0, usable blocks) in the new visits: {frac}",
-        f"skipped {len(report.skipped)} units" + (", by reason:" if report.skipped else ""),
     ]
+    if stored:
+        lines += [f"store {report.store}: {report.store_n_stars} stars, {report.store_n_visits} visits; "
+                  f"{report.already_present} units were already present",
+                  f"masked pixels (ivar = 0, usable blocks) in the new visits: {frac}"]
+    lines.append(f"skipped {len(report.skipped)} units" + (", by reason:" if report.skipped else ""))
+    more = (f"in {report.store}.ingest-report.json" if stored and "://" not in report.store
+            else "in the store's last_ingest attribute" if stored else "not listed (no store was written)")
     # Group by the reason's leading phrase so a thousand expected duplicates don't hide one broken file.
     groups: dict[str, list] = {}
     for s in report.skipped:
-        groups.setdefault(s.problem.split(":")[0], []).append(s)
+        groups.setdefault(reason_of(s.problem), []).append(s)
     for reason, items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         lines.append(f"  {len(items):6d}  {reason}")
         for s in items[:3]:
             lines.append(f"            {s.path}: {s.problem}")
         if len(items) > 3:
-            lines.append(f"            ... {len(items) - 3} more in the ingest report JSON")
+            lines.append(f"            ... {len(items) - 3} more, {more}")
     return "\n".join(lines)
 
 

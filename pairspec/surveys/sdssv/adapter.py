@@ -123,6 +123,9 @@ class SdssvAdapter:
                              self.pipeline)
         skipped: list[Skip] = []
         visits = self._index(root, "mwmVisit", skipped)
+        if not visits:  # said once, not as one "summary row but no mwmVisit file" per row
+            raise AdapterError(str(root), "no mwmVisit-*.fits[.gz] files under this folder (astra's layout: "
+                                          "spectra/visit/...; give the astra root)")
         stars = self._index(root, "mwmStar", [])
         count_key = f"N_{self.instrument.upper()}"
         units = []
