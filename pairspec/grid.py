@@ -1,7 +1,11 @@
-"""Wavelength grids: log-linear survey grids built from an integer pixel index (never np.arange on floats)."""
+"""Wavelength grids built from an integer pixel index (never np.arange on floats): log-linear (most
+survey grids) and linear (`LinearGrid`: e.g. Gaia RVS's published 846-870 nm in 0.01 nm steps). A grid's
+dict carries its `type`; `grid_from_dict` rebuilds whichever it was, which is what a store, a checkpoint,
+`pairspec info` and `pairspec validate` use."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -54,3 +58,73 @@ class LogLinearGrid:
             frame=d.get("frame", "rest"),
             blocks=tuple(tuple(int(v) for v in b) for b in d.get("blocks", ())),
         )
+
+    def describe(self) -> str:
+        """The grid in one line, for `pairspec info`."""
+        return (f"{self.npix} px, log10 lambda = {self.crval1} + {self.cdelt1} i ({self.medium}, {self.frame} "
+                "frame)")
+
+
+@dataclass(frozen=True, eq=False)
+class LinearGrid(LogLinearGrid):
+    """lambda_i = start_aa + step_aa * i (Angstrom), i = 0..npix-1. A LogLinearGrid subclass whose
+    `crval1`/`cdelt1` hold the log-linear grid through the same end points (for code that only needs the
+    pixel count and the range); `wavelength()` is exact, and its dict records `type: linear`, `start_aa`,
+    `step_aa`. It equals a LogLinearGrid only through that stand-in (the dict read by an older pairspec)."""
+
+    start_aa: float = 0.0
+    step_aa: float = 0.0
+
+    @classmethod
+    def linear(cls, start_aa: float, step_aa: float, npix: int, **kw) -> LinearGrid:
+        end = start_aa + step_aa * (npix - 1)
+        crval1 = math.log10(start_aa)
+        cdelt1 = (math.log10(end) - crval1) / max(npix - 1, 1)
+        return cls(crval1=crval1, cdelt1=cdelt1, npix=int(npix), start_aa=float(start_aa), step_aa=float(step_aa), **kw)
+
+    def wavelength(self) -> np.ndarray:
+        return self.start_aa + self.step_aa * np.arange(self.npix, dtype=np.float64)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["blocks"] = [list(b) for b in self.blocks]
+        d["type"] = "linear"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LinearGrid:
+        base = LogLinearGrid.from_dict(d)
+        return cls(crval1=base.crval1, cdelt1=base.cdelt1, npix=base.npix, medium=base.medium, frame=base.frame,
+                   blocks=base.blocks, start_aa=float(d["start_aa"]), step_aa=float(d["step_aa"]))
+
+    def describe(self) -> str:
+        return (f"{self.npix} px, lambda = {self.start_aa} + {self.step_aa} i A, linear ({self.medium}, "
+                f"{self.frame} frame)")
+
+    def _base(self) -> tuple:
+        return (self.crval1, self.cdelt1, self.npix, self.medium, self.frame, tuple(self.blocks))
+
+    def __eq__(self, other):
+        if not isinstance(other, LogLinearGrid):
+            return NotImplemented
+        base = (other.crval1, other.cdelt1, other.npix, other.medium, other.frame, tuple(other.blocks))
+        if base != self._base():
+            return False
+        if isinstance(other, LinearGrid):
+            return (other.start_aa, other.step_aa) == (self.start_aa, self.step_aa)
+        return True  # the log-linear stand-in an older pairspec rebuilt from this grid's dict
+
+    def __hash__(self):
+        return hash(self._base())
+
+
+GRID_TYPES = {"log-linear": LogLinearGrid, "linear": LinearGrid}
+
+
+def grid_from_dict(d: dict) -> LogLinearGrid:
+    """The grid a `to_dict()` describes, of its own type (a dict without `type` is log-linear)."""
+    kind = d.get("type", "log-linear")
+    if kind not in GRID_TYPES:
+        raise ValueError(f"unknown wavelength grid type {kind!r} (this pairspec knows {', '.join(GRID_TYPES)})")
+    return GRID_TYPES[kind].from_dict(d)
+

@@ -27,7 +27,7 @@ import numpy as np
 
 from pairspec import preprocess
 from pairspec.calibration import split_sigma
-from pairspec.grid import LogLinearGrid
+from pairspec.grid import grid_from_dict
 from pairspec.metrics import snr_bin_index
 from pairspec.refit import labels_returned
 from pairspec.schema import LabelSchema
@@ -47,7 +47,7 @@ class LabelPredictor:
         self.meta, self.source = meta, str(source)
         self.refit = bool(refit)  # predict's default: apply the checkpoint's refit mix where it has one
         self.schema = LabelSchema.from_dict(meta["schema"])
-        self.grid = LogLinearGrid.from_dict(meta["grid"])
+        self.grid = grid_from_dict(meta["grid"])
         self.label_names = list(self.schema.names)
         self.label_stats = data.LabelStats.from_dict(meta["label_stats"])
         self.label_mean = np.asarray(self.label_stats.mean, dtype=np.float64)

@@ -71,8 +71,7 @@ def describe_store(path: str) -> dict:
         _coverage_line(coverage),
         (f"  visit S/N: median {summary['visit_snr_median']:.1f}, {summary['visit_frac_snr_below_60']:.0%} below 60"
          if has_snr else "  visit S/N: no visits"),
-        f"  grid: {store.grid.npix} px, log10 lambda = {store.grid.crval1} + {store.grid.cdelt1} i "
-        f"({store.grid.medium}, {store.grid.frame} frame)",
+        f"  grid: {store.grid.describe()}",
         f"  provenance: {prov.get('source', 'not recorded')}; adapter "
         + (prov.get("adapter", "?").rsplit(".", 1)[-1]) + " with "
         + (", ".join(f"{k}={v!r}" for k, v in sorted(options.items())) if options else "its default options"),

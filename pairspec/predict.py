@@ -165,8 +165,9 @@ def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skip
         if not new.all():
             first = next(seen[(j, v)] for v in ids[~new])
             if not new.any():
-                skipped.append((str(path), f"its {ids.size} visit(s) were read already from {first} (one star's "
-                                           "file twice, e.g. in two field folders): not counted twice"))
+                why = (f"its {ids.size} visit(s) were read already from {first} (one star's file twice, e.g. in "
+                       "two field folders): not counted twice")
+                skipped.append((str(path), why))
                 continue
         seen.update({(j, v): str(path) for v in ids[new] if v})
         pending.append({

@@ -63,6 +63,12 @@ def test_grid_is_the_published_one_and_the_store_grid_keeps_its_ends():
     assert native == rebuilt_native and rebuilt_native == native and rebuilt_log == log
     assert native != rebuilt_log and rebuilt_log != native
     assert type(native).from_dict(native.to_dict()) == native and native.to_dict()["type"] == "linear"
+    from pairspec.grid import grid_from_dict
+
+    assert type(grid_from_dict(native.to_dict())).__name__ == "LinearGrid" and grid_from_dict(native.to_dict()) == native
+    assert type(grid_from_dict(log.to_dict())) is LogLinearGrid
+    with pytest.raises(ValueError, match="unknown wavelength grid type 'spline'"):
+        grid_from_dict({**log.to_dict(), "type": "spline"})
 
 
 def test_resampling_keeps_lines_in_place_and_propagates_the_variance():
@@ -216,6 +222,11 @@ def test_native_grid_keeps_the_published_samples_and_never_mixes_with_the_defaul
         ingest("gaia_rvs", str(tmp_path / "src"), str(tmp_path / "n.zarr"), workers=1, progress=False, adapter_options=opts)
     s = open_store(str(tmp_path / "n.zarr"))
     assert np.allclose(s.wavelength, 10 * WAVE, rtol=0, atol=1e-9)  # the exact published grid
+    # the store rebuilds its grid as the linear grid it is: validate accepted it only as a log-linear stand-in
+    from pairspec.grid import LinearGrid
+
+    assert isinstance(s.grid, LinearGrid) and s.grid == layout.GAIA_RVS_NATIVE_GRID and s.validate() == []
+    assert "lambda = 8460.0 + 0.1 i A, linear" in s.grid.describe()
     row = list(s.star_table()["id"]).index(str(SIDS[0]))
     flux, ivar, _ = s.star_spectra(np.array([row]))
     published = products.load(tmp_path / "src" / "RvsMeanSpectrum_000000-003111.csv.gz", "row=0000000")

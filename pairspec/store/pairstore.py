@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pairspec.grid import LogLinearGrid
+from pairspec.grid import grid_from_dict
 from pairspec.schema import LabelSchema
 from pairspec.store.layout import (
     STAR_ARRAYS,
@@ -65,7 +65,7 @@ class PairStore:
             key = "survey"
             self.survey, self.release = str(a["survey"]), str(a["release"])
             key = "grid"
-            self.grid = LogLinearGrid.from_dict(a["grid"])
+            self.grid = grid_from_dict(a["grid"])
             with np.errstate(all="ignore"):
                 if not (int(self.grid.npix) >= 1 and np.isfinite(self.grid.wavelength()).all()):
                     raise ValueError(f"npix {self.grid.npix} and wavelengths must be finite and positive")

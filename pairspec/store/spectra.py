@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pairspec.grid import LogLinearGrid
+from pairspec.grid import LogLinearGrid, grid_from_dict
 from pairspec.store.layout import _create, _is_file, _occupied, _zarr
 
 
@@ -103,7 +103,7 @@ def spectra_problems(group) -> list[str]:
     its grid's, a sigma that is negative. (A row of NaN is a visit without a usable pixel: allowed.)"""
     n, problems = int(group.attrs.get("n", 0)), []
     try:
-        npix = int(LogLinearGrid.from_dict(group.attrs["grid"]).npix)
+        npix = int(grid_from_dict(group.attrs["grid"]).npix)
     except (KeyError, TypeError, ValueError) as err:
         return [f"no readable grid in the attributes ({type(err).__name__}: {err})"]
     names = [name for name, _ in group.arrays()]
@@ -129,12 +129,12 @@ def spectra_problems(group) -> list[str]:
 def describe_spectra(path: str, group) -> dict:
     """`pairspec info` of a spectra store: what it holds and where it came from."""
     attrs = dict(group.attrs)
-    grid = LogLinearGrid.from_dict(attrs["grid"])
+    grid = grid_from_dict(attrs["grid"])
     names = sorted(name for name, _ in group.arrays())
     extra = [k for k in names if k not in ("id", "flux", "sigma", "wavelength")]
     problems = spectra_problems(group)
     lines = [f"spectra store {path} ({attrs.get('kind', 'spectra')}; pairspec predict --denoised)",
-             f"  {int(attrs.get('n', 0))} spectra of {grid.npix} px, log10 lambda = {grid.crval1} + {grid.cdelt1} i",
+             f"  {int(attrs.get('n', 0))} spectra; grid {grid.describe()}",
              "  per-pixel uncertainty (sigma): " + ("yes" if "sigma" in names else "no"),
              "  columns beside id and flux: " + (", ".join(extra) if extra else "none")]
     if attrs.get("checkpoint"):

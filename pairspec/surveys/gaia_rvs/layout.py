@@ -1,28 +1,18 @@
 """Gaia RVS's fixed layout: the published wavelength grid, the label schema, and the bits this adapter sets.
 
 The published grid is LINEAR in wavelength (formats.md 4.1: 846-870 nm in 0.01 nm steps, 2401 samples,
-both ends inclusive, rest frame, vacuum per ESA as quoted by third parties). pairspec.grid only knows
-log-linear grids, and the pair store rebuilds its grid with `LogLinearGrid.from_dict` (and `pairspec
-validate` compares the store's wavelength array with that grid), so by default the adapter resamples onto
-GAIA_RVS_GRID, the log-linear grid through the same end points with the same 2401 pixels. The exact grid is
-available as GAIA_RVS_NATIVE_GRID (adapter option grid="native"): `LinearGrid` is a LogLinearGrid subclass
-that (a) returns the exact linear wavelengths from `wavelength()` (what `create_store` writes into
-the store's `wavelength` array), (b) records `type: linear`, `start_aa`, `step_aa` in its dict, and
-(c) keeps in `crval1`/`cdelt1` the log-linear grid through the same end points, for code that reads the
-dict as a LogLinearGrid (off by at most 0.84 A = 8.4 px mid-range; nothing in pairspec resamples with it:
-the network sees pixel indices). A LinearGrid equals the LogLinearGrid rebuilt from its dict, so
-re-ingesting into an existing store works. grid.py should learn linear grids itself (the adapter's README
-says how); this class then becomes an import.
+both ends inclusive, rest frame, vacuum per ESA as quoted by third parties). By default the adapter
+resamples onto GAIA_RVS_GRID, the log-linear grid through the same end points with the same 2401 pixels
+(what every other survey's grid is). The exact grid is GAIA_RVS_NATIVE_GRID (adapter option
+grid="native"), a `pairspec.grid.LinearGrid`: a store and a checkpoint rebuild it as such
+(`grid_from_dict`), so its wavelength array reads back exactly and `pairspec validate` accepts it.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
-from pairspec.grid import LogLinearGrid
+from pairspec.grid import LinearGrid, LogLinearGrid
 from pairspec.schema import Label, LabelSchema
 
 NPIX = 2401
@@ -31,56 +21,7 @@ RESOLVING_POWER = 11500.0  # formats.md 4.1 (unverified)
 NATIVE_PIXEL_NM = 0.0245  # RVS native pixel; the 0.01 nm grid oversamples it ~2.5x (unverified)
 
 
-@dataclass(frozen=True, eq=False)
-class LinearGrid(LogLinearGrid):
-    """lambda_i = start_aa + step_aa * i (Angstrom), i = 0..npix-1; see the module docstring."""
-
-    start_aa: float = 10 * START_NM
-    step_aa: float = 10 * STEP_NM
-
-    @classmethod
-    def linear(cls, start_aa: float, step_aa: float, npix: int, **kw) -> LinearGrid:
-        end = start_aa + step_aa * (npix - 1)
-        crval1 = math.log10(start_aa)
-        cdelt1 = (math.log10(end) - crval1) / max(npix - 1, 1)
-        return cls(crval1=crval1, cdelt1=cdelt1, npix=int(npix), start_aa=float(start_aa), step_aa=float(step_aa), **kw)
-
-    def wavelength(self) -> np.ndarray:
-        return self.start_aa + self.step_aa * np.arange(self.npix, dtype=np.float64)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["blocks"] = [list(b) for b in self.blocks]
-        d["type"] = "linear"
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LinearGrid:
-        base = LogLinearGrid.from_dict(d)
-        return cls(crval1=base.crval1, cdelt1=base.cdelt1, npix=base.npix, medium=base.medium, frame=base.frame,
-                   blocks=base.blocks, start_aa=float(d.get("start_aa", 10 * START_NM)),
-                   step_aa=float(d.get("step_aa", 10 * STEP_NM)))
-
-    def _base(self) -> tuple:
-        return (self.crval1, self.cdelt1, self.npix, self.medium, self.frame, tuple(self.blocks))
-
-    def __eq__(self, other):
-        if not isinstance(other, LogLinearGrid):
-            return NotImplemented
-        base = (other.crval1, other.cdelt1, other.npix, other.medium, other.frame, tuple(other.blocks))
-        if base != self._base():
-            return False
-        if isinstance(other, LinearGrid):
-            return (other.start_aa, other.step_aa) == (self.start_aa, self.step_aa)
-        return True  # the LogLinearGrid a store rebuilds from this grid's dict
-
-    def __hash__(self):
-        return hash(self._base())
-
-
-# The published grid, exactly (adapter option grid="native"; needs linear-grid support in pairspec.grid for
-# `pairspec validate` and for a store's grid attribute to read back exactly: see the module docstring).
-# Its blocks ((0, 2401),) (usable everywhere, as the default's empty blocks) keep the two grids unequal once a
+# The published grid, exactly (adapter option grid="native"). Its blocks ((0, 2401),) (usable everywhere, as the default's empty blocks) keep the two grids unequal once a
 # store has rebuilt either as a LogLinearGrid, so an ingest cannot mix resampled and native spectra.
 GAIA_RVS_NATIVE_GRID = LinearGrid.linear(10 * START_NM, 10 * STEP_NM, NPIX, medium="vacuum", frame="rest",
                                          blocks=((0, NPIX),))
