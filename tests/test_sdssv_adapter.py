@@ -271,6 +271,9 @@ def test_read_file_hook_reads_a_lone_mwmvisit(tmp_path):
     path = one_star(tmp_path)
     adapter = SdssvAdapter()
     assert adapter.can_read(path) and not adapter.can_read(tmp_path / "apStar-dr17-x.fits")
+    star = next(tmp_path.rglob("mwmStar-*.fits"))
+    assert not adapter.can_read(star) and "an SDSS-V mwmStar file (a star's coadd)" in adapter.file_hint(star)
+    assert adapter.file_hint(tmp_path / "apStar-dr17-x.fits") is None
     rec = adapter.read_file(path)
     assert rec.n_visits == 2 and np.isnan(rec.labels).all()  # no summary for a lone file
     assert rec.star_flags == 0  # not NO_SUMMARY_ROW: no summary was read (predict set it on every star)

@@ -179,6 +179,17 @@ class SdssvAdapter:
         parsed = L.parse_mwm_name(Path(str(path)).name)
         return parsed is not None and parsed[0] == "mwmVisit"
 
+    @staticmethod
+    def file_hint(path) -> str | None:
+        """Why predict cannot take a file `can_read` refused, when its name says what it is."""
+        parsed = L.parse_mwm_name(Path(str(path)).name)
+        if parsed is not None and parsed[0] == "mwmStar":
+            return ("an SDSS-V mwmStar file (a star's coadd); predict reads mwmVisit files, which hold the visits "
+                    "(the mwmStar beside one in astra's layout is read with it)")
+        if Path(str(path)).name.lower().startswith("astraallstar"):
+            return "an astra summary file, not spectra; predict reads mwmVisit files (ingest reads the summary)"
+        return None
+
     def read_file(self, path) -> StarRecord:
         """A lone mwmVisit file (its mwmStar beside it in astra's layout if there; no summary: labels NaN).
         No summary was read, so NO_SUMMARY_ROW (a star the summary lacks) is not set: it would say that of
