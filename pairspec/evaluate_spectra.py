@@ -45,7 +45,7 @@ def read_truth_spectra(path, star_ids, wanted, npix: int | None = None) -> dict 
     """{star index: noiseless spectrum (npix,) float32} for the store stars `wanted` (indices into
     star_ids), from the "SPECTRA" HDU of a truth file (rows in the order of its HDU1 star_id column);
     None when the file has no such HDU (a truth table of labels only). `npix`: the store grid's pixels; a
-    truth with spectra on several grids (SDSS-V: "SPECTRA" APOGEE, "SPECTRA_BOSS") gives the HDU of that
+    truth with spectra on several grids (one survey's two instruments: "SPECTRA", "SPECTRA_<X>") gives the HDU of that
     length, and one with none of that length gives None with a warning (indexing another grid's spectrum
     by this grid's pixels compared spectra at other wavelengths)."""
     from astropy.io import fits

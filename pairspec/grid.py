@@ -1,5 +1,5 @@
 """Wavelength grids built from an integer pixel index (never np.arange on floats): log-linear (most
-survey grids) and linear (`LinearGrid`: e.g. Gaia RVS's published 846-870 nm in 0.01 nm steps). A grid's
+survey grids) and linear (`LinearGrid`: a survey that publishes lambda = start + step * i). A grid's
 dict carries its `type`; `grid_from_dict` rebuilds whichever it was, which is what a store, a checkpoint,
 `pairspec info` and `pairspec validate` use."""
 

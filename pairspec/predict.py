@@ -367,7 +367,8 @@ def _read_inputs(predictor, inputs, split, chunk, batch_size, writer, progress, 
             visits = _collect(predictor, zip(metas, outs), star_ids, writer, advance)
     source = str(getattr(store, "path", inputs))[-60:]
     flags = np.asarray(stars["star_flags"], dtype=np.int64)[star_sel] if "star_flags" in stars else None
-    # the star bits are the store's, so their names are its survey's (a DR17 checkpoint on an SDSS-V store)
+    # the star bits are the store's, so their names are its survey's (a checkpoint of a related survey on the
+    # same grid may predict it)
     return visits, star_ids, _survey_labels(store, star_sel, predictor), source, [], (flags, getattr(store, "survey", predictor.schema.survey))
 
 

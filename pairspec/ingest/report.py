@@ -51,7 +51,7 @@ def save_report(store, store_path: str, report: IngestReport) -> None:
 
 def reason_of(problem: str) -> str:
     """The reason a skip gives, for grouping: its leading phrase with every word that holds a digit (ids,
-    HDU and row numbers, file names) as N, so a thousand "no row for sdss_id 123" are one reason."""
+    HDU and row numbers, file names) as N, so a thousand "no row for star 123" are one reason."""
     return re.sub(r"[^\s=:,()]*\d[^\s=:,()]*", "N", problem.split(":")[0]).strip()
 
 
