@@ -190,6 +190,11 @@ def train(
         best = run_train(config, progress=True)
     except USER_ERRORS as err:  # ConfigError is a ValueError: e.g. a run folder that holds another recipe's run
         _user_error(err)
+    except KeyboardInterrupt:
+        typer.secho(f"interrupted: rerun the same command to resume {config.run_dir} from its last.pt (the last "
+                    "finished epoch); until then best.pt, if any, has no sigma calibration", fg=typer.colors.YELLOW,
+                    err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"best checkpoint: {best}")
 
 

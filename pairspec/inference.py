@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,8 @@ class LabelPredictor:
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu", compile: bool = False, refit: bool = True) -> LabelPredictor:
+        """The predictor of a checkpoint file; warns when its sigmas are uncalibrated (a best.pt written by
+        a training stopped before its closing stage, which a rerun of the train command finishes)."""
         import torch
 
         from pairspec.checkpoint import load_checkpoint
@@ -78,6 +81,10 @@ class LabelPredictor:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):
             raise ValueError(f"device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'")
         model, meta = load_checkpoint(path, map_location="cpu")
+        if not meta.get("calibration") and meta.get("model_class", "tsn") == "tsn":
+            warnings.warn(f"{path}: no sigma calibration in this checkpoint (a training stopped before its closing "
+                          "stage, or one without a val split): its errors are the network's own, not calibrated. "
+                          "Rerunning the train command finishes an interrupted run", stacklevel=2)
         return cls(model, meta, device=device, source=str(Path(path)), compile=compile, refit=refit)
 
     @property

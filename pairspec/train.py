@@ -375,10 +375,23 @@ def resume_state(config: RunConfig, run: RunContext, model, opt: Optimisation, m
             opt.average.state = {k: v.to(run.device) for k, v in saved["ema"].items()}
         state.update({k: saved[k] for k in state})
     elif run.rank == 0:
-        (run.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        _clear_run(run.run_dir, config.train.resume)
     if run.rank == 0:
         save_resolved(config, run.run_dir / "config.yaml")
     return state
+
+
+def _clear_run(run_dir, resume: bool) -> None:
+    """A run that starts over removes what an earlier run left in its folder: its metrics, its checkpoints
+    (an old best.pt came back as this run's result when this one never validated; a last.pt would make a
+    rerun resume the old weights under this run's config.yaml) and checkpoint files a kill left mid-write."""
+    old = [p for p in (run_dir / "best.pt", run_dir / "last.pt") if p.exists()]
+    for path in [run_dir / "metrics.jsonl", *old, *run_dir.glob(".*.pt.*.tmp")]:
+        path.unlink(missing_ok=True)
+    if old:
+        why = "train.resume=false" if not resume else "no last.pt to resume from"
+        print(f"{run_dir}: {why}: the earlier run's {' and '.join(p.name for p in old)} removed; training starts "
+              "over", flush=True)
 
 
 # ---- the whole run ------------------------------------------------------------------------------

@@ -215,3 +215,16 @@ def test_info_names_the_labels_no_star_has_once():
         "  labels (fraction present): teff 100%, logg 50%; no star has c_fe")
     assert _coverage_line({"a": 0.0, "b": 0.0, "c": 0.0, "d": float("nan")}) == (
         "  labels (fraction present): none; 4 labels of the schema no star has (a, b ... d)")
+
+
+def test_an_interrupted_training_says_how_to_resume(tmp_path, monkeypatch):
+    import pairspec.train as T
+
+    def interrupted(config, progress=True):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "train", interrupted)
+    result = runner.invoke(app, ["train", "recipes/demo.yaml", "--set", f"run.out_dir={tmp_path / 'run'}",
+                                 "--set", f"data.store={tmp_path / 's.zarr'}"])
+    assert result.exit_code == 130
+    assert f"interrupted: rerun the same command to resume {tmp_path / 'run'} from its last.pt" in result.output

@@ -126,6 +126,39 @@ def test_resume_refuses_a_run_folder_of_another_recipe(tmp_path, fake_store):
     assert "lr: 0.004" in (tmp_path / "r" / "config.yaml").read_text()
 
 
+def test_starting_over_never_returns_the_earlier_runs_weights(tmp_path, fake_store, capsys):
+    """resume=false used to keep the old best.pt: a new run stopped before its first validation returned
+    the old run's weights as its result; and one killed early left the old last.pt, so the next plain rerun
+    resumed the old weights under the new config.yaml. Starting over now removes the old checkpoints."""
+    T.train(config(tmp_path, "r", epochs=1), progress=False)
+    old, _ = load_checkpoint(tmp_path / "r" / "best.pt")
+    stale = tmp_path / "r" / ".last.pt.12345.tmp"  # what a kill mid-write leaves
+    stale.write_bytes(b"half a checkpoint")
+    best = T.train(config(tmp_path, "r", epochs=1, lr=4e-3, resume=False, max_steps=2), progress=True)
+    out = capsys.readouterr().out
+    assert "train.resume=false: the earlier run's best.pt and last.pt removed; training starts over" in out
+    assert "stopped at step 2 of 6 (train.max_steps=2)" in out
+    new, meta = load_checkpoint(best)
+    assert meta["config"]["train"]["lr"] == 4e-3 and meta["step"] == 2 and not stale.exists()
+    assert not torch.allclose(new.pos_embed, old.pos_embed)
+
+
+def test_a_checkpoint_without_calibration_warns_when_loaded(tmp_path, fake_store):
+    from pairspec.checkpoint import save_checkpoint
+    from pairspec.inference import LabelPredictor
+
+    best = T.train(config(tmp_path, "c", epochs=1), progress=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LabelPredictor.from_checkpoint(best)  # calibrated: quiet
+    model, meta = load_checkpoint(best)
+    save_checkpoint(tmp_path / "raw.pt", model.state_dict(), {**meta, "calibration": None})
+    with pytest.warns(UserWarning, match="no sigma calibration in this checkpoint"):
+        LabelPredictor.from_checkpoint(tmp_path / "raw.pt")
+
+
 def test_time_limit_stops_at_an_epoch_end_and_finishes(tmp_path, fake_store):
     best = T.train(config(tmp_path, "boxed", epochs=5, time_limit_min=0.0), progress=False)
     lines = [json.loads(s) for s in (tmp_path / "boxed" / "metrics.jsonl").read_text().splitlines()]
