@@ -280,7 +280,9 @@ def evaluate(
         typer.Option(help="Another method as NAME=CHECKPOINT, e.g. direct=runs/direct/best.pt (repeatable)."),
     ] = None,
     emulator_fit: Annotated[bool, typer.Option(help="Also run the visit-level emulator chi-square fit baseline.")] = False,
-    max_fit: Annotated[int, typer.Option(help="At most this many visits for the emulator fit.")] = 2000,
+    max_fit: Annotated[int, typer.Option(
+        help="About this many visits for the emulator fit: whole stars drawn at random until the next one would "
+             "pass it (at least one star, so the fitted visits hold repeat pairs).")] = 2000,
     device: Annotated[str, typer.Option(help="Where the networks run: cpu, cuda, or auto.")] = "auto",
     masses: Annotated[Path | None, typer.Option(
         help="Table of asteroseismic masses (a column of the store's star ids, and mass) for C/N ages of giants; "
@@ -291,10 +293,16 @@ def evaluate(
     from pairspec.evaluate import format_table
 
     others = {}
+    reserved = ("tsn", "tsn_network", "emulator_fit", "survey", "truth")  # evaluate's own rows
     for item in compare or []:
         name, sep, path = item.partition("=")
         if not sep:
             _fail(f"--compare expects NAME=CHECKPOINT, got {item!r}")
+        if name in reserved:
+            _fail(f"--compare {item}: {name!r} names one of evaluate's own rows ({', '.join(reserved)}); pick "
+                  "another name")
+        if name in others:
+            _fail(f"--compare {item}: the name {name!r} is given twice (the first was {others[name]})")
         others[name] = path
     try:
         metrics = run_evaluate(

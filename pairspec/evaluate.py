@@ -66,7 +66,7 @@ def read_truth(path, star_ids, names) -> tuple[np.ndarray, np.ndarray | None]:
     idx = np.array([row.get(str(s).strip(), -1) for s in star_ids])
     if not (idx >= 0).any():
         raise ValueError(f"{path}: no star of the store is in this truth table (e.g. store star "
-                         f"{str(star_ids[0]) if len(star_ids) else '?'!r}, truth star {ids[0] if ids.size else '?'!r})")
+                         f"{str(star_ids[0]) if len(star_ids) else '?'!r}, truth star {str(ids[0]) if ids.size else '?'!r})")
     out = np.full((len(star_ids), len(names)), np.nan)
     for k, name in enumerate(names):
         if name in cols:

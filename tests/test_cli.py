@@ -228,3 +228,11 @@ def test_an_interrupted_training_says_how_to_resume(tmp_path, monkeypatch):
                                  "--set", f"data.store={tmp_path / 's.zarr'}"])
     assert result.exit_code == 130
     assert f"interrupted: rerun the same command to resume {tmp_path / 'run'} from its last.pt" in result.output
+
+
+def test_compare_names_must_be_free_and_distinct(tmp_path):
+    ckpt = tmp_path / "a.pt"
+    ckpt.write_bytes(b"x")
+    _fails("evaluate", ckpt, tmp_path, "--compare", f"tsn={ckpt}", says="'tsn' names one of evaluate's own rows")
+    _fails("evaluate", ckpt, tmp_path, "--compare", f"a={ckpt}", "--compare", f"a={ckpt}",
+           says="the name 'a' is given twice")
