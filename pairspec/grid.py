@@ -86,10 +86,7 @@ class LinearGrid(LogLinearGrid):
         return self.start_aa + self.step_aa * np.arange(self.npix, dtype=np.float64)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["blocks"] = [list(b) for b in self.blocks]
-        d["type"] = "linear"
-        return d
+        return {**super().to_dict(), "type": "linear"}  # asdict in the base also takes start_aa, step_aa
 
     @classmethod
     def from_dict(cls, d: dict) -> LinearGrid:
