@@ -149,7 +149,7 @@ def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skip
         if rec.visit_flux.shape[1] != npix:
             skipped.append((str(path), f"{rec.visit_flux.shape[1]} pixels, the model expects {npix}"))
             continue
-        ra, dec = (float(rec.meta.get(k, np.nan) if rec.meta else np.nan) for k in ("ra", "dec"))
+        ra, dec = (_coordinate(rec.meta, k) for k in ("ra", "dec"))
         if rec.star_id not in index:  # one star may have files from two telescopes
             near = _star_within(positions, ra, dec, radius) if radius else None
             if near is None:
@@ -184,6 +184,14 @@ def _file_chunks(reader, paths, npix: int, chunk: int, star_ids: list[str], skip
             pending, n_pending = [], 0
     if pending:
         yield _concat(pending)
+
+
+def _coordinate(meta, key: str) -> float:
+    """A record's ra or dec in degrees, NaN where it has none (or not a number)."""
+    try:
+        return float((meta or {}).get(key, np.nan))
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _star_within(positions, ra: float, dec: float, radius_arcsec: float) -> int | None:
