@@ -162,11 +162,12 @@ def run_epochs(config, run, twins, raw_model, meta, opt, state, progress: bool):
             stopped = _time_up(t_train, tc.time_limit_min, run.world, run.device)
         if stopped and run.rank == 0:
             save_last(run, raw_model, meta, opt, state)
-            limit = (f"train.max_steps={tc.max_steps}" if tc.max_steps is not None and state["step"] >= tc.max_steps
-                     else f"train.time_limit_min={tc.time_limit_min}")
-            bar.print(f"{run.run_dir}: stopped at step {state['step']} of {opt.total_steps} ({limit}), in epoch "
-                      f"{state['epoch'] + 1} of {tc.epochs}; best.pt is the best so far. The same command without "
-                      "the limit (or with a larger one) continues from last.pt")
+            if state["epoch"] < tc.epochs:  # a limit met on the last epoch's end stopped nothing
+                limit = (f"train.max_steps={tc.max_steps}" if tc.max_steps is not None and state["step"] >= tc.max_steps
+                         else f"train.time_limit_min={tc.time_limit_min}")
+                bar.print(f"{run.run_dir}: stopped at step {state['step']} of {opt.total_steps} ({limit}; "
+                          f"{state['epoch']} of {tc.epochs} epochs done); best.pt is the best so far. The same "
+                          "command without the limit (or with a larger one) continues from last.pt")
     return val_loader
 
 

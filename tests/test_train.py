@@ -137,7 +137,7 @@ def test_starting_over_never_returns_the_earlier_runs_weights(tmp_path, fake_sto
     best = T.train(config(tmp_path, "r", epochs=1, lr=4e-3, resume=False, max_steps=2), progress=True)
     out = capsys.readouterr().out
     assert "train.resume=false: the earlier run's best.pt and last.pt removed; training starts over" in out
-    assert "stopped at step 2 of 6 (train.max_steps=2)" in out
+    assert "stopped at step 2 of 6 (train.max_steps=2; 0 of 1 epochs done)" in out
     new, meta = load_checkpoint(best)
     assert meta["config"]["train"]["lr"] == 4e-3 and meta["step"] == 2 and not stale.exists()
     assert not torch.allclose(new.pos_embed, old.pos_embed)
@@ -159,12 +159,15 @@ def test_a_checkpoint_without_calibration_warns_when_loaded(tmp_path, fake_store
         LabelPredictor.from_checkpoint(tmp_path / "raw.pt")
 
 
-def test_time_limit_stops_at_an_epoch_end_and_finishes(tmp_path, fake_store):
-    best = T.train(config(tmp_path, "boxed", epochs=5, time_limit_min=0.0), progress=False)
+def test_time_limit_stops_at_an_epoch_end_and_finishes(tmp_path, fake_store, capsys):
+    best = T.train(config(tmp_path, "boxed", epochs=5, time_limit_min=0.0), progress=True)
     lines = [json.loads(s) for s in (tmp_path / "boxed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1]  # a zero limit: stop after the first epoch
     meta = read_meta(best)
     assert meta["epoch"] == 1 and "calibration" in meta  # finished as a normal run
+    assert "(train.time_limit_min=0.0; 1 of 5 epochs done)" in capsys.readouterr().out
+    T.train(config(tmp_path, "one", epochs=1, time_limit_min=0.0), progress=True)  # the limit met at the end
+    assert "stopped at" not in capsys.readouterr().out
 
 
 def test_nonfinite_step_is_skipped_and_weights_unchanged():
