@@ -60,9 +60,8 @@ def _changed_options(adapter, stored: dict, given: dict) -> list[str]:
     params = inspect.signature(type(adapter)).parameters
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     free = set(getattr(adapter, "location_options", ())) | {"labels"}
-    # an adapter that resolves options (a summary file's name gives its pipeline; an upper-case value is the
-    # lower-case one)
-    # is compared on what each ingest's options resolve to
+    # an adapter that resolves its options (a summary file's name gives its pipeline; an upper-case value is the
+    # lower-case one) is compared on what each ingest's options resolve to
     resolved_now = adapter.resolved_options() if hasattr(adapter, "resolved_options") else {}
     try:
         resolved_before = type(adapter)(**stored).resolved_options() if resolved_now else {}

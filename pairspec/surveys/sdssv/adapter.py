@@ -390,5 +390,5 @@ def _pipeline_of(summary) -> str | None:
     if not summary:
         return None
     match = re.match(r"astraallstar([a-z0-9]+)-", Path(str(summary)).name, re.IGNORECASE)
-    return Path(str(summary)).name[12:12 + len(match.group(1))] if match else None
+    return match.group(1) if match else None  # as the name spells it
 
