@@ -146,39 +146,28 @@ def _open_with_astropy(path: str):
 
 def _open_apstar(path: str, grid: LogLinearGrid):
     """Validated (primary header as a dict, flux, err, pixmask) from HDUs 0-3, all (NROW, npix)."""
-    if path.endswith(".gz"):  # gzipped: astropy decompresses it (the raw-block reader below cannot seek in it)
-        try:
-            header, h1, arrays = _open_with_astropy(path)
-        except AdapterError:
-            raise
-        except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, UserWarning) as exc:
-            raise AdapterError(path, f"cannot read the gzipped FITS file: {exc}") from exc
-        return _checked_arrays(path, grid, header, h1, arrays)
+    gz = path.endswith(".gz")
     try:
-        hdus = fits_layout(path)  # a cut file shows up here, before anything is parsed
-        if len(hdus) < 4:
-            raise AdapterError(path, f"missing HDU: file has {len(hdus)} HDU(s), need 0-3 (header, flux, err, pixmask)")
-        if all(h.image and h.shape for h in hdus[1:4]):
-            # the usual case: plain images, read straight into numpy (astropy would parse more)
-            header, h1 = header_values(path, hdus[0]), header_values(path, hdus[1])
-            arrays = [read_image(path, hdus[k]) for k in (1, 2, 3)]
-        else:
+        if gz:  # astropy decompresses it (the raw-block reader below cannot seek in a gzip stream)
             header, h1, arrays = _open_with_astropy(path)
+        else:
+            hdus = fits_layout(path)  # a cut file shows up here, before anything is parsed
+            if len(hdus) < 4:
+                raise AdapterError(path, f"missing HDU: file has {len(hdus)} HDU(s), need 0-3 (header, flux, err, pixmask)")
+            if all(h.image and h.shape for h in hdus[1:4]):
+                # the usual case: plain images, read straight into numpy (astropy would parse more)
+                header, h1 = header_values(path, hdus[0]), header_values(path, hdus[1])
+                arrays = [read_image(path, hdus[k]) for k in (1, 2, 3)]
+            else:
+                header, h1, arrays = _open_with_astropy(path)
+        flux, err = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in arrays[:2])
+        if not np.issubdtype(arrays[2].dtype, np.integer):
+            raise AdapterError(path, f"HDU3 pixmask is {arrays[2].dtype}, expected an integer bitmask")
+        pixmask = np.atleast_2d(np.asarray(arrays[2], dtype=np.int64))
     except AdapterError:
         raise
-    except (OSError, ValueError, TypeError, IndexError, KeyError, UserWarning) as exc:
-        raise AdapterError(path, f"cannot read FITS: {exc}") from exc
-    return _checked_arrays(path, grid, header, h1, arrays)
-
-
-def _checked_arrays(path: str, grid: LogLinearGrid, header, h1, arrays):
-    """(header, flux, err, pixmask) of _open_apstar, the arrays' types, shapes and grid checked."""
-    if len(arrays) < 3 or any(a is None for a in arrays[:3]):
-        raise AdapterError(path, "missing HDU: need 0-3 (header, flux, err, pixmask)")
-    flux, err = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in arrays[:2])
-    if not np.issubdtype(arrays[2].dtype, np.integer):
-        raise AdapterError(path, f"HDU3 pixmask is {arrays[2].dtype}, expected an integer bitmask")
-    pixmask = np.atleast_2d(np.asarray(arrays[2], dtype=np.int64))
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, UserWarning) as exc:
+        raise AdapterError(path, f"cannot read {'the gzipped FITS file' if gz else 'FITS'}: {exc}") from exc
 
     crval1 = h1.get("CRVAL1", header.get("CRVAL1"))
     cdelt1 = h1.get("CDELT1", header.get("CDELT1"))
