@@ -96,9 +96,14 @@ class LabelPredictor:
         """The method of the sigma calibration applied to the labels `predict` returns (the refit mix's with
         a refit): "visit+star" (the errors split into a part that averages down over a star's visits and one
         common to them), "one-part" (too few repeat pairs in the val split to split them) or "none"."""
-        refit = self.refit if refit is None else bool(refit)
-        calibration = self.meta["refit"].get("calibration") if refit and self.has_refit else self.calibration
-        return str((calibration or {}).get("method", "none")) if calibration else "none"
+        calibration = self._mix_and_calibration(self.refit if refit is None else refit)[1]
+        return str(calibration.get("method", "none")) if calibration else "none"
+
+    def _mix_and_calibration(self, refit: bool) -> tuple:
+        """(the refit's mix weights or None, the sigma calibration that goes with the labels returned): one
+        rule for `predict` and for `calibration_method`, which the catalogue's CALMETH reports."""
+        mix = (self.meta.get("refit") or {}).get("weight_of_network") if refit and self.has_refit else None
+        return mix, (self.meta["refit"].get("calibration") if mix is not None else self.calibration)
 
     def predict(self, flux, ivar, batch_size: int = 256, denoise: bool = False, refit: bool | None = None,
                 return_refit: bool = False) -> dict:
@@ -126,7 +131,7 @@ class LabelPredictor:
         have_profile = bool((self.meta.get("denoise_sigma") or {}).get("sigma"))
         denoised_sigma = np.full((N, self.grid.npix), np.nan, dtype=np.float32) if denoise and have_profile else None
         refit = self.refit if refit is None else refit
-        mix = (self.meta.get("refit") or {}).get("weight_of_network") if refit and self.has_refit else None
+        mix, calibration = self._mix_and_calibration(refit)
         do_refit = mix is not None or (return_refit and bool(getattr(self.model, "label_decoder_width", 0)))
         if return_refit and not getattr(self.model, "label_decoder_width", 0):
             raise ValueError(f"{self.source or 'checkpoint'}: no label decoder (model.label_decoder) to refit through")
@@ -172,7 +177,6 @@ class LabelPredictor:
                     if denoised_sigma is not None:
                         denoised_sigma[rows, pix] = self._denoise_sigma(snr[rows])
         raw_sigma = sigma
-        calibration = self.meta["refit"].get("calibration") if mix is not None else self.calibration
         sigma, sigma_visit, sigma_star = split_sigma(sigma, snr, calibration, labels)
         result = {"labels": labels, "sigma": sigma, "sigma_visit": sigma_visit, "sigma_star": sigma_star, "snr": snr,
                   "frac_bad": frac_bad, "refit": mix is not None}

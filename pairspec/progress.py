@@ -36,7 +36,8 @@ class Progress:
     def __init__(self, *columns, enabled: bool = True, transient: bool = False, plain: bool | None = None,
                  steps: int = 10, name: str = ""):
         self.enabled, self.name = bool(enabled), name
-        self.plain = (not _interactive()) if plain is None else bool(plain)
+        # a disabled bar draws nothing: no need to ask rich what stdout is
+        self.plain = bool(plain) if plain is not None else (self.enabled and not _interactive())
         self.steps = max(1, int(steps))
         self._rich = None
         self._tasks: dict[int, dict] = {}
